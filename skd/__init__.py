@@ -1,0 +1,39 @@
+"""skd: scikit-learn-native knowledge distillation on skorch and PyTorch."""
+
+from skd.classifier import DistillationClassifier
+from skd.losses import (
+    CAKD,
+    CE,
+    DIST,
+    DKD,
+    KD,
+    R2KD,
+    DistillationLoss,
+    SoftLossSchedule,
+    TemperatureSchedule,
+    TfKD,
+    available_losses,
+)
+from skd.students import MLP, SmallCNN
+from skd.teachers import EnsembleTeacher, Teacher
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CAKD",
+    "CE",
+    "DIST",
+    "DKD",
+    "KD",
+    "MLP",
+    "R2KD",
+    "DistillationClassifier",
+    "DistillationLoss",
+    "EnsembleTeacher",
+    "SmallCNN",
+    "SoftLossSchedule",
+    "TemperatureSchedule",
+    "Teacher",
+    "TfKD",
+    "available_losses",
+]

@@ -1,0 +1,168 @@
+"""The distillation-loss base class and the registry of named losses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from skorch.callbacks import Callback
+
+from skd.losses.functional import check_temperature
+
+__all__ = ["DistillationLoss", "register_loss", "get_loss_class", "available_losses", "make_loss"]
+
+_REGISTRY: dict[str, type[DistillationLoss]] = {}
+
+
+def register_loss(name: str):
+    """Class decorator: make a :class:`DistillationLoss` available by ``name``."""
+
+    def decorator(cls):
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return decorator
+
+
+def available_losses() -> list[str]:
+    """Names accepted by ``DistillationClassifier(loss=...)``."""
+    return sorted(_REGISTRY)
+
+
+def get_loss_class(name: str) -> type[DistillationLoss]:
+    """Return the loss class registered under ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown loss {name!r}. Valid names are: {', '.join(available_losses())}; "
+            "or pass an instance of a skd.losses.DistillationLoss subclass."
+        ) from None
+
+
+def make_loss(spec: str | DistillationLoss, params: dict[str, Any]) -> DistillationLoss:
+    """Build a fresh, initialised loss callback from a name or an instance.
+
+    ``params`` are the ``loss__<param>`` values routed by the classifier. An
+    instance is cloned first, so the user's object is never changed.
+    """
+    from sklearn.base import clone
+
+    if isinstance(spec, str):
+        cls = get_loss_class(spec)
+        loss = cls()
+    elif isinstance(spec, DistillationLoss):
+        loss = clone(spec)
+    elif isinstance(spec, type) and issubclass(spec, DistillationLoss):
+        loss = spec()
+    else:
+        raise TypeError(
+            f"loss must be a name ({', '.join(available_losses())}) or a "
+            f"skd.losses.DistillationLoss instance, got {type(spec).__name__}: {spec!r}."
+        )
+    valid = loss.get_params()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"loss__{unknown[0]} is not a parameter of {type(loss).__name__}; "
+            f"its parameters are: {', '.join(sorted(valid)) or '(none)'}."
+        )
+    loss.set_params(**params)
+    return loss.initialize()
+
+
+class DistillationLoss(Callback):
+    """Base class of skd's distillation losses (a skorch callback).
+
+    A loss turns a batch of student logits, teacher logits and encoded labels
+    into named, weighted terms; ``DistillationClassifier.get_loss`` sums them
+    and records each term in ``history`` (per batch, and averaged per epoch).
+    The term named ``"ce"`` is the hard-label loss; every other term is a soft
+    (distillation) term.
+
+    Subclasses store their hyper-parameters in ``__init__`` and nothing else
+    (so ``get_params``/``set_params``, ``clone`` and ``loss__<param>``
+    routing work), declare ``terms``, and implement :meth:`compute_terms`.
+
+    Run-time state, set in :meth:`initialize` and changed by schedules:
+
+    - ``temperature_``: the temperature in use (``TemperatureSchedule``);
+    - ``soft_scale_`` and ``ce_scale_``: multipliers of the soft terms and of
+      the CE term (``SoftLossSchedule``);
+    - ``warmup_scale_``: the linear warm-up of the soft terms, from the
+      ``warmup`` parameter where a loss has one.
+    """
+
+    #: Names of the terms returned by :meth:`compute_terms`.
+    terms: tuple[str, ...] = ("ce",)
+    #: Whether the loss needs teacher logits.
+    requires_teacher: bool = True
+    registry_name: str | None = None
+
+    # -- hooks for subclasses -------------------------------------------------
+    def compute_terms(
+        self,
+        student_logits: torch.Tensor,
+        teacher_logits: torch.Tensor | None,
+        y: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Return ``{term name: weighted scalar tensor}`` for one batch.
+
+        Parameters
+        ----------
+        student_logits : Tensor of shape (batch, n_classes)
+        teacher_logits : Tensor of shape (batch, n_classes), or None
+            Aligned to the classifier's ``classes_``; None when
+            ``requires_teacher`` is False.
+        y : LongTensor of shape (batch,)
+            Encoded labels, indices into ``classes_``.
+        """
+        raise NotImplementedError
+
+    def term_names(self) -> tuple[str, ...]:
+        """Names of the terms this loss records; ``terms`` by default."""
+        return tuple(self.terms)
+
+    def validate(self) -> None:
+        """Raise a clear error for a bad hyper-parameter. Called at fit."""
+        if hasattr(self, "temperature"):
+            check_temperature(self.temperature, "loss__temperature")
+        for name, value in self.get_params().items():
+            if name.endswith("weight") and isinstance(value, (int, float)) and value < 0:
+                raise ValueError(f"loss__{name} must be >= 0, got {value!r}.")
+        warmup = getattr(self, "warmup", 0)
+        if not isinstance(warmup, (int, float)) or warmup < 0:
+            raise ValueError(f"loss__warmup must be a number of epochs >= 0, got {warmup!r}.")
+
+    def make_teacher(self, net, X, y):
+        """Return a teacher built by the loss itself (e.g. Tf-KD self), or None."""
+        return None
+
+    # -- machinery ------------------------------------------------------------
+    def initialize(self):
+        self.validate()
+        self.temperature_ = float(getattr(self, "temperature", 1.0))
+        self.soft_scale_ = 1.0
+        self.ce_scale_ = 1.0
+        self.warmup_scale_ = 1.0
+        return self
+
+    def on_epoch_begin(self, net, **kwargs):
+        warmup = getattr(self, "warmup", 0)
+        epoch = len(net.history)  # 1 in the first epoch, as in mdistiller
+        self.warmup_scale_ = min(epoch / warmup, 1.0) if warmup else 1.0
+
+    def __call__(self, student_logits, teacher_logits, y) -> dict[str, torch.Tensor]:
+        """The batch's terms with the schedules' scales applied."""
+        terms = self.compute_terms(student_logits, teacher_logits, y)
+        soft = self.soft_scale_ * self.warmup_scale_
+        return {
+            name: value * (self.ce_scale_ if name == "ce" else soft) for name, value in terms.items()
+        }
+
+    @staticmethod
+    def cross_entropy(student_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Batch-mean cross-entropy on logits."""
+        return F.cross_entropy(student_logits, y)

@@ -1,0 +1,111 @@
+"""Correlation-aware knowledge distillation (``"cakd"``)."""
+
+from __future__ import annotations
+
+from skd.losses.base import DistillationLoss, register_loss
+from skd.losses.functional import cakd_terms, strong_class_mask
+
+__all__ = ["CAKD"]
+
+
+@register_loss("cakd")
+class CAKD(DistillationLoss):
+    """Correlation-Aware KD (Zhang et al., 2024, arXiv 2410.14741), logit level.
+
+    The KL divergence splits exactly into a binary divergence between the
+    masses of a strong-correlation group S and a weak group W (BCD), and the
+    divergences inside each group (SCD, WCD):
+    ``KL = BCD + P_S^T SCD + P_W^T WCD``. CAKD replaces the teacher masses by
+    tunable weights:
+
+    ``ce_weight * CE + warmup * T**2 * (w_bcd BCD + w_scd SCD + w_wcd WCD)``.
+
+    **The paper's own rule for choosing S, and its weights, are not public.**
+    This is skd's definition: S = {true class} ∪ the teacher's top-``strong_k``
+    non-target classes (``strong_rule="topk"``), or the fewest top non-target
+    classes holding ``strong_mass`` of the teacher's non-target mass
+    (``strong_rule="mass"``). With ``use_labels=False``, S is the teacher's
+    top-(``strong_k`` + 1) classes. With ``strong_k=0`` and weights
+    ``(alpha, any, beta)`` CAKD is DKD(alpha, beta).
+
+    The default weights come from the ablation in ``benchmarks/cakd_ablation.py``
+    (MNIST-5k, see ``docs/benchmarks.md``); they follow the paper's finding
+    that the strong group matters more under a confident teacher.
+
+    Parameters
+    ----------
+    strong_k : int, default=2
+        Non-target classes in the strong group (``strong_rule="topk"``).
+        Must be < the number of classes.
+    w_bcd, w_scd, w_wcd : float, default=1.0, 8.0, 8.0
+        Weights of the binary, strong- and weak-correlation divergences.
+    temperature : float, default=4.0
+    ce_weight : float, default=1.0
+    warmup : int, default=20
+        Epochs of linear warm-up of the soft terms, as in DKD.
+    strong_rule : {"topk", "mass"}, default="topk"
+    strong_mass : float, default=0.5
+        Share of the teacher's non-target mass for ``strong_rule="mass"``.
+    use_labels : bool, default=True
+        Whether the true class is always in S (False: label-free variant).
+    """
+
+    terms = ("ce", "bcd", "scd", "wcd")
+
+    def __init__(
+        self,
+        strong_k: int = 2,
+        w_bcd: float = 1.0,
+        w_scd: float = 8.0,
+        w_wcd: float = 8.0,
+        temperature: float = 4.0,
+        ce_weight: float = 1.0,
+        warmup: int = 20,
+        strong_rule: str = "topk",
+        strong_mass: float = 0.5,
+        use_labels: bool = True,
+    ):
+        self.strong_k = strong_k
+        self.w_bcd = w_bcd
+        self.w_scd = w_scd
+        self.w_wcd = w_wcd
+        self.temperature = temperature
+        self.ce_weight = ce_weight
+        self.warmup = warmup
+        self.strong_rule = strong_rule
+        self.strong_mass = strong_mass
+        self.use_labels = use_labels
+
+    def validate(self):
+        super().validate()
+        if self.strong_rule not in ("topk", "mass"):
+            raise ValueError(f"loss__strong_rule must be 'topk' or 'mass', got {self.strong_rule!r}.")
+        if isinstance(self.strong_k, bool) or not isinstance(self.strong_k, int) or self.strong_k < 0:
+            raise ValueError(f"loss__strong_k must be an int >= 0, got {self.strong_k!r}.")
+        if not 0.0 <= self.strong_mass <= 1.0:
+            raise ValueError(f"loss__strong_mass must be in [0, 1], got {self.strong_mass!r}.")
+
+    def compute_terms(self, student_logits, teacher_logits, y):
+        n_classes = student_logits.shape[1]
+        if self.strong_rule == "topk" and self.strong_k >= n_classes:
+            raise ValueError(
+                f"loss__strong_k={self.strong_k} is too large for {n_classes} classes: "
+                f"it must be at most {n_classes - 1} (n_classes - 1). Lower strong_k."
+            )
+        temperature = self.temperature_
+        mask = strong_class_mask(
+            teacher_logits,
+            y if self.use_labels else None,
+            strong_k=self.strong_k,
+            rule=self.strong_rule,
+            strong_mass=self.strong_mass,
+            temperature=temperature,
+        )
+        terms = cakd_terms(student_logits, teacher_logits, mask, temperature)
+        scale = temperature**2
+        return {
+            "ce": self.ce_weight * self.cross_entropy(student_logits, y),
+            "bcd": self.w_bcd * scale * terms.bcd.mean(),
+            "scd": self.w_scd * scale * terms.scd.mean(),
+            "wcd": self.w_wcd * scale * terms.wcd.mean(),
+        }
