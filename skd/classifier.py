@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 import torch
 from skorch import NeuralNet, NeuralNetClassifier
 from skorch.callbacks import EpochScoring, EpochTimer, PassthroughScoring, PrintLog
@@ -149,6 +150,12 @@ class DistillationClassifier(NeuralNetClassifier):
         self.random_state = random_state
 
     # ------------------------------------------------------------------ setup
+    def get_params(self, deep=True, **kwargs):
+        # skorch lists private bookkeeping (``_params_to_validate``) among the
+        # parameters; it is not one, and set_params must never receive it.
+        params = super().get_params(deep=deep, **kwargs)
+        return {key: value for key, value in params.items() if not key.startswith("_")}
+
     @property
     def _default_callbacks(self):
         return [
@@ -267,7 +274,7 @@ class DistillationClassifier(NeuralNetClassifier):
         return validate_data(self, X, reset=reset, dtype=np.float32, allow_nd=True)
 
     def _validate_X(self, X, reset: bool):
-        if isinstance(X, Mapping):
+        if isinstance(X, Mapping) and not scipy.sparse.issparse(X):
             if BOOK_X not in X:
                 raise ValueError(
                     f"X is a dict with keys {sorted(X)}; skd takes a dict X only as a book "
@@ -507,7 +514,8 @@ class DistillationClassifier(NeuralNetClassifier):
 
     def predict(self, X):
         """Predicted labels, values from ``classes_``."""
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        indices = self.predict_proba(X).argmax(axis=1)
+        return self.classes_[indices]
 
     def load_params(self, *args, **kwargs):
         with self._device_context():

@@ -1,0 +1,280 @@
+"""Property tests of the loss maths (skd.losses.functional)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from skd.losses import functional as Fn
+from tests.strategies import logits_pairs, temperatures, untied_rows
+
+
+def full_kl(student, teacher, temperature):
+    return Fn.kd_divergence(student, teacher, temperature)
+
+
+def close(a, b, rel=1e-6):
+    scale = 1.0 + torch.maximum(a.abs(), b.abs())
+    return bool(((a - b).abs() <= rel * scale).all())
+
+
+@given(logits_pairs(), temperatures)
+def test_dkd_decomposition_sums_to_kl(pair, temperature):
+    student, teacher, target = pair
+    kl = full_kl(student, teacher, temperature)
+    terms = Fn.dkd_terms(student, teacher, target, temperature)
+    assert close(kl, terms.tckd + (1 - terms.teacher_target_prob) * terms.nckd)
+
+
+@given(logits_pairs(), temperatures, st.data())
+def test_cakd_decomposition_sums_to_kl_for_every_k(pair, temperature, data):
+    student, teacher, target = pair
+    n_classes = student.shape[1]
+    strong_k = data.draw(st.integers(0, n_classes - 1))
+    use_labels = data.draw(st.booleans())
+    mask = Fn.strong_class_mask(teacher, target if use_labels else None, strong_k=strong_k)
+    if use_labels:
+        assert mask.gather(1, target[:, None]).all()
+        assert (mask.sum(1) == strong_k + 1).all()
+    terms = Fn.cakd_terms(student, teacher, mask, temperature)
+    kl = full_kl(student, teacher, temperature)
+    assert close(kl, terms.bcd + terms.mass_strong * terms.scd + terms.mass_weak * terms.wcd)
+    assert close(terms.mass_strong + terms.mass_weak, torch.ones_like(kl))
+
+
+@given(logits_pairs(), temperatures, st.floats(0.0, 1.0), st.booleans())
+def test_cakd_mass_rule_sums_to_kl(pair, temperature, strong_mass, use_labels):
+    student, teacher, target = pair
+    mask = Fn.strong_class_mask(
+        teacher, target if use_labels else None, rule="mass", strong_mass=strong_mass,
+        temperature=temperature,
+    )
+    terms = Fn.cakd_terms(student, teacher, mask, temperature)
+    kl = full_kl(student, teacher, temperature)
+    assert close(kl, terms.bcd + terms.mass_strong * terms.scd + terms.mass_weak * terms.wcd)
+
+
+@given(logits_pairs(), temperatures)
+def test_divergences_non_negative(pair, temperature):
+    student, teacher, target = pair
+    tol = -1e-9
+    assert (full_kl(student, teacher, temperature) >= tol).all()
+    d = Fn.dkd_terms(student, teacher, target, temperature)
+    assert (d.tckd >= tol).all() and (d.nckd >= tol).all()
+    mask = Fn.strong_class_mask(teacher, target, strong_k=min(2, student.shape[1] - 1))
+    c = Fn.cakd_terms(student, teacher, mask, temperature)
+    for term in (c.bcd, c.scd, c.wcd):
+        assert (term >= tol).all()
+    inter, intra = Fn.dist_terms(student, teacher, temperature)
+    assert inter >= tol and intra >= tol
+
+
+@given(logits_pairs(), temperatures, st.floats(-50, 50))
+def test_divergences_zero_when_student_equals_teacher_up_to_row_constant(pair, temperature, shift):
+    _, teacher, target = pair
+    shifts = torch.linspace(-1, 1, teacher.shape[0], dtype=teacher.dtype)[:, None] * shift
+    student = teacher + shifts
+    atol = 1e-6 * (1 + teacher.abs().max() / temperature)
+    assert full_kl(student, teacher, temperature).abs().max() <= atol
+    d = Fn.dkd_terms(student, teacher, target, temperature)
+    assert d.tckd.abs().max() <= atol and d.nckd.abs().max() <= atol
+    mask = Fn.strong_class_mask(teacher, target, strong_k=1)
+    c = Fn.cakd_terms(student, teacher, mask, temperature)
+    assert max(c.bcd.abs().max(), c.scd.abs().max(), c.wcd.abs().max()) <= atol
+
+
+@given(logits_pairs(max_classes=50), temperatures, st.floats(-100, 100))
+def test_terms_invariant_to_row_constant(pair, temperature, shift):
+    student, teacher, target = pair
+    offsets = torch.arange(student.shape[0], dtype=student.dtype)[:, None] * shift / 7
+    base = Fn.dkd_terms(student, teacher, target, temperature)
+    moved = Fn.dkd_terms(student + offsets, teacher - offsets, target, temperature)
+    assert close(base.tckd, moved.tckd, 1e-5) and close(base.nckd, moved.nckd, 1e-5)
+    inter, intra = Fn.dist_terms(student, teacher, temperature)
+    inter2, intra2 = Fn.dist_terms(student + offsets, teacher - offsets, temperature)
+    assert close(inter, inter2, 1e-5) and close(intra, intra2, 1e-5)
+
+
+@given(logits_pairs(max_classes=40, extremes=False, ties=False), temperatures, st.data())
+def test_cakd_with_k0_equals_dkd(pair, temperature, data):
+    student, teacher, target = pair
+    alpha = data.draw(st.floats(0, 10))
+    beta = data.draw(st.floats(0, 10))
+    mask = Fn.strong_class_mask(teacher, target, strong_k=0)
+    c = Fn.cakd_terms(student, teacher, mask, temperature)
+    d = Fn.dkd_terms(student, teacher, target, temperature)
+    cakd = alpha * c.bcd + 0.0 * c.scd + beta * c.wcd
+    dkd = alpha * d.tckd + beta * d.nckd
+    assert close(cakd, dkd)
+
+
+@given(untied_rows(min_len=3, max_len=30), st.data())
+def test_pearson_distance_range_and_affine_invariance(rows, data):
+    other = rows.flip(0) + torch.linspace(0, 1, rows.shape[1], dtype=rows.dtype)
+    d = Fn.pearson_distance(rows, other)
+    assert (d >= -1e-9).all() and (d <= 2 + 1e-9).all()
+    a = data.draw(st.floats(1e-2, 1e2))
+    b = data.draw(st.floats(-1e3, 1e3))
+    assert torch.allclose(Fn.pearson_distance(a * rows + b, other), d, atol=1e-7)
+    assert torch.allclose(Fn.pearson_distance(rows, a * other - b), d, atol=1e-7)
+
+
+@given(untied_rows(max_len=40))
+def test_hard_spearman_invariant_to_increasing_maps(rows):
+    other = torch.roll(rows, 1, dims=1)
+    d = Fn.spearman_distance(rows, other)
+    for increasing in (lambda x: x**3 + x, lambda x: torch.exp(x / 50.0), torch.atan):
+        assert torch.allclose(Fn.spearman_distance(increasing(rows), other), d, atol=1e-9)
+
+
+@given(untied_rows(max_len=30))
+def test_soft_rank_tends_to_hard_rank(rows):
+    hard = Fn.hard_rank(rows)
+    errors = [
+        (Fn.soft_rank(rows, sharpness) - hard).abs().max().item() for sharpness in (1.0, 10.0, 1000.0)
+    ]
+    assert errors[-1] < 1e-3
+    assert errors[0] >= errors[1] >= errors[2]
+    soft_d = Fn.spearman_distance(rows, rows.flip(1), sharpness=1000.0)
+    assert torch.allclose(soft_d, Fn.spearman_distance(rows, rows.flip(1)), atol=1e-3)
+
+
+# two values always correlate at ±1, so need at least three
+@given(untied_rows(min_len=3, max_len=30))
+def test_soft_spearman_gradient_flows(rows):
+    student = rows.clone().requires_grad_(True)
+    teacher = rows.flip(1)
+    Fn.spearman_distance(student, teacher, sharpness=1.0).sum().backward()
+    assert torch.isfinite(student.grad).all()
+    assert student.grad.abs().sum() > 0
+
+
+def test_hard_rank_averages_ties():
+    x = torch.tensor([[3.0, 1.0, 3.0, 2.0]])
+    assert torch.equal(Fn.hard_rank(x), torch.tensor([[3.5, 1.0, 3.5, 2.0]]))
+    assert torch.allclose(Fn.soft_rank(x, 1e4), torch.tensor([[3.5, 1.0, 3.5, 2.0]]))
+
+
+def test_soft_rank_gradient_matches_autograd():
+    x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: Fn.soft_rank(v, 2.0), (x,))
+
+
+def test_soft_rank_chunks_agree(monkeypatch):
+    x = torch.randn(9, 50, dtype=torch.float64, requires_grad=True)
+    full = Fn.soft_rank(x, 3.0)
+    (g_full,) = torch.autograd.grad(full.square().sum(), x)
+    monkeypatch.setattr(Fn, "PAIRWISE_CHUNK_ELEMENTS", 50 * 50 * 2)  # 2 rows a chunk
+    chunked = Fn.soft_rank(x, 3.0)
+    (g_chunked,) = torch.autograd.grad(chunked.square().sum(), x)
+    assert torch.allclose(full, chunked) and torch.allclose(g_full, g_chunked)
+
+
+def test_kd_gradient_scale_is_bounded_across_temperatures():
+    torch.manual_seed(0)
+    student = torch.randn(64, 10, dtype=torch.float64)
+    teacher = torch.randn(64, 10, dtype=torch.float64)
+    norms = []
+    for temperature in (1.0, 2.0, 4.0, 8.0):
+        z = student.clone().requires_grad_(True)
+        (temperature**2 * Fn.kd_divergence(z, teacher, temperature).mean()).backward()
+        norms.append(z.grad.norm().item())
+    assert max(norms) / min(norms) < 4.0
+    # without T**2 the ratio would grow like T**2 (here about 64)
+    raw = []
+    for temperature in (1.0, 8.0):
+        z = student.clone().requires_grad_(True)
+        Fn.kd_divergence(z, teacher, temperature).mean().backward()
+        raw.append(z.grad.norm().item())
+    assert raw[0] / raw[1] > 20
+
+
+@given(logits_pairs(max_classes=60), st.sampled_from([0.1, 1.0, 4.0]))
+def test_gradients_finite_for_extreme_logits(pair, temperature):
+    student, teacher, target = pair
+    z = student.clone().requires_grad_(True)
+    k = min(2, student.shape[1] - 1)
+    mask = Fn.strong_class_mask(teacher, target, strong_k=k)
+    c = Fn.cakd_terms(z, teacher, mask, temperature)
+    d = Fn.dkd_terms(z, teacher, target, temperature)
+    inter, intra = Fn.dist_terms(z, teacher, temperature)
+    rows, cols = Fn.r2kd_value_terms(z, teacher, temperature)
+    rank = Fn.spearman_distance(z / temperature, teacher / temperature, sharpness=5.0)
+    total = (
+        Fn.kd_divergence(z, teacher, temperature).sum() + c.bcd.sum() + c.scd.sum() + c.wcd.sum()
+        + d.tckd.sum() + d.nckd.sum() + inter + intra + rows + cols + rank.sum()
+    )
+    total.backward()
+    assert torch.isfinite(total)
+    assert torch.isfinite(z.grad).all()
+
+
+def test_half_precision_masking_is_finite():
+    student = (torch.randn(8, 20) * 30).half().requires_grad_(True)
+    teacher = (torch.randn(8, 20) * 30).half()
+    target = torch.randint(0, 20, (8,))
+    d = Fn.dkd_terms(student, teacher, target, 4.0)
+    (d.tckd.sum() + d.nckd.sum()).float().backward()
+    assert torch.isfinite(student.grad.float()).all()
+
+
+def test_three_class_example_by_hand():
+    # teacher p = [0.7, 0.2, 0.1], student q = [0.5, 0.3, 0.2], T = 1, target 0
+    p = np.array([0.7, 0.2, 0.1])
+    q = np.array([0.5, 0.3, 0.2])
+    teacher = torch.tensor([np.log(p)])
+    student = torch.tensor([np.log(q)])
+    target = torch.tensor([0])
+    kl = float(np.sum(p * np.log(p / q)))
+    assert math.isclose(Fn.kd_divergence(student, teacher, 1.0).item(), kl, rel_tol=1e-12)
+    # DKD: b = [p_t, 1 - p_t]; p̂ over classes {1, 2}
+    tckd = 0.7 * np.log(0.7 / 0.5) + 0.3 * np.log(0.3 / 0.5)
+    nckd = (2 / 3) * np.log((2 / 3) / 0.6) + (1 / 3) * np.log((1 / 3) / 0.4)
+    d = Fn.dkd_terms(student, teacher, target, 1.0)
+    assert math.isclose(d.tckd.item(), tckd, rel_tol=1e-12)
+    assert math.isclose(d.nckd.item(), nckd, rel_tol=1e-12)
+    # CAKD with k = 1: S = {0, 1} (teacher's top non-target is class 1), W = {2}
+    mask = Fn.strong_class_mask(teacher, target, strong_k=1)
+    assert mask.tolist() == [[True, True, False]]
+    c = Fn.cakd_terms(student, teacher, mask, 1.0)
+    bcd = 0.9 * np.log(0.9 / 0.8) + 0.1 * np.log(0.1 / 0.2)
+    scd = (0.7 / 0.9) * np.log((0.7 / 0.9) / (0.5 / 0.8)) + (0.2 / 0.9) * np.log((0.2 / 0.9) / (0.3 / 0.8))
+    assert math.isclose(c.bcd.item(), bcd, rel_tol=1e-12)
+    assert math.isclose(c.scd.item(), scd, rel_tol=1e-12)
+    assert c.wcd.item() == 0.0  # one class in W
+    # Pearson distance of p and q: both centred at 1/3
+    pc, qc = p - 1 / 3, q - 1 / 3
+    rho = np.dot(pc, qc) / np.sqrt(np.dot(pc, pc) * np.dot(qc, qc))
+    assert math.isclose(Fn.pearson_distance(torch.tensor(p), torch.tensor(q)).item(), 1 - rho, rel_tol=1e-12)
+    # Tf-KD_reg teacher, a = 0.9, 3 classes
+    reg = Fn.tfkd_reg_distribution(target, 3, a=0.9)
+    assert torch.allclose(reg, torch.tensor([[0.9, 0.05, 0.05]]))
+
+
+def test_soft_rank_memory_is_bounded_for_b256_c1000():
+    """Forward + backward of the soft rank at B=256, C=1000 peaks under 1 GB."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, torch\n"
+        "from skd.losses.functional import soft_rank\n"
+        "x = torch.randn(256, 1000, requires_grad=True)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "soft_rank(x, 5.0).sum().backward()\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print((after - before) * 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    grown = int(out.stdout.strip())
+    assert grown < 1024**3, f"peak memory grew by {grown / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
+def test_check_temperature_rejects(bad):
+    with pytest.raises(ValueError, match="temperature"):
+        Fn.check_temperature(bad)
