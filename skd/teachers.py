@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import clone, is_classifier
+from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
@@ -362,10 +362,12 @@ def as_teacher(teacher) -> Teacher:
         return SkorchTeacher(teacher)
     if isinstance(teacher, torch.nn.Module):
         return TorchTeacher(teacher)
-    if is_classifier(teacher) or (hasattr(teacher, "fit") and hasattr(teacher, "predict_proba")):
-        return SklearnTeacher(teacher)
     if isinstance(teacher, (list, tuple)):
         return EnsembleTeacher(list(teacher))
+    if isinstance(teacher, BaseEstimator) and (
+        hasattr(teacher, "predict_proba") or hasattr(teacher, "decision_function")
+    ):
+        return SklearnTeacher(teacher)
     if callable(teacher) and not isinstance(teacher, type):
         return CallableTeacher(teacher)
     raise TypeError(

@@ -100,6 +100,8 @@ class DistillationLoss(Callback):
     #: Whether the loss needs teacher logits.
     requires_teacher: bool = True
     registry_name: str | None = None
+    #: Parameters (besides ``*weight``) that must be >= 0 where a loss has them.
+    non_negative_params = ("alpha", "beta", "gamma", "w_bcd", "w_scd", "w_wcd")
 
     # -- hooks for subclasses -------------------------------------------------
     def compute_terms(
@@ -130,7 +132,8 @@ class DistillationLoss(Callback):
         if hasattr(self, "temperature"):
             check_temperature(self.temperature, "loss__temperature")
         for name, value in self.get_params().items():
-            if name.endswith("weight") and isinstance(value, (int, float)) and value < 0:
+            weight_like = name.endswith("weight") or name in self.non_negative_params
+            if weight_like and isinstance(value, (int, float)) and value < 0:
                 raise ValueError(f"loss__{name} must be >= 0, got {value!r}.")
         warmup = getattr(self, "warmup", 0)
         if not isinstance(warmup, (int, float)) or warmup < 0:

@@ -470,7 +470,9 @@ def r2kd_value_terms(
     return rows, distance(probs_s, probs_t, dim=0).mean()
 
 
-def tfkd_reg_distribution(target: torch.Tensor, n_classes: int, a: float = 0.99) -> torch.Tensor:
+def tfkd_reg_distribution(
+    target: torch.Tensor, n_classes: int, a: float = 0.99, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The manually designed teacher of Tf-KD_reg.
 
     Yuan, Tay, Li, Wang & Feng (2020), "Revisiting Knowledge Distillation via
@@ -485,7 +487,7 @@ def tfkd_reg_distribution(target: torch.Tensor, n_classes: int, a: float = 0.99)
     if n_classes < 2:
         raise ValueError(f"n_classes must be >= 2, got {n_classes}.")
     off = (1.0 - a) / (n_classes - 1)
-    dist = torch.full((target.shape[0], n_classes), off, device=target.device)
+    dist = torch.full((target.shape[0], n_classes), off, device=target.device, dtype=dtype)
     return dist.scatter(1, target.long().unsqueeze(1), a)
 
 

@@ -83,7 +83,7 @@ class TfKD(DistillationLoss):
     def compute_terms(self, student_logits, teacher_logits, y):
         temperature = self.temperature_
         if self.mode == "reg":
-            hand_made = tfkd_reg_distribution(y, student_logits.shape[1], self.a)
+            hand_made = tfkd_reg_distribution(y, student_logits.shape[1], self.a, student_logits.dtype)
             log_teacher = tempered_log_distribution(hand_made, temperature)
             log_student = soften(student_logits, temperature)
             kl = (log_teacher.exp() * (log_teacher - log_student)).sum(1).mean()
