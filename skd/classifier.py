@@ -156,6 +156,18 @@ class DistillationClassifier(NeuralNetClassifier):
         params = super().get_params(deep=deep, **kwargs)
         return {key: value for key, value in params.items() if not key.startswith("_")}
 
+    def set_params(self, **kwargs):
+        # loss__/teacher__ values are read at the next fit; skorch's own
+        # re-initialisation logic knows only modules, criteria and optimizers.
+        routed = [key for key in kwargs if key.startswith(("loss", "teacher"))]
+        for key in routed:
+            setattr(self, key, kwargs.pop(key))
+            if "__" in key:
+                self._params_to_validate.add(key)
+        if kwargs:
+            super().set_params(**kwargs)
+        return self
+
     @property
     def _default_callbacks(self):
         return [
@@ -271,7 +283,10 @@ class DistillationClassifier(NeuralNetClassifier):
                     f"{self.n_features_in_} features as input."
                 )
             return X
-        return validate_data(self, X, reset=reset, dtype=np.float32, allow_nd=True)
+        X = validate_data(self, X, reset=reset, dtype=np.float32, allow_nd=True)
+        if not X.flags.writeable:  # e.g. pandas copy-on-write views; torch needs writable
+            X = X.copy()
+        return X
 
     def _validate_X(self, X, reset: bool):
         if isinstance(X, Mapping) and not scipy.sparse.issparse(X):

@@ -226,8 +226,8 @@ def test_three_class_example_by_hand():
     # teacher p = [0.7, 0.2, 0.1], student q = [0.5, 0.3, 0.2], T = 1, target 0
     p = np.array([0.7, 0.2, 0.1])
     q = np.array([0.5, 0.3, 0.2])
-    teacher = torch.tensor([np.log(p)])
-    student = torch.tensor([np.log(q)])
+    teacher = torch.tensor(np.log(p)[None])
+    student = torch.tensor(np.log(q)[None])
     target = torch.tensor([0])
     kl = float(np.sum(p * np.log(p / q)))
     assert math.isclose(Fn.kd_divergence(student, teacher, 1.0).item(), kl, rel_tol=1e-12)
