@@ -1,0 +1,282 @@
+"""``skd bench``: reproduce skd's accuracy table on real data.
+
+Per dataset: train a CNN teacher once (cached on disk under a hash of the data
+and its settings), then train the same MLP student with every loss over
+several seeds, on one stratified split shared by all runs. Prints a Markdown
+table (accuracy mean ± std, gap closed, fit seconds) and writes every run to
+JSON and a bar chart to PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from skd.classifier import DistillationClassifier
+from skd.data import DATASETS, Split, load_split
+from skd.students import MLP, SmallCNN
+
+__all__ = ["BenchConfig", "run_bench", "train_teacher", "fit_student", "main", "BENCH_LOSSES"]
+
+BENCH_LOSSES = ("ce", "kd", "dkd", "cakd", "r2kd", "dist", "tfkd")
+
+
+@dataclass
+class BenchConfig:
+    """Settings of one benchmark run (``skd bench --help`` explains each)."""
+
+    dataset: str = "digits"
+    seeds: int = 3
+    losses: tuple[str, ...] = BENCH_LOSSES
+    student_epochs: int = 30
+    teacher_epochs: int = 15
+    batch_size: int = 128
+    lr: float = 1e-3
+    student_hidden: tuple[int, ...] = (128,)
+    teacher_channels: tuple[int, int] = (32, 64)
+    split_seed: int = 0
+    out: str = "bench-out"
+    cache_dir: str = ".skd_cache"
+    quick: bool = False
+    loss_params: dict = field(default_factory=dict)
+
+    def trimmed(self) -> BenchConfig:
+        """The ``--quick`` version: few epochs, one seed."""
+        if not self.quick:
+            return self
+        return BenchConfig(**{**asdict(self), "student_epochs": 2, "teacher_epochs": 2, "seeds": 1})
+
+
+def _progress(iterable, total, desc):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False)
+
+
+def _data_digest(split: Split) -> str:
+    digest = hashlib.sha256()
+    for array in (split.X_train, split.y_train):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _teacher_module(split: Split, config: BenchConfig) -> torch.nn.Module:
+    return SmallCNN(split.X_train.shape[1], len(np.unique(split.y_train)), channels=config.teacher_channels)
+
+
+def train_teacher(split: Split, config: BenchConfig) -> tuple[torch.nn.Module, dict]:
+    """The dataset's teacher: loaded from the cache, or trained and cached.
+
+    The cache file name holds a hash of the training data and the teacher's
+    settings; weights are saved as a state dict and loaded with
+    ``torch.load(weights_only=True)``.
+    """
+    settings = {
+        "dataset": split.name,
+        "data": _data_digest(split),
+        "epochs": config.teacher_epochs,
+        "channels": list(config.teacher_channels),
+        "lr": config.lr,
+        "batch_size": config.batch_size,
+        "seed": config.split_seed,
+    }
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(config.cache_dir) / f"teacher-{split.name}-{key}.pt"
+    module = _teacher_module(split, config)
+    start = time.perf_counter()
+    if path.exists():
+        module.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+        cached = True
+    else:
+        net = DistillationClassifier(
+            _teacher_module(split, config).__class__,
+            loss="ce",
+            module__channels=config.teacher_channels,
+            optimizer=torch.optim.Adam,
+            lr=config.lr,
+            batch_size=config.batch_size,
+            max_epochs=config.teacher_epochs,
+            verbose=0,
+            random_state=config.split_seed,
+        ).fit(split.X_train, split.y_train)
+        module.load_state_dict(net.module_.state_dict())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(module.state_dict(), path)
+        cached = False
+    seconds = time.perf_counter() - start
+    module.eval()
+    with torch.no_grad():
+        predicted = module(torch.as_tensor(split.X_test)).argmax(1).numpy()
+    accuracy = float(np.mean(predicted == split.y_test))
+    return module, {"accuracy": accuracy, "seconds": seconds, "cached": cached, "path": str(path)}
+
+
+def fit_student(split: Split, loss: str, seed: int, teacher, config: BenchConfig, **loss_params):
+    """Fit the benchmark's MLP student with one loss; return accuracy and seconds."""
+    params = {f"loss__{k}": v for k, v in {**config.loss_params.get(loss, {}), **loss_params}.items()}
+    clf = DistillationClassifier(
+        MLP,
+        teacher=None if loss == "ce" else teacher,
+        loss=loss,
+        module__hidden_units=config.student_hidden,
+        optimizer=torch.optim.Adam,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        max_epochs=config.student_epochs,
+        verbose=0,
+        random_state=seed,
+        **params,
+    )
+    start = time.perf_counter()
+    clf.fit(split.X_train, split.y_train)
+    seconds = time.perf_counter() - start
+    return {"accuracy": float(clf.score(split.X_test, split.y_test)), "seconds": seconds}
+
+
+def summarise(runs: list[dict], teacher_accuracy: float, losses) -> list[dict]:
+    """Mean/std accuracy, gap closed and mean fit seconds per loss."""
+    rows = []
+    ce = [r["accuracy"] for r in runs if r["loss"] == "ce"]
+    ce_mean = float(np.mean(ce)) if ce else float("nan")
+    for loss in losses:
+        accs = [r["accuracy"] for r in runs if r["loss"] == loss]
+        secs = [r["seconds"] for r in runs if r["loss"] == loss]
+        mean = float(np.mean(accs))
+        gap = teacher_accuracy - ce_mean
+        rows.append(
+            {
+                "loss": loss,
+                "mean": mean,
+                "std": float(np.std(accs)),
+                "gap_closed": (mean - ce_mean) / gap if ce and abs(gap) > 1e-12 else float("nan"),
+                "seconds": float(np.mean(secs)),
+                "n": len(accs),
+            }
+        )
+    return rows
+
+
+def markdown_table(rows: list[dict], teacher: dict, config: BenchConfig) -> str:
+    lines = [
+        f"Dataset `{config.dataset}`: teacher (SmallCNN {config.teacher_channels}) test accuracy "
+        f"{teacher['accuracy']:.4f}; student MLP {config.student_hidden}, {config.student_epochs} "
+        f"epochs, {config.seeds} seed(s).",
+        "",
+        "| loss | accuracy (mean ± std) | gap closed | fit seconds |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        gap = "—" if row["loss"] == "ce" or np.isnan(row["gap_closed"]) else f"{row['gap_closed']:+.0%}"
+        lines.append(
+            f"| {row['loss']} | {row['mean']:.4f} ± {row['std']:.4f} | {gap} | {row['seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def bar_chart(rows: list[dict], teacher: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    names = [r["loss"] for r in rows]
+    means = [100 * r["mean"] for r in rows]
+    stds = [100 * r["std"] for r in rows]
+    ax.bar(names, means, yerr=stds, capsize=4, color="#4c72b0")
+    ax.axhline(100 * teacher["accuracy"], color="#c44e52", linestyle="--", label="teacher")
+    low = min(m - s for m, s in zip(means, stds))
+    ax.set_ylim(max(0.0, low - 2.0), 100.0)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_bench(config: BenchConfig) -> dict:
+    """Run the benchmark; write ``results-<dataset>.json`` and ``.png`` under ``config.out``."""
+    config = config.trimmed()
+    split = load_split(config.dataset, config.split_seed)
+    teacher, teacher_info = train_teacher(split, config)
+    runs = []
+    jobs = [(loss, seed) for loss in config.losses for seed in range(config.seeds)]
+    for loss, seed in _progress(jobs, len(jobs), f"skd bench {config.dataset}"):
+        result = fit_student(split, loss, seed, teacher, config)
+        runs.append({"loss": loss, "seed": seed, **result})
+    rows = summarise(runs, teacher_info["accuracy"], config.losses)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "config": asdict(config),
+        "teacher": teacher_info,
+        "runs": runs,
+        "summary": rows,
+        "torch": torch.__version__,
+    }
+    json_path = out / f"results-{config.dataset}.json"
+    json_path.write_text(json.dumps(report, indent=2))
+    png_path = out / f"results-{config.dataset}.png"
+    bar_chart(rows, teacher_info, png_path, f"skd bench: {config.dataset}")
+    report["table"] = markdown_table(rows, teacher_info, config)
+    report["files"] = [str(json_path), str(png_path)]
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="skd", description="scikit-learn-native knowledge distillation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", help="reproduce the accuracy table on real data")
+    bench.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+    bench.add_argument("--seeds", type=int, default=3, help="seeds per loss (default 3)")
+    bench.add_argument("--losses", nargs="+", default=list(BENCH_LOSSES), help="losses to run")
+    bench.add_argument("--epochs", type=int, default=30, help="student epochs (default 30)")
+    bench.add_argument("--teacher-epochs", type=int, default=15, help="teacher epochs (default 15)")
+    bench.add_argument("--out", default="bench-out", help="output folder (default bench-out)")
+    bench.add_argument("--cache-dir", default=".skd_cache", help="teacher cache (default .skd_cache)")
+    bench.add_argument("--quick", action="store_true", help="2 epochs, 1 seed: a smoke test")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.seeds < 1 or args.epochs < 1 or args.teacher_epochs < 1:
+        print("skd bench: --seeds, --epochs and --teacher-epochs must be >= 1", file=sys.stderr)
+        return 2
+    from skd.losses import available_losses
+
+    unknown = sorted(set(args.losses) - set(available_losses()))
+    if unknown:
+        print(f"skd bench: unknown losses {unknown}; choose from {available_losses()}", file=sys.stderr)
+        return 2
+    if "ce" not in args.losses:
+        args.losses = ["ce", *args.losses]  # the baseline of "gap closed"
+    config = BenchConfig(
+        dataset=args.dataset,
+        seeds=args.seeds,
+        losses=tuple(args.losses),
+        student_epochs=args.epochs,
+        teacher_epochs=args.teacher_epochs,
+        out=args.out,
+        cache_dir=args.cache_dir,
+        quick=args.quick,
+    )
+    try:
+        report = run_bench(config)
+    except (ImportError, ValueError) as exc:
+        print(f"skd bench: {exc}", file=sys.stderr)
+        return 2
+    print(report["table"])
+    print(f"\nwrote {', '.join(report['files'])}")
+    return 0
