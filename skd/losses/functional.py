@@ -89,16 +89,27 @@ def kd_divergence(
     return F.kl_div(log_student, log_teacher, log_target=True, reduction="none").sum(1)
 
 
-def _group_log_probs(scaled_logits, log_norm, mask, nonempty):
-    """Log group mass and in-group log distribution (0 outside the group)."""
-    # An empty group is computed over all classes to stay finite; the caller
-    # zeroes its terms with ``nonempty``.
-    safe = mask | ~nonempty.unsqueeze(1)
-    masked = scaled_logits.masked_fill(~safe, float("-inf"))
-    group_norm = torch.logsumexp(masked, dim=1)
-    log_mass = group_norm - log_norm
-    log_within = torch.where(safe, masked - group_norm.unsqueeze(1), 0.0)
-    return log_mass, log_within
+def _group_log_norms(log_probs, groups):
+    """Log masses of both groups for student and teacher in one pass.
+
+    ``log_probs`` is (2 sides, B, C) and ``groups`` (2 groups, B, C); returns
+    (2 sides, 2 groups, B). The masses are summed in probability space, which
+    is exact unless a whole group underflows (all its log-probabilities below
+    about -87 in float32); only then are they recomputed with a per-group
+    shift. Entries outside a group are filled with the dtype's most negative
+    finite value, not ``-inf`` (whose arithmetic gives ``inf - inf``) nor a
+    ``-1000`` constant (wrong in half precision). An empty group gets a log
+    mass near that value; callers zero its terms.
+    """
+    probs = log_probs.exp()
+    masses = torch.stack([(probs * groups[0]).sum(2), (probs * groups[1]).sum(2)], dim=1)
+    tiny = torch.finfo(log_probs.dtype).tiny
+    if bool((masses < 1e6 * tiny).any()):
+        floor = torch.finfo(log_probs.dtype).min
+        masked = torch.where(groups.unsqueeze(0), log_probs.unsqueeze(1), floor)
+        peak = masked.amax(dim=3, keepdim=True)
+        return (masked - peak).exp_().sum(dim=3).log_() + peak.squeeze(3)
+    return masses.log()
 
 
 class SplitKL(NamedTuple):
@@ -109,6 +120,56 @@ class SplitKL(NamedTuple):
     kl_out: torch.Tensor
     mass_in: torch.Tensor
     mass_out: torch.Tensor
+
+
+class _SplitKL(torch.autograd.Function):
+    """Forward of :func:`split_kl` with its closed-form gradient.
+
+    With ``p`` the student's softened distribution, ``p̂`` its renormalised
+    in-group distribution and ``b^T_g(i)`` the teacher's mass of the group of
+    class ``i``, the gradients with respect to ``z / T`` are
+    ``d binary = p - b^T_g(i) p̂^S`` and ``d KL_g = p̂^S - p̂^T`` (on the
+    classes of group g). The teacher gets no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, student_logits, teacher_logits, in_group, temperature):
+        n_classes = in_group.shape[1]
+        counts = in_group.sum(dim=1)
+        has = torch.stack([counts > 0, counts < n_classes])  # (group, B)
+        groups = torch.stack([in_group, ~in_group])
+        # student and teacher side by side: one kernel per step for both
+        log_probs = torch.log_softmax(torch.stack([student_logits, teacher_logits]) / temperature, dim=2)
+        norms = _group_log_norms(log_probs, groups)  # (side, group, B)
+        own = torch.where(in_group, norms[:, 0].unsqueeze(2), norms[:, 1].unsqueeze(2))
+        within = log_probs - own
+        hat_t = within[1].exp()
+        elementwise = hat_t * (within[1] - within[0])
+        kl_all = elementwise.sum(1)
+        kl_in = (elementwise * in_group).sum(1)
+        masses = torch.where(has, norms[1].exp(), 0.0)  # teacher's (group, B)
+        binary = torch.where(has, masses * (norms[1] - norms[0]), 0.0).sum(0)
+        kl_in = torch.where(has[0], kl_in, 0.0)
+        kl_out = torch.where(has[1], kl_all - kl_in, 0.0)
+        ctx.save_for_backward(log_probs[0], within[0], hat_t, in_group, masses)
+        ctx.temperature = temperature
+        mass_in, mass_out = masses[0], masses[1]
+        ctx.mark_non_differentiable(mass_in, mass_out)
+        return binary, kl_in, kl_out, mass_in, mass_out
+
+    @staticmethod
+    def backward(ctx, grad_binary, grad_in, grad_out, _grad_mass_in, _grad_mass_out):
+        lp_s, within_s, hat_t, in_group, masses = ctx.saved_tensors
+        grad_student = None
+        if ctx.needs_input_grad[0]:
+            probs_s = lp_s.exp()
+            hat_s = within_s.exp()
+            group_mass = torch.where(in_group, masses[0].unsqueeze(1), masses[1].unsqueeze(1))
+            group_grad = torch.where(in_group, grad_in.unsqueeze(1), grad_out.unsqueeze(1))
+            grad_student = (
+                grad_binary.unsqueeze(1) * (probs_s - group_mass * hat_s) + group_grad * (hat_s - hat_t)
+            ) / ctx.temperature
+        return grad_student, None, None, None
 
 
 def split_kl(
@@ -126,7 +187,8 @@ def split_kl(
     + P_out^T KL(p̂_out^T||p̂_out^S)``
 
     where ``b = [P_in, P_out]`` are the group masses and ``p̂`` the
-    distributions renormalised inside each group.
+    distributions renormalised inside each group. Gradients flow to the
+    student only, in closed form (see ``_SplitKL``); the teacher is constant.
 
     Parameters
     ----------
@@ -142,35 +204,7 @@ def split_kl(
         ``binary``, ``kl_in``, ``kl_out`` and the teacher's masses
         ``mass_in``, ``mass_out``, each of shape (batch,).
     """
-    zs = student_logits / temperature
-    zt = teacher_logits / temperature
-    norm_s = torch.logsumexp(zs, dim=1)
-    norm_t = torch.logsumexp(zt, dim=1)
-    out_group = ~in_group
-    has_in = in_group.any(dim=1)
-    has_out = out_group.any(dim=1)
-
-    mass_in_s, within_in_s = _group_log_probs(zs, norm_s, in_group, has_in)
-    mass_in_t, within_in_t = _group_log_probs(zt, norm_t, in_group, has_in)
-    mass_out_s, within_out_s = _group_log_probs(zs, norm_s, out_group, has_out)
-    mass_out_t, within_out_t = _group_log_probs(zt, norm_t, out_group, has_out)
-
-    def kl_of_logs(log_t, log_s):
-        return (log_t.exp() * (log_t - log_s)).sum(dim=-1)
-
-    zero = zs.new_zeros(())
-    binary = torch.where(has_in, mass_in_t.exp() * (mass_in_t - mass_in_s), zero) + torch.where(
-        has_out, mass_out_t.exp() * (mass_out_t - mass_out_s), zero
-    )
-    kl_in = torch.where(has_in, kl_of_logs(within_in_t, within_in_s), zero)
-    kl_out = torch.where(has_out, kl_of_logs(within_out_t, within_out_s), zero)
-    return SplitKL(
-        binary=binary,
-        kl_in=kl_in,
-        kl_out=kl_out,
-        mass_in=torch.where(has_in, mass_in_t.exp(), zero),
-        mass_out=torch.where(has_out, mass_out_t.exp(), zero),
-    )
+    return SplitKL(*_SplitKL.apply(student_logits, teacher_logits.detach(), in_group, float(temperature)))
 
 
 def _target_mask(target: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -303,17 +337,55 @@ def _cosine(a, b, dim, eps=1e-12):
     return numerator / denominator
 
 
+# Below this product of sums of squares a correlation is undefined (constant input).
+_UNDEFINED = 1e-24
+
+
+class _PearsonDistance(torch.autograd.Function):
+    """``1 - rho`` with a closed-form gradient; 0 gradient where rho is undefined."""
+
+    @staticmethod
+    def forward(ctx, a, b, dim):
+        a_c = a - a.mean(dim, keepdim=True)
+        b_c = b - b.mean(dim, keepdim=True)
+        saa = (a_c * a_c).sum(dim, keepdim=True)
+        sbb = (b_c * b_c).sum(dim, keepdim=True)
+        product = saa * sbb
+        defined = product > _UNDEFINED
+        denominator = product.clamp_min(_UNDEFINED).sqrt()
+        rho = torch.where(defined, (a_c * b_c).sum(dim, keepdim=True) / denominator, 0.0)
+        ctx.save_for_backward(a_c, b_c, saa, sbb, denominator, rho, defined)
+        ctx.dim = dim
+        return (1.0 - rho).squeeze(dim)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a_c, b_c, saa, sbb, denominator, rho, defined = ctx.saved_tensors
+        dim = ctx.dim
+        grad = grad.unsqueeze(dim)
+
+        def one_side(own_c, other_c, own_ss):
+            # d rho / d own = P_centre(other_c / den - rho own_c / own_ss)
+            d = other_c / denominator - rho * own_c / own_ss.clamp_min(_UNDEFINED)
+            d = torch.where(defined, d, 0.0)
+            return -grad * (d - d.mean(dim, keepdim=True))
+
+        grad_a = one_side(a_c, b_c, saa) if ctx.needs_input_grad[0] else None
+        grad_b = one_side(b_c, a_c, sbb) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b, None
+
+
 def pearson_distance(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Pearson correlation distance ``1 - rho(a, b)`` along ``dim``.
 
     Huang, You, Wang, Qian & Xu (2022), "Knowledge Distillation from A
     Stronger Teacher" (DIST), Sec. 3: ``d_p(u, v) = 1 - rho_p(u, v)`` with
     ``rho_p = Cov(u, v) / (Std(u) Std(v))``. Lies in [0, 2]; a constant input
-    has no defined correlation and gives distance 1.
+    has no defined correlation and gives distance 1 with zero gradient.
+    The gradient is computed in closed form.
     """
-    a = a - a.mean(dim, keepdim=True)
-    b = b - b.mean(dim, keepdim=True)
-    return 1.0 - _cosine(a, b, dim)
+    dim = dim % a.ndim
+    return _PearsonDistance.apply(a, b, dim)
 
 
 def abs_cosine_distance(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -326,40 +398,52 @@ def abs_cosine_distance(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torc
     return 1.0 - _cosine(a, b, dim).abs()
 
 
-def _pairwise_rank(x: torch.Tensor, step) -> torch.Tensor:
-    """``0.5 + sum_j step(x_i - x_j)`` per row, in bounded-memory chunks."""
-    flat = x.reshape(-1, x.shape[-1])
-    n_rows, n_cols = flat.shape
-    chunk = max(1, PAIRWISE_CHUNK_ELEMENTS // max(1, n_cols * n_cols))
-    ranks = torch.empty_like(flat)
-    for start in range(0, n_rows, chunk):
-        rows = flat[start : start + chunk]
-        ranks[start : start + chunk] = step(rows.unsqueeze(2) - rows.unsqueeze(1)).sum(2) + 0.5
-    return ranks.reshape(x.shape)
+def _chunk_rows(n_cols):
+    return max(1, PAIRWISE_CHUNK_ELEMENTS // max(1, n_cols * n_cols))
 
 
 class _SoftRank(torch.autograd.Function):
-    """Pairwise-sigmoid soft rank with an O(B·C) memory backward."""
+    """Pairwise-sigmoid soft rank with a closed-form, chunked backward.
+
+    The pairwise sigmoids are kept for the backward pass when they fit in one
+    chunk (``PAIRWISE_CHUNK_ELEMENTS``), and recomputed chunk by chunk
+    otherwise, so memory stays O(B·C) plus one chunk.
+    """
 
     @staticmethod
     def forward(ctx, x, sharpness):
-        ctx.save_for_backward(x)
+        flat = x.reshape(-1, x.shape[-1])
+        n_rows, n_cols = flat.shape
+        chunk = _chunk_rows(n_cols)
+        ranks = torch.empty_like(flat)
+        kept = None
+        for start in range(0, n_rows, chunk):
+            rows = flat[start : start + chunk]
+            sig = torch.sigmoid((rows.unsqueeze(2) - rows.unsqueeze(1)).mul_(sharpness))
+            ranks[start : start + chunk] = sig.sum(2).add_(0.5)
+            if n_rows <= chunk:
+                kept = sig
+        ctx.save_for_backward(x, kept if kept is not None else x.new_empty(0))
+        ctx.keep = kept is not None
         ctx.sharpness = sharpness
-        return _pairwise_rank(x, lambda diff: torch.sigmoid(sharpness * diff))
+        return ranks.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, grad_ranks):
-        (x,) = ctx.saved_tensors
+        x, kept = ctx.saved_tensors
         sharpness = ctx.sharpness
         flat = x.reshape(-1, x.shape[-1])
         grad_flat = grad_ranks.reshape(flat.shape)
         n_rows, n_cols = flat.shape
-        chunk = max(1, PAIRWISE_CHUNK_ELEMENTS // max(1, n_cols * n_cols))
+        chunk = _chunk_rows(n_cols)
         grad_x = torch.empty_like(flat)
         for start in range(0, n_rows, chunk):
-            rows = flat[start : start + chunk]
+            if ctx.keep:
+                sig = kept
+            else:
+                rows = flat[start : start + chunk]
+                sig = torch.sigmoid((rows.unsqueeze(2) - rows.unsqueeze(1)).mul_(sharpness))
             grads = grad_flat[start : start + chunk]
-            sig = torch.sigmoid(sharpness * (rows.unsqueeze(2) - rows.unsqueeze(1)))
             weight = sig * (1.0 - sig)  # sigma'(d_kj), symmetric in (k, j)
             # d r_i / d x_k = s (delta_ik sum_j w_ij - w_ik)  =>
             # grad_k = s (g_k sum_j w_kj - sum_j w_kj g_j)
@@ -379,8 +463,8 @@ def soft_rank(x: torch.Tensor, sharpness: float = 1.0) -> torch.Tensor:
     retrieval measures", Eq. (11); skd uses it for R2KD's rank term, whose
     released code ranks with ``argsort`` and so passes no gradient.
 
-    The O(C^2) pairwise work is done in row chunks, and the backward pass
-    recomputes it rather than storing it: memory is O(B·C) plus one chunk.
+    The O(C^2) pairwise work is done in row chunks with a closed-form
+    backward: memory is O(B·C) plus one chunk of ``PAIRWISE_CHUNK_ELEMENTS``.
     """
     return _SoftRank.apply(x, float(sharpness))
 
@@ -388,10 +472,14 @@ def soft_rank(x: torch.Tensor, sharpness: float = 1.0) -> torch.Tensor:
 def hard_rank(x: torch.Tensor) -> torch.Tensor:
     """Average ranks along the last dimension (1 = smallest; ties averaged).
 
-    The ranks of Spearman's rho (Spearman, 1904). Not differentiable.
+    The ranks of Spearman's rho (Spearman, 1904). O(C log C) by sorting;
+    not differentiable.
     """
     with torch.no_grad():
-        return _pairwise_rank(x, lambda diff: (diff > 0).to(x.dtype) + 0.5 * (diff == 0).to(x.dtype))
+        ordered = x.sort(dim=-1).values.contiguous()
+        below = torch.searchsorted(ordered, x.contiguous(), right=False)
+        upto = torch.searchsorted(ordered, x.contiguous(), right=True)
+        return (below + upto + 1).to(x.dtype) / 2
 
 
 def spearman_distance(
@@ -402,19 +490,20 @@ def spearman_distance(
     """Spearman rank-correlation distance ``1 - rho_s`` per row.
 
     Spearman's rho is Pearson's correlation of the ranks (Kim et al., 2024,
-    R2KD, the rank-based term). With ``sharpness=None`` the ranks are exact
-    (:func:`hard_rank`, no gradient); otherwise both sides use
-    :func:`soft_rank`, so the gradient flows to the student.
+    R2KD, the rank-based term). The teacher's ranks are exact
+    (:func:`hard_rank`). With ``sharpness=None`` so are the student's (no
+    gradient); otherwise the student's are :func:`soft_rank`, so the gradient
+    flows to the student.
 
     Returns
     -------
     torch.Tensor of shape (batch,)
     """
+    ranks_t = hard_rank(teacher_scores)
     if sharpness is None:
-        ranks_s, ranks_t = hard_rank(student_scores), hard_rank(teacher_scores)
+        ranks_s = hard_rank(student_scores)
     else:
         ranks_s = soft_rank(student_scores, sharpness)
-        ranks_t = soft_rank(teacher_scores.detach(), sharpness)
     return pearson_distance(ranks_s, ranks_t, dim=-1)
 
 
