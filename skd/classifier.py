@@ -22,8 +22,9 @@ from sklearn.utils.validation import (
     column_or_1d,
     validate_data,
 )
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
+from skd._batching import DeviceBatches, in_memory_tensors
 from skd.losses.base import DistillationLoss, make_loss
 from skd.teachers import Teacher, as_teacher
 
@@ -95,6 +96,16 @@ class DistillationClassifier(NeuralNetClassifier):
         before the first epoch (the "book"), instead of calling the teacher
         on every batch of every epoch. ``"auto"`` writes the book for
         in-memory data and calls the teacher online for a torch ``Dataset``.
+    batching : {"auto", "loader"}, default="auto"
+        ``"auto"`` batches in-memory data (arrays, tensors, DataFrames,
+        books) by slicing tensors kept on the device, without skorch's
+        per-sample indexing and collation; the batches are the same as the
+        DataLoader's. It is used with the default ``DataLoader`` iterators
+        and no iterator options other than ``batch_size``, ``shuffle`` and
+        ``drop_last``. ``"loader"`` always uses skorch's ``DataLoader``. A
+        torch ``Dataset`` always goes through the ``DataLoader``. Training
+        batches are shuffled each epoch unless ``iterator_train__shuffle=False``
+        (skorch does not shuffle by default).
     random_state : int or None, default=None
         Seeds torch's generators during ``fit`` (initial weights, shuffling),
         without changing the global random state. None leaves them alone.
@@ -135,6 +146,7 @@ class DistillationClassifier(NeuralNetClassifier):
         loss: str | DistillationLoss = "kd",
         *,
         teacher_cache: str | bool = "auto",
+        batching: str = "auto",
         random_state: int | None = None,
         criterion=torch.nn.CrossEntropyLoss,
         train_split=None,
@@ -147,6 +159,7 @@ class DistillationClassifier(NeuralNetClassifier):
         self.teacher = teacher
         self.loss = loss
         self.teacher_cache = teacher_cache
+        self.batching = batching
         self.random_state = random_state
 
     # ------------------------------------------------------------------ setup
@@ -317,6 +330,18 @@ class DistillationClassifier(NeuralNetClassifier):
         return {BOOK_X: book[BOOK_X], BOOK_LOGITS: logits.astype(np.float32, copy=False)}
 
     def _validate_y(self, y, X, reset: bool, classes=None):
+        if y is None and isinstance(X, Dataset):
+            known = classes if classes is not None else self.classes
+            if known is None:
+                raise ValueError(
+                    f"{type(self).__name__} requires y or classes= when X is a torch Dataset "
+                    "and y is None; the Dataset must yield labels as indices 0..n_classes-1 "
+                    "into classes."
+                )
+            if reset:
+                self.label_encoder_ = LabelEncoder().fit(np.asarray(known))
+                self.classes_inferred_ = self.label_encoder_.classes_
+            return None, None
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None."
@@ -354,8 +379,13 @@ class DistillationClassifier(NeuralNetClassifier):
         X = self._validate_X(X, reset)
         y_raw, y_encoded = self._validate_y(y, X, reset, classes)
         features = X[BOOK_X] if isinstance(X, Mapping) else X
-        if reset and not isinstance(features, Dataset):
-            shape = tuple(features.shape)
+        if reset:
+            if isinstance(features, Dataset):
+                first = features[0]
+                first = first[0] if isinstance(first, (tuple, list)) else first
+                shape = (None, *np.shape(first))
+            else:
+                shape = tuple(features.shape)
             self.data_dims_ = {
                 "n_features": int(np.prod(shape[1:])),
                 "n_classes": len(self.classes_),
@@ -471,6 +501,34 @@ class DistillationClassifier(NeuralNetClassifier):
             X = {BOOK_X: X, BOOK_LOGITS: self._teacher_logits_for(X)}
         NeuralNet.partial_fit(self, X, y_encoded, **fit_params)
         return self
+
+    # --------------------------------------------------------------- batching
+    _FAST_ITERATOR_OPTIONS = frozenset({"batch_size", "shuffle", "drop_last"})
+
+    def get_iterator(self, dataset, training=False):
+        """Batches of ``dataset``: device slices for in-memory data, else a DataLoader."""
+        if self.batching not in ("auto", "loader"):
+            raise ValueError(f"batching must be 'auto' or 'loader', got {self.batching!r}.")
+        prefix = "iterator_train" if training else "iterator_valid"
+        kwargs = self.get_params_for(prefix)
+        if training:
+            kwargs.setdefault("shuffle", True)
+        iterator = self.iterator_train if training else self.iterator_valid
+        fast = (
+            self.batching == "auto"
+            and iterator is DataLoader
+            and set(kwargs) <= self._FAST_ITERATOR_OPTIONS
+        )
+        tensors = in_memory_tensors(dataset, self.device) if fast else None
+        batch_size = kwargs.pop("batch_size", self.batch_size)
+        if batch_size == -1:
+            batch_size = len(dataset)
+        if tensors is None:
+            return iterator(dataset, batch_size=batch_size, **kwargs)
+        X, y = tensors
+        return DeviceBatches(
+            X, y, batch_size, shuffle=kwargs.get("shuffle", False), drop_last=kwargs.get("drop_last", False)
+        )
 
     # ------------------------------------------------------------ train step
     def infer(self, x, **fit_params):

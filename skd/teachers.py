@@ -262,6 +262,14 @@ class SklearnTeacher(Teacher):
             check_is_fitted(self.estimator)
             self.estimator_ = self.estimator
         except NotFittedError:
+            from torch.utils.data import Dataset
+
+            if isinstance(X, Dataset):
+                raise ValueError(
+                    f"The teacher ({self.describe()}) is unfitted and X is a torch Dataset; "
+                    "an unfitted scikit-learn teacher is fitted on in-memory X only. Fit it "
+                    "first and wrap it in sklearn.frozen.FrozenEstimator."
+                ) from None
             self.estimator_ = clone(self.estimator).fit(_to_numpy_input(X), y)
         self.classes_ = np.asarray(self.estimator_.classes_)
         self._use_decision = False

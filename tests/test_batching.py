@@ -1,0 +1,91 @@
+"""The fast path: device slicing of in-memory data, a drop-in for the DataLoader."""
+
+import numpy as np
+import pytest
+import torch
+from skorch.dataset import ValidSplit
+from torch.utils.data import TensorDataset
+
+from skd import MLP, DistillationClassifier
+from skd._batching import DeviceBatches
+
+
+def fixed_teacher():
+    torch.manual_seed(42)
+    return torch.nn.Linear(64, 10)
+
+
+def student(**kwargs):
+    params = dict(teacher=fixed_teacher(), loss="kd", max_epochs=3, verbose=0, device="cpu",
+                  optimizer=torch.optim.Adam, lr=1e-2, batch_size=50, random_state=0)
+    params.update(kwargs)
+    return DistillationClassifier(MLP, **params)
+
+
+def test_fast_path_gives_identical_weights_without_shuffle(digits):
+    X, y = digits
+    fast = student(iterator_train__shuffle=False, batching="auto").fit(X, y)
+    slow = student(iterator_train__shuffle=False, batching="loader").fit(X, y)
+    for a, b in zip(fast.module_.parameters(), slow.module_.parameters()):
+        assert torch.equal(a, b)
+    assert np.array_equal(fast.predict_proba(X), slow.predict_proba(X))
+
+
+def test_fast_path_is_used_for_arrays_and_books(digits):
+    X, y = digits
+    clf = student()
+    clf.fit(X, y)
+    assert isinstance(clf.get_iterator(clf.get_dataset(X, y), training=True), DeviceBatches)
+    clf.set_params(batching="loader")
+    assert not isinstance(clf.get_iterator(clf.get_dataset(X, y), training=True), DeviceBatches)
+
+
+def test_fast_path_matches_loader_accuracy_with_shuffle(digits):
+    X, y = digits
+    scores = {}
+    for batching in ("auto", "loader"):
+        accs = [student(batching=batching, random_state=seed, loss="ce", max_epochs=8).fit(X[:1200], y[:1200])
+                .score(X[1200:], y[1200:]) for seed in range(3)]
+        scores[batching] = np.mean(accs)
+    assert abs(scores["auto"] - scores["loader"]) < 0.02
+    assert min(scores.values()) > 0.9
+
+
+def test_torch_dataset_goes_through_the_loader_with_an_online_teacher(digits):
+    X, y = digits
+    teacher = torch.nn.Linear(64, 10)
+    dataset = TensorDataset(torch.as_tensor(X), torch.as_tensor(y))
+    with pytest.raises(ValueError, match="requires y or classes= when X is a torch Dataset"):
+        student(teacher=teacher).fit(dataset, None)
+    by_classes = student(teacher=teacher, classes=list(range(10))).fit(dataset, None)
+    assert list(by_classes.classes_) == list(range(10))
+    clf = student(teacher=teacher).fit(dataset, y)
+    assert clf.teacher_.n_forward_samples_ == len(X) * 3  # online: a Dataset has no book
+    assert clf.predict(X[:5]).shape == (5,)
+
+
+def test_validation_split_records_valid_terms(digits):
+    X, y = digits
+    clf = student(train_split=ValidSplit(5, stratified=True)).fit(X, y)
+    assert len(clf.history[:, "valid_kd"]) == 3
+    assert all(0 <= acc <= 1 for acc in clf.history[:, "valid_acc"])
+    assert clf.history[-1, "valid_acc"] > 0.5
+
+
+def test_device_batches_cover_every_sample_once():
+    X = {"X": torch.arange(10.0)[:, None], "teacher_logits": torch.arange(10.0)[:, None] * 2}
+    y = torch.arange(10)
+    batches = list(DeviceBatches(X, y, batch_size=4, shuffle=True))
+    assert [len(b[1]) for b in batches] == [4, 4, 2]
+    seen = torch.cat([b[1] for b in batches])
+    assert sorted(seen.tolist()) == list(range(10))
+    for xb, yb in batches:  # rows stay aligned across the book's entries
+        assert torch.equal(xb["teacher_logits"][:, 0], 2 * yb.float())
+    assert len(DeviceBatches(X, y, 4, drop_last=True)) == 2
+    assert [len(b[1]) for b in DeviceBatches(X, y, 4, drop_last=True)] == [4, 4]
+
+
+def test_bad_batching_value(digits):
+    X, y = digits
+    with pytest.raises(ValueError, match="batching must be 'auto' or 'loader'"):
+        student(batching="fast").fit(X[:50], y[:50])
