@@ -12,6 +12,7 @@ import scipy.sparse
 import torch
 from skorch import NeuralNet, NeuralNetClassifier
 from skorch.callbacks import EpochScoring, EpochTimer, PassthroughScoring, PrintLog
+from skorch.dataset import unpack_data
 from skorch.utils import to_numpy, to_tensor
 from sklearn.exceptions import NotFittedError
 from sklearn.preprocessing import LabelEncoder
@@ -96,6 +97,16 @@ class DistillationClassifier(NeuralNetClassifier):
         before the first epoch (the "book"), instead of calling the teacher
         on every batch of every epoch. ``"auto"`` writes the book for
         in-memory data and calls the teacher online for a torch ``Dataset``.
+    augment : callable or None, default=None
+        A batch augmentation ``(X_batch, y_batch) -> X_batch`` run on the
+        device each training step, e.g. ``skd.augment.BatchAugment`` around
+        torchvision's ``MixUp``/``CutMix``. With it the book is off and the
+        teacher runs online on the augmented batch.
+    augment_mode : {"add", "replace"}, default="add"
+        ``"add"`` (R2KD's released recipe): CE and the distillation terms on
+        the clean batch, plus the distillation terms again on the augmented
+        batch (recorded as ``<term>_aug``). ``"replace"``: every term on the
+        augmented batch only.
     batching : {"auto", "loader"}, default="auto"
         ``"auto"`` batches in-memory data (arrays, tensors, DataFrames,
         books) by slicing tensors kept on the device, without skorch's
@@ -146,6 +157,8 @@ class DistillationClassifier(NeuralNetClassifier):
         loss: str | DistillationLoss = "kd",
         *,
         teacher_cache: str | bool = "auto",
+        augment=None,
+        augment_mode: str = "add",
         batching: str = "auto",
         random_state: int | None = None,
         criterion=torch.nn.CrossEntropyLoss,
@@ -159,6 +172,8 @@ class DistillationClassifier(NeuralNetClassifier):
         self.teacher = teacher
         self.loss = loss
         self.teacher_cache = teacher_cache
+        self.augment = augment
+        self.augment_mode = augment_mode
         self.batching = batching
         self.random_state = random_state
 
@@ -237,7 +252,10 @@ class DistillationClassifier(NeuralNetClassifier):
         self.loss_ = make_loss(self.loss, self.get_params_for("loss"))
         super().initialize_callbacks()
         extra = [("loss", self.loss_)]
-        for term in self.loss_.term_names():
+        terms = list(self.loss_.term_names())
+        if self.augment is not None and self.augment_mode == "add":
+            terms += [f"{term}_aug" for term in terms if term != "ce"]
+        for term in terms:
             extra.append((f"{term}_scoring", PassthroughScoring(name=term, lower_is_better=None, on_train=True).initialize()))
             extra.append((f"valid_{term}_scoring", PassthroughScoring(name=f"valid_{term}", lower_is_better=None).initialize()))
         names = [name for name, _ in self.callbacks_]
@@ -376,6 +394,21 @@ class DistillationClassifier(NeuralNetClassifier):
             raise ValueError(
                 f"teacher_cache must be 'auto', True or False, got {self.teacher_cache!r}."
             )
+        if self.augment is not None:
+            if not callable(self.augment):
+                raise TypeError(f"augment must be a callable (X_batch, y_batch) -> X_batch, got {self.augment!r}.")
+            if self.augment_mode not in ("add", "replace"):
+                raise ValueError(f"augment_mode must be 'add' or 'replace', got {self.augment_mode!r}.")
+            if self.teacher_cache is True:
+                raise ValueError(
+                    "teacher_cache=True cannot be combined with augment: the teacher must see each "
+                    "augmented batch. Use teacher_cache='auto'."
+                )
+            if is_book(X):
+                raise ValueError(
+                    "augment needs a teacher to label augmented batches, but X is a book; pass "
+                    "the features and teacher=... instead."
+                )
         X = self._validate_X(X, reset)
         y_raw, y_encoded = self._validate_y(y, X, reset, classes)
         features = X[BOOK_X] if isinstance(X, Mapping) else X
@@ -427,7 +460,7 @@ class DistillationClassifier(NeuralNetClassifier):
         return adapter.setup(X, y_raw, self.classes_, self.device)
 
     def _use_book(self, X) -> bool:
-        if self.teacher_cache is False:
+        if self.teacher_cache is False or self.augment is not None:
             return False
         if isinstance(X, Dataset):
             if self.teacher_cache is True:
@@ -531,6 +564,38 @@ class DistillationClassifier(NeuralNetClassifier):
         )
 
     # ------------------------------------------------------------ train step
+    def train_step_single(self, batch, **fit_params):
+        if self.augment is None:
+            return super().train_step_single(batch, **fit_params)
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        features = Xi[BOOK_X] if isinstance(Xi, Mapping) else Xi
+        x = to_tensor(features, device=self.device)
+        y = to_tensor(yi, device=self.device).long()
+        augmented = self.augment(x, y)
+        if isinstance(augmented, (tuple, list)):
+            augmented = augmented[0]
+        if not isinstance(augmented, torch.Tensor) or augmented.shape != x.shape:
+            raise ValueError(
+                f"augment returned {type(augmented).__name__} of shape "
+                f"{tuple(getattr(augmented, 'shape', ()))}; it must return a tensor shaped like "
+                f"the batch, {tuple(x.shape)}."
+            )
+        if self.augment_mode == "replace":
+            y_pred = self.infer(augmented, **fit_params)
+            loss = self.get_loss(y_pred, y, X=augmented, training=True)
+        else:
+            y_pred = self.infer(x, **fit_params)
+            loss = self.get_loss(y_pred, y, X=x, training=True)
+            aug_pred = self.infer(augmented, **fit_params)
+            teacher_logits = self._batch_teacher_logits(augmented)
+            for name, value in self.loss_(aug_pred, teacher_logits, y).items():
+                if name != "ce":
+                    self.history.record_batch(f"{name}_aug", value.item())
+                    loss = loss + value
+        loss.backward()
+        return {"loss": loss, "y_pred": y_pred}
+
     def infer(self, x, **fit_params):
         if isinstance(x, Mapping) and BOOK_X in x:
             x = x[BOOK_X]

@@ -170,6 +170,13 @@ def test_tfkd_reg_three_class_by_hand():
     assert math.isclose(terms["kd"].item(), np.sum(hand * np.log(hand / q[0])), rel_tol=1e-9)
 
 
+def test_cakd_default_strong_k_fits_any_number_of_classes():
+    loss = CAKD().initialize()
+    for n_classes in (2, 3, 10):
+        terms = loss(torch.randn(4, n_classes), torch.randn(4, n_classes), torch.zeros(4, dtype=torch.long))
+        assert all(torch.isfinite(v) for v in terms.values())
+
+
 def test_cakd_strong_k_too_large_is_named():
     loss = CAKD(strong_k=10).initialize()
     with pytest.raises(ValueError, match="loss__strong_k=10 is too large for 10 classes"):
@@ -183,7 +190,7 @@ def test_cakd_strong_k_too_large_is_named():
         (KD(temperature=-2), "loss__temperature"),
         (DKD(beta=-1), "loss__beta must be >= 0"),
         (CAKD(strong_rule="top"), "loss__strong_rule"),
-        (CAKD(strong_k=-1), "loss__strong_k must be an int >= 0"),
+        (CAKD(strong_k=-1), "loss__strong_k must be None or an int >= 0"),
         (R2KD(value="spearman"), "loss__value"),
         (TfKD(mode="both"), "loss__mode"),
         (TfKD(a=1.5), "loss__a"),

@@ -34,10 +34,11 @@ class CAKD(DistillationLoss):
 
     Parameters
     ----------
-    strong_k : int, default=2
+    strong_k : int or None, default=None
         Non-target classes in the strong group (``strong_rule="topk"``).
-        Must be < the number of classes.
-    w_bcd, w_scd, w_wcd : float, default=1.0, 8.0, 8.0
+        An int must be < the number of classes; None means ``min(4, C - 1)``,
+        the best of the MNIST-5k ablation (C = 10) kept valid for any C.
+    w_bcd, w_scd, w_wcd : float, default=1.0, 8.0, 2.0
         Weights of the binary, strong- and weak-correlation divergences.
     temperature : float, default=4.0
     ce_weight : float, default=1.0
@@ -54,10 +55,10 @@ class CAKD(DistillationLoss):
 
     def __init__(
         self,
-        strong_k: int = 2,
+        strong_k: int | None = None,
         w_bcd: float = 1.0,
         w_scd: float = 8.0,
-        w_wcd: float = 8.0,
+        w_wcd: float = 2.0,
         temperature: float = 4.0,
         ce_weight: float = 1.0,
         warmup: int = 20,
@@ -80,14 +81,16 @@ class CAKD(DistillationLoss):
         super().validate()
         if self.strong_rule not in ("topk", "mass"):
             raise ValueError(f"loss__strong_rule must be 'topk' or 'mass', got {self.strong_rule!r}.")
-        if isinstance(self.strong_k, bool) or not isinstance(self.strong_k, int) or self.strong_k < 0:
-            raise ValueError(f"loss__strong_k must be an int >= 0, got {self.strong_k!r}.")
+        k = self.strong_k
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
+            raise ValueError(f"loss__strong_k must be None or an int >= 0, got {k!r}.")
         if not 0.0 <= self.strong_mass <= 1.0:
             raise ValueError(f"loss__strong_mass must be in [0, 1], got {self.strong_mass!r}.")
 
     def compute_terms(self, student_logits, teacher_logits, y):
         n_classes = student_logits.shape[1]
-        if self.strong_rule == "topk" and self.strong_k >= n_classes:
+        strong_k = min(4, n_classes - 1) if self.strong_k is None else self.strong_k
+        if self.strong_rule == "topk" and strong_k >= n_classes:
             raise ValueError(
                 f"loss__strong_k={self.strong_k} is too large for {n_classes} classes: "
                 f"it must be at most {n_classes - 1} (n_classes - 1). Lower strong_k."
@@ -96,7 +99,7 @@ class CAKD(DistillationLoss):
         mask = strong_class_mask(
             teacher_logits,
             y if self.use_labels else None,
-            strong_k=self.strong_k,
+            strong_k=strong_k,
             rule=self.strong_rule,
             strong_mass=self.strong_mass,
             temperature=temperature,

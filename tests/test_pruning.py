@@ -1,0 +1,189 @@
+"""PrunedTeacher as a teacher and a pipeline step; StudentPruning."""
+
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skd import MLP, DistillationClassifier
+from skd.pruning import PrunedTeacher, StudentPruning, prune_copy
+
+
+class CountedTeacher(torch.nn.Module):
+    """Counts samples in a class attribute, so that joblib's hash of it is stable."""
+
+    samples = 0
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+
+    def forward(self, X):
+        type(self).samples += X.shape[0]
+        return self.net(X)
+
+
+def trained_teacher(digits):
+    X, y = digits
+    teacher = CountedTeacher()
+    opt = torch.optim.Adam(teacher.parameters(), 1e-2)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    for _ in range(100):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(teacher(Xt), yt).backward()
+        opt.step()
+    return teacher.eval()
+
+
+@pytest.fixture(scope="module")
+def teacher(digits):
+    return trained_teacher(digits)
+
+
+def student(**kwargs):
+    params = dict(max_epochs=3, verbose=0, device="cpu", optimizer=torch.optim.Adam, lr=1e-2,
+                  batch_size=64, random_state=0, loss="r2kd")
+    params.update(kwargs)
+    return DistillationClassifier(MLP, **params)
+
+
+def test_prune_copy_prunes_each_layer_and_leaves_the_teacher(teacher):
+    before = [p.clone() for p in teacher.parameters()]
+    pruned = prune_copy(teacher, 0.3)
+    for layer in (pruned.net[0], pruned.net[2]):
+        zero_share = (layer.weight == 0).float().mean().item()
+        assert zero_share == pytest.approx(0.3, abs=0.01)
+        assert not hasattr(layer, "weight_orig")  # masks removed: a plain module
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+    structured = prune_copy(teacher, 0.25, "ln_structured")
+    rows_zero = (structured.net[0].weight.abs().sum(1) == 0).float().mean().item()
+    assert rows_zero == pytest.approx(0.25, abs=0.02)
+    glob = prune_copy(teacher, 0.5, "global_unstructured")
+    total = sum((m.weight == 0).sum().item() for m in (glob.net[0], glob.net[2]))
+    assert total == pytest.approx(0.5 * (64 * 64 + 64 * 10), abs=2)
+    pickle.loads(pickle.dumps(pruned))
+
+
+def test_blend_of_teacher_and_pruned_logits(digits, teacher):
+    X, y = digits
+    pt = PrunedTeacher(teacher, amount=0.2, blend=0.7)
+    clf = student(teacher=pt).fit(X, y)
+    xb = torch.as_tensor(X[:8])
+    pruned = clf.teacher_.pruned_
+    expected = 0.7 * teacher(xb) + 0.3 * pruned(xb)
+    assert torch.allclose(clf.teacher_.predict_logits(xb), expected, atol=1e-5)
+    plain = PrunedTeacher(teacher, amount=0.0).fit()
+    assert plain.pruned_ is None
+    assert PrunedTeacher(teacher, blend=1.0).fit().pruned_ is None
+
+
+def test_fit_transform_writes_the_book_and_transform_passes_through(digits, teacher):
+    X, y = digits
+    pt = PrunedTeacher(teacher, amount=0.1)
+    book = pt.fit_transform(X, y)
+    assert set(book) == {"X", "teacher_logits"} and book["teacher_logits"].shape == (len(X), 10)
+    assert book[:5]["X"].shape == (5, 64)  # a SliceDict: sklearn can slice it
+    assert pt.transform(X) is X
+
+
+def test_pipeline_with_grid_search_over_pruning(digits, teacher):
+    X, y = digits
+    pipe = make_pipeline(StandardScaler(), PrunedTeacher(teacher), student())
+    grid = {"prunedteacher__amount": [0.0, 0.1], "prunedteacher__blend": [0.7, 1.0]}
+    search = GridSearchCV(pipe, grid, cv=2, n_jobs=2).fit(X, y)
+    assert search.best_score_ > 0.8
+    assert search.predict(X[:10]).shape == (10,)
+
+
+def test_pipeline_memory_reuses_the_book_across_student_candidates(digits, teacher, tmp_path):
+    X, y = digits
+    pipe = Pipeline(
+        [("scale", StandardScaler()), ("prune", PrunedTeacher(teacher, amount=0.1)), ("clf", student())],
+        memory=joblib.Memory(tmp_path, verbose=0),
+    )
+    CountedTeacher.samples = 0
+    search = GridSearchCV(pipe, {"clf__lr": [1e-2, 3e-3, 1e-3]}, cv=3, n_jobs=1).fit(X, y)
+    # once per fold (3 folds) and once for the refit; not once per candidate (9)
+    per_pass = 2 * len(X) * 2 // 3  # original + pruned teacher over a training fold
+    assert CountedTeacher.samples <= 3 * per_pass + 2 * len(X) + 10
+    assert CountedTeacher.samples > 0 and search.best_estimator_ is not None
+    CountedTeacher.samples = 0
+    search.predict(X)
+    assert CountedTeacher.samples == 0  # never at predict time
+
+
+def test_pruned_teacher_and_student_pickle(digits, teacher, tmp_path):
+    X, y = digits
+    pt = PrunedTeacher(teacher, amount=0.1).fit()
+    restored = pickle.loads(pickle.dumps(pt))
+    xb = torch.as_tensor(X[:4])
+    assert torch.equal(restored.pruned_(xb), pt.pruned_(xb))
+    assert clone(pt).get_params()["amount"] == 0.1
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(amount=1.0), ValueError, r"amount must be in \[0, 1\)"),
+        (dict(amount=-0.1), ValueError, r"amount must be in \[0, 1\)"),
+        (dict(blend=1.5), ValueError, r"blend must be in \[0, 1\]"),
+        (dict(method="random"), ValueError, "method must be one of"),
+    ],
+)
+def test_pruned_teacher_bad_parameters(teacher, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        PrunedTeacher(teacher, **kwargs).fit()
+
+
+def test_non_torch_teacher_cannot_be_pruned(digits):
+    X, y = digits
+    forest = FrozenEstimator(RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y))
+    with pytest.raises(TypeError, match="can prune only torch teachers.*not FrozenEstimator"):
+        PrunedTeacher(forest, amount=0.1).fit()
+    clf = student(teacher=PrunedTeacher(forest, amount=0.0), loss="kd").fit(X, y)
+    assert clf.score(X, y) > 0.8
+
+
+def test_teacher_without_prunable_layers():
+    with pytest.raises(ValueError, match="no Conv or Linear layer"):
+        PrunedTeacher(torch.nn.Softmax(dim=1), amount=0.1).fit()
+
+
+def test_unstructured_student_pruning_reaches_the_target(digits, teacher):
+    X, y = digits
+    clf = student(teacher=teacher, loss="kd", max_epochs=6,
+                  callbacks=[StudentPruning(amount=0.5, structured=False)]).fit(X, y)
+    hidden = clf.module_.layers[1]
+    assert not hasattr(hidden, "weight_orig")
+    assert (hidden.weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
+    assert clf.history[:, "sparsity"][-1] == pytest.approx(0.5)
+    assert clf.score(X, y) > 0.85
+    pickle.loads(pickle.dumps(clf))
+
+
+def test_structured_student_pruning_shrinks_the_module(digits, teacher):
+    pytest.importorskip("torch_pruning")
+    X, y = digits
+    clf = student(teacher=teacher, loss="kd", max_epochs=6, module__hidden_units=(128,),
+                  callbacks=[StudentPruning(amount=0.5, structured=True)]).fit(X, y)
+    hidden = clf.module_.layers[1]
+    assert hidden.out_features == 64
+    assert clf.module_.layers[-1].out_features == 10
+    assert clf.score(X, y) > 0.85
+    restored = pickle.loads(pickle.dumps(clf))
+    assert np.array_equal(restored.predict(X[:20]), clf.predict(X[:20]))
+
+
+def test_student_pruning_bad_amount(digits, teacher):
+    X, y = digits
+    with pytest.raises(ValueError, match=r"StudentPruning amount must be in \[0, 1\)"):
+        student(teacher=teacher, callbacks=[StudentPruning(amount=1.2)]).fit(X[:50], y[:50])
