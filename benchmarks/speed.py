@@ -123,15 +123,18 @@ def run_variant(name, X, y, teacher, batch_size, epochs):
     return skd_fit(X, y, teacher, batch_size, epochs, cache=False)
 
 
-def peak_memory(name, samples, batch_size, epochs):
-    """ru_maxrss growth of a fresh process running one variant once."""
+def peak_memory(name, samples, batch_size, epochs, teacher_path):
+    """Peak RSS (bytes) of a fresh process that loads the data and teacher and
+    runs one variant once; ``name=None`` runs nothing (the baseline)."""
     code = (
-        "import resource, sys; sys.path.insert(0, 'benchmarks')\n"
+        "import resource, sys, torch; sys.path.insert(0, 'benchmarks')\n"
         "import speed\n"
-        f"X, y = speed.make_data({samples}); teacher = speed.make_teacher(X, y)\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        f"speed.run_variant({name!r}, X, y, teacher, {batch_size}, {epochs})\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
+        f"X, y = speed.make_data({samples})\n"
+        "teacher = speed.MLP(100, 10, hidden_units=(512, 512))\n"
+        f"teacher.load_state_dict(torch.load({str(teacher_path)!r}, weights_only=True)); teacher.eval()\n"
+        f"name = {name!r}\n"
+        f"if name: speed.run_variant(name, X, y, teacher, {batch_size}, {epochs})\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])
@@ -146,14 +149,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
     X, y = make_data(args.samples)
     teacher = make_teacher(X, y)
+    import tempfile
+    from pathlib import Path
+
+    teacher_path = Path(tempfile.mkdtemp()) / "teacher.pt"
+    torch.save(teacher.state_dict(), teacher_path)
     lines = [
         f"Command: `python benchmarks/speed.py` ({args.samples} x 100 make_classification, 10 classes, "
         f"MLP student 100-128-10, {args.epochs} epochs, Adam, CPU with {torch.get_num_threads()} threads, "
-        f"median of {args.repeats} runs; memory: ru_maxrss growth of a fresh process).",
+        f"median of {args.repeats} runs; memory: peak RSS of a fresh process per variant, and its growth "
+        "over a process that only loads the data and the teacher).",
         "",
         "| batch | (a) pure KD s | (b) skd book s | (c) skorch CE s | (d) skd online s | (b)/(a) | (b)/(c) | (d)/(b) "
-        "| teacher samples (b) | teacher samples (d) | peak MiB (a) | peak MiB (b) | (b)/(a) memory |",
-        "|" + "---|" * 13,
+        "| teacher samples (b) | teacher samples (d) | peak MiB (a) | peak MiB (b) | growth MiB (a) "
+        "| growth MiB (b) |",
+        "|" + "---|" * 14,
     ]
     results = {}
     for batch_size in (32, 256):
@@ -167,12 +177,17 @@ def main(argv=None):
                 times[name].append(time.perf_counter() - start)
                 counts[name] = counting.samples
         med = {name: statistics.median(t) for name, t in times.items()}
-        mem = {name: peak_memory(name, args.samples, batch_size, args.epochs) / 2**20 for name in ("a", "b")}
-        results[batch_size] = {"seconds": med, "teacher_samples": counts, "peak_mib": mem}
+        mem = {
+            name: peak_memory(name, args.samples, batch_size, args.epochs, teacher_path) / 2**20
+            for name in (None, "a", "b")
+        }
+        results[batch_size] = {"seconds": med, "teacher_samples": counts,
+                               "peak_mib": {str(k): v for k, v in mem.items()}}
         lines.append(
             f"| {batch_size} | {med['a']:.2f} | {med['b']:.2f} | {med['c']:.2f} | {med['d']:.2f} "
             f"| {med['b'] / med['a']:.2f} | {med['b'] / med['c']:.2f} | {med['d'] / med['b']:.2f} "
-            f"| {counts['b']} | {counts['d']} | {mem['a']:.0f} | {mem['b']:.0f} | {mem['b'] / max(mem['a'], 1e-9):.2f} |"
+            f"| {counts['b']} | {counts['d']} | {mem['a']:.0f} | {mem['b']:.0f} | {mem['a'] - mem[None]:.0f} "
+            f"| {mem['b'] - mem[None]:.0f} |"
         )
         print(lines[-1], flush=True)
     lines += [

@@ -564,6 +564,14 @@ class DistillationClassifier(NeuralNetClassifier):
         )
 
     # ------------------------------------------------------------ train step
+    def _set_training(self, training=True):
+        # skorch calls module.train() on every batch, which walks every
+        # submodule; skip it when the student is already in that mode.
+        module = getattr(self, "module_", None)
+        if isinstance(module, torch.nn.Module) and module.training == training:
+            return
+        super()._set_training(training)
+
     def train_step_single(self, batch, **fit_params):
         if self.augment is None:
             return super().train_step_single(batch, **fit_params)
