@@ -69,16 +69,21 @@ class DeviceBatches:
     y : Tensor or None
     batch_size : int
     shuffle : bool, default=False
-        A fresh permutation each epoch, from torch's global generator.
+        A fresh permutation each epoch.
     drop_last : bool, default=False
+    generator : callable or None, default=None
+        Called at the start of each epoch for the ``torch.Generator`` of its
+        permutation (or None: torch's global generator).
     """
 
-    def __init__(self, X, y, batch_size: int, shuffle: bool = False, drop_last: bool = False):
+    def __init__(self, X, y, batch_size: int, shuffle: bool = False, drop_last: bool = False,
+                 generator=None):
         self.X = X
         self.y = y
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.generator = generator
         first = next(iter(X.values())) if isinstance(X, Mapping) else X
         self.n_samples = len(first)
         self.device = first.device
@@ -89,7 +94,10 @@ class DeviceBatches:
         return (self.n_samples + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
-        order = torch.randperm(self.n_samples).to(self.device) if self.shuffle else None
+        order = None
+        if self.shuffle:
+            generator = self.generator() if self.generator is not None else None
+            order = torch.randperm(self.n_samples, generator=generator).to(self.device)
         stop = len(self) * self.batch_size if self.drop_last else self.n_samples
         for start in range(0, stop, self.batch_size):
             index = slice(start, min(start + self.batch_size, self.n_samples))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
+import math
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +34,8 @@ from skd.teachers import Teacher, as_teacher
 
 __all__ = ["DistillationClassifier", "resolve_device", "BOOK_X", "BOOK_LOGITS"]
 
+_SEED_LOCK = threading.RLock()
+
 #: Keys of a book: ``{"X": features, "teacher_logits": logits}``.
 BOOK_X = "X"
 BOOK_LOGITS = "teacher_logits"
@@ -50,6 +55,10 @@ def resolve_device(device):
             "when present and on the CPU otherwise, or device='cpu'."
         )
     return device
+
+
+def _softmax(logits):
+    return torch.softmax(logits, dim=-1)
 
 
 def _encoded_accuracy(net, X, y):
@@ -107,6 +116,13 @@ class DistillationClassifier(NeuralNetClassifier):
         the clean batch, plus the distillation terms again on the augmented
         batch (recorded as ``<term>_aug``). ``"replace"``: every term on the
         augmented batch only.
+    on_nonfinite : {"raise", "skip"}, default="raise"
+        What a NaN or infinite loss term does in training. ``"raise"`` stops
+        the fit with a ``RuntimeError`` naming the epoch, the batch and the
+        term, before the optimizer step, so the student keeps its last good
+        weights and ``history`` is kept. ``"skip"`` drops the batch (no
+        optimizer step; its terms count as 0 in the epoch means) and counts
+        it in ``history[:, "skipped_batches"]``.
     batching : {"auto", "loader"}, default="auto"
         ``"auto"`` batches in-memory data (arrays, tensors, DataFrames,
         books) by slicing tensors kept on the device, without skorch's
@@ -159,6 +175,7 @@ class DistillationClassifier(NeuralNetClassifier):
         teacher_cache: str | bool = "auto",
         augment=None,
         augment_mode: str = "add",
+        on_nonfinite: str = "raise",
         batching: str = "auto",
         random_state: int | None = None,
         criterion=torch.nn.CrossEntropyLoss,
@@ -174,6 +191,7 @@ class DistillationClassifier(NeuralNetClassifier):
         self.teacher_cache = teacher_cache
         self.augment = augment
         self.augment_mode = augment_mode
+        self.on_nonfinite = on_nonfinite
         self.batching = batching
         self.random_state = random_state
 
@@ -229,23 +247,44 @@ class DistillationClassifier(NeuralNetClassifier):
         finally:
             self.device = requested
 
-    @contextlib.contextmanager
-    def _rng_context(self):
+    def _checked_seed(self):
         seed = self.random_state
-        if seed is None:
-            yield
-            return
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise ValueError(
                 f"random_state must be an int or None, got {seed!r} ({type(seed).__name__})."
             )
+        return None if seed is None else int(seed)
+
+    @contextlib.contextmanager
+    def _rng_context(self):
+        """Seed torch's global generator for initialisation, then restore it.
+
+        Held under a process-wide lock so that estimators fitted concurrently
+        in threads cannot interleave their seeded initialisations.
+        """
+        seed = self._checked_seed()
+        if seed is None:
+            yield
+            return
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(int(seed))
+        with _SEED_LOCK, torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
             yield
 
+    def _epoch_generator(self):
+        """A generator for this epoch's shuffle, from (random_state, epoch).
+
+        Depends only on the seed and the epoch number, so a fit resumed from a
+        checkpoint shuffles exactly as an uninterrupted one.
+        """
+        seed = self._checked_seed()
+        if seed is None:
+            return None
+        epoch = len(self.history) if getattr(self, "history_", None) is not None else 0
+        return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
     def initialize(self):
-        with self._device_context():
+        with self._device_context(), self._rng_context():
             return super().initialize()
 
     def initialize_callbacks(self):
@@ -390,6 +429,8 @@ class DistillationClassifier(NeuralNetClassifier):
             ) from None
 
     def _validate_training_data(self, X, y, reset: bool, classes=None):
+        if self.on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {self.on_nonfinite!r}.")
         if self.teacher_cache not in ("auto", True, False):
             raise ValueError(
                 f"teacher_cache must be 'auto', True or False, got {self.teacher_cache!r}."
@@ -508,11 +549,21 @@ class DistillationClassifier(NeuralNetClassifier):
         -------
         self
         """
-        with self._device_context(), self._rng_context():
+        if not isinstance(self.max_epochs, (int, np.integer)) or self.max_epochs < 1:
+            raise ValueError(
+                f"max_epochs must be an int >= 1 for fit, got {self.max_epochs!r}; "
+                "max_epochs=0 would return an untrained student."
+            )
+        with self._device_context():
+            self._checked_seed()
             X, y_raw, y_encoded = self._validate_training_data(X, y, reset=True)
             if not self.warm_start or not self.initialized_:
                 self.initialize()
-            return self._fit_validated(X, y_raw, y_encoded, **fit_params)
+            self._resuming_ = True
+            try:
+                return self._fit_validated(X, y_raw, y_encoded, **fit_params)
+            finally:
+                self._resuming_ = False
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         """Continue training for ``max_epochs`` without re-initialising.
@@ -520,12 +571,22 @@ class DistillationClassifier(NeuralNetClassifier):
         ``classes`` gives all labels on the first call when a batch of data
         may miss some.
         """
-        with self._device_context(), self._rng_context():
+        with self._device_context():
+            self._checked_seed()
             first = not self.initialized_ or not hasattr(self, "label_encoder_")
             X, y_raw, y_encoded = self._validate_training_data(X, y, reset=first, classes=classes)
             if not self.initialized_:
                 self.initialize()
             return self._fit_validated(X, y_raw, y_encoded, **fit_params)
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        # In fit (not partial_fit), history is fresh unless a LoadInitState
+        # callback restored a checkpoint in on_train_begin: then train only the
+        # epochs that remain, so that a resumed fit ends where an uninterrupted
+        # one would.
+        if epochs is None and getattr(self, "_resuming_", False):
+            epochs = max(self.max_epochs - len(self.history), 0)
+        return super().fit_loop(X, y, epochs=epochs, **fit_params)
 
     def _fit_validated(self, X, y_raw, y_encoded, **fit_params):
         fit_params.pop("_routing_method", None)
@@ -556,14 +617,41 @@ class DistillationClassifier(NeuralNetClassifier):
         batch_size = kwargs.pop("batch_size", self.batch_size)
         if batch_size == -1:
             batch_size = len(dataset)
+        shuffle = kwargs.get("shuffle", False)
         if tensors is None:
+            if training and shuffle and iterator is DataLoader and "generator" not in kwargs:
+                kwargs["generator"] = self._epoch_generator()
             return iterator(dataset, batch_size=batch_size, **kwargs)
         X, y = tensors
+        generator = self._epoch_generator if training and shuffle else None
         return DeviceBatches(
-            X, y, batch_size, shuffle=kwargs.get("shuffle", False), drop_last=kwargs.get("drop_last", False)
+            X, y, batch_size, shuffle=shuffle, drop_last=kwargs.get("drop_last", False),
+            generator=generator,
         )
 
     # ------------------------------------------------------------ train step
+    def train_step(self, batch, **fit_params):
+        if self.on_nonfinite != "skip":
+            return super().train_step(batch, **fit_params)
+        # no closure: a skipped batch must not reach optimizer.step at all
+        self._skip_step_ = False
+        self._zero_grad_optimizer()
+        step = self.train_step_single(batch, **fit_params)
+        if self._skip_step_:
+            self._zero_grad_optimizer()
+            self.history.record_batch("skipped", 1)
+            return {"loss": torch.zeros((), device=step["loss"].device), "y_pred": step["y_pred"]}
+        self.notify("on_grad_computed", named_parameters=list(self.module_.named_parameters()), batch=batch,
+                    training=True)
+        self._step_optimizer(None)
+        return step
+
+    def on_epoch_end(self, net, **kwargs):
+        super().on_epoch_end(net, **kwargs)
+        if self.on_nonfinite == "skip":
+            batches = self.history[-1]["batches"]
+            self.history.record("skipped_batches", sum(row.get("skipped", 0) for row in batches))
+
     def _set_training(self, training=True):
         # skorch calls module.train() on every batch, which walks every
         # submodule; skip it when the student is already in that mode.
@@ -629,11 +717,30 @@ class DistillationClassifier(NeuralNetClassifier):
         teacher_logits = self._batch_teacher_logits(X) if self.loss_.requires_teacher else None
         terms = self.loss_(y_pred, teacher_logits, y_true)
         prefix = "" if training else "valid_"
+        values = {name: value.item() for name, value in terms.items()}
+        bad = [name for name, value in values.items() if not math.isfinite(value)]
+        if bad and training:
+            self._handle_nonfinite(bad, values)
+            values = dict.fromkeys(values, 0.0)
+        for name, value in values.items():
+            self.history.record_batch(prefix + name, value)
         total = None
-        for name, value in terms.items():
-            self.history.record_batch(prefix + name, value.item())
+        for value in terms.values():
             total = value if total is None else total + value
         return total
+
+    def _handle_nonfinite(self, bad, values):
+        epoch = len(self.history)
+        batch = len(self.history[-1]["batches"])
+        if self.on_nonfinite == "raise":
+            details = ", ".join(f"{name}={values[name]}" for name in bad)
+            raise RuntimeError(
+                f"Non-finite loss at epoch {epoch}, batch {batch}: {details}. The student keeps "
+                "its weights from before this batch and history is kept. Lower the learning "
+                "rate, check X and the teacher's logits, or pass on_nonfinite='skip' to drop "
+                "such batches."
+            )
+        self._skip_step_ = True
 
     # ---------------------------------------------------------------- predict
     def _check_fitted(self):
@@ -662,6 +769,26 @@ class DistillationClassifier(NeuralNetClassifier):
         """Predicted labels, values from ``classes_``."""
         indices = self.predict_proba(X).argmax(axis=1)
         return self.classes_[indices]
+
+    def export_student(self) -> DistillationClassifier:
+        """A lean copy for prediction: no teacher, no book, no optimizer.
+
+        The copy predicts exactly as this estimator; its pickle holds the
+        student and ``classes_`` only (plus ``history``), however large the
+        teacher. It cannot be trained further.
+        """
+        self._check_fitted()
+        lean = copy.copy(self)
+        for key in list(vars(lean)):
+            if key.startswith("teacher") and key not in ("teacher_cache",):
+                setattr(lean, key, None)
+        lean.teacher_ = None
+        lean.augment = None
+        lean.callbacks_ = []
+        lean.callbacks = None
+        lean.predict_nonlinearity = _softmax  # trimming drops the criterion it is inferred from
+        lean.trim_for_prediction()
+        return lean
 
     def load_params(self, *args, **kwargs):
         with self._device_context():
