@@ -239,8 +239,8 @@ def _with_classes(module, base_adapter):
 class StudentPruning(Callback):
     """Prune the student during distillation, gradually, towards ``amount``.
 
-    At the end of epochs ``start`` to ``end`` (default: the first epoch to the
-    last but one), the sparsity follows the cubic schedule of Zhu & Gupta
+    At the end of epochs ``start`` to ``end`` (default: the first epoch to
+    three quarters of ``max_epochs``), the sparsity follows the cubic schedule of Zhu & Gupta
     (2017), ``s = amount * (1 - (1 - progress)**3)``; the remaining epochs
     fine-tune the pruned student under the same distillation loss (the KDDP
     idea: prune what distillation leaves inactive). The output layer is never
@@ -284,7 +284,7 @@ class StudentPruning(Callback):
 
     def _window(self, net):
         start = self.start or 1
-        end = self.end or max(start, net.max_epochs - 1)
+        end = self.end or max(start, int(0.75 * net.max_epochs))
         if self.schedule == "once":
             end = start
         return start, end

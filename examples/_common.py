@@ -1,0 +1,36 @@
+"""Shared switches of the examples: quick mode and where figures go."""
+
+import os
+from pathlib import Path
+
+import torch
+
+#: SKD_QUICK=1 cuts epochs and seeds so that every example runs in seconds (the tests use it).
+QUICK = os.environ.get("SKD_QUICK") == "1"
+
+#: Figures go to docs/img unless SKD_FIGURES_DIR says otherwise (the tests use a temporary folder).
+FIGURES = Path(os.environ.get("SKD_FIGURES_DIR", Path(__file__).resolve().parent.parent / "docs" / "img"))
+
+
+def figure_path(name: str) -> Path:
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    return FIGURES / name
+
+
+class CountingTeacher(torch.nn.Module):
+    """A small torch teacher for 64 features that counts the samples it sees.
+
+    The count is a class attribute, so that joblib's cache key of the teacher
+    does not change when it runs; it lives here, not in a script, so that
+    worker processes can import it.
+    """
+
+    samples = 0
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+
+    def forward(self, X):
+        type(self).samples += len(X)
+        return self.net(X)
