@@ -299,6 +299,7 @@ class StudentPruning(Callback):
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self.sparsity_ = 0.0
         self.example_ = None
+        self.widths_ = None
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         if self.structured and self.example_ is None and training:
@@ -341,13 +342,26 @@ class StudentPruning(Callback):
             return
         module = net.module_
         output_layer = prunable_layers(module)[-1]
-        done = self.sparsity_
-        step = (target - done) / (1.0 - done)
+        hidden = self._layers(net)
+        if not hasattr(self, "widths_") or self.widths_ is None:
+            self.widths_ = {id(layer): _width(layer) for layer in hidden}
+        # per layer, the share of its current width that leaves the final width
+        # at round(original * (1 - target)): no drift from compounded rounding
+        ratios = {}
+        for layer in hidden:
+            current = _width(layer)
+            keep = max(1, round(self.widths_[id(layer)] * (1.0 - target)))
+            if current > keep:
+                # torch-pruning keeps int(width * (1 - ratio)) channels
+                ratios[layer] = (current - keep - 1e-6) / current
+        if not ratios:
+            return
         pruner = tp.pruner.MetaPruner(
             module,
             self.example_,
             importance=tp.importance.MagnitudeImportance(p=2),
-            pruning_ratio=step,
+            pruning_ratio=0.0,
+            pruning_ratio_dict=ratios,
             ignored_layers=[output_layer],
         )
         pruner.step()
@@ -359,3 +373,8 @@ class StudentPruning(Callback):
                 if prune.is_pruned(layer) and hasattr(layer, "weight_orig"):
                     prune.remove(layer, "weight")
         self.example_ = None
+        self.widths_ = None
+
+
+def _width(layer):
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
