@@ -14,24 +14,29 @@ from skd.losses import (
     TfKD,
     available_losses,
 )
+from skd.augment import BatchAugment
+from skd.pruning import PrunedTeacher, StudentPruning
 from skd.students import MLP, SmallCNN
 from skd.teachers import EnsembleTeacher, Teacher
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchAugment",
     "CAKD",
     "CE",
     "DIST",
     "DKD",
     "KD",
     "MLP",
+    "PrunedTeacher",
     "R2KD",
     "DistillationClassifier",
     "DistillationLoss",
     "EnsembleTeacher",
     "SmallCNN",
     "SoftLossSchedule",
+    "StudentPruning",
     "TemperatureSchedule",
     "Teacher",
     "TfKD",

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from skd._batching import DeviceBatches, in_memory_tensors
 from skd.losses.base import DistillationLoss, make_loss
-from skd.teachers import Teacher, as_teacher
+from skd.teachers import as_teacher
 
 __all__ = ["DistillationClassifier", "resolve_device", "BOOK_X", "BOOK_LOGITS"]
 
@@ -496,9 +496,7 @@ class DistillationClassifier(NeuralNetClassifier):
                     "'tfkd' (mode='reg') need none."
                 )
             teacher = self._teacher_from_params()
-        adapter = teacher if isinstance(teacher, Teacher) else None
-        adapter = as_teacher(teacher) if adapter is None else as_teacher(adapter)
-        return adapter.setup(X, y_raw, self.classes_, self.device)
+        return as_teacher(teacher).setup(X, y_raw, self.classes_, self.device)
 
     def _use_book(self, X) -> bool:
         if self.teacher_cache is False or self.augment is not None:

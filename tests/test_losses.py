@@ -280,3 +280,25 @@ def test_tfkd_self_fits_a_first_student(digits):
     assert clf.teacher_ is not None and clf.teacher_.module is not clf.module_
     assert clf.teacher_.n_forward_samples_ == 300
     assert clf.score(X[:300], y[:300]) > 0.5
+
+
+GRIDS = {
+    "ce": {"loss__ce_weight": [0.5, 1.0]},
+    "kd": {"loss__temperature": [2.0, 4.0]},
+    "dkd": {"loss__beta": [2.0, 8.0]},
+    "cakd": {"loss__strong_k": [1, 2]},
+    "r2kd": {"loss__rank_sharpness": [1.0, 5.0]},
+    "dist": {"loss__gamma": [1.0, 2.0]},
+    "tfkd": {"loss__a": [0.9, 0.99]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRIDS))
+def test_every_loss_tunes_in_grid_search(digits, name):
+    X, y = digits
+    clf = DistillationClassifier(MLP, teacher=torch.nn.Linear(64, 10), loss=name, max_epochs=1, verbose=0,
+                                 device="cpu", optimizer=torch.optim.Adam, lr=1e-2)
+    search = GridSearchCV(clf, GRIDS[name], cv=2).fit(X[:300], y[:300])
+    (param, values), = GRIDS[name].items()
+    assert search.best_params_[param] in values
+    assert getattr(search.best_estimator_.loss_, param.split("__")[1]) == search.best_params_[param]
