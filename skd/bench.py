@@ -78,6 +78,14 @@ def _teacher_module(split: Split, config: BenchConfig) -> torch.nn.Module:
     return SmallCNN(split.X_train.shape[1], len(np.unique(split.y_train)), channels=config.teacher_channels)
 
 
+def _classifier(config: BenchConfig, module, epochs: int, seed: int, **params) -> DistillationClassifier:
+    """The benchmark's training settings (Adam, lr, batch size), shared by teacher and students."""
+    return DistillationClassifier(
+        module, optimizer=torch.optim.Adam, lr=config.lr, batch_size=config.batch_size,
+        max_epochs=epochs, verbose=0, random_state=seed, **params,
+    )
+
+
 def train_teacher(split: Split, config: BenchConfig) -> tuple[torch.nn.Module, dict]:
     """The dataset's teacher: loaded from the cache, or trained and cached.
 
@@ -102,16 +110,9 @@ def train_teacher(split: Split, config: BenchConfig) -> tuple[torch.nn.Module, d
         module.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
         cached = True
     else:
-        net = DistillationClassifier(
-            _teacher_module(split, config).__class__,
-            loss="ce",
+        net = _classifier(
+            config, SmallCNN, config.teacher_epochs, config.split_seed, loss="ce",
             module__channels=config.teacher_channels,
-            optimizer=torch.optim.Adam,
-            lr=config.lr,
-            batch_size=config.batch_size,
-            max_epochs=config.teacher_epochs,
-            verbose=0,
-            random_state=config.split_seed,
         ).fit(split.X_train, split.y_train)
         module.load_state_dict(net.module_.state_dict())
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,18 +129,9 @@ def train_teacher(split: Split, config: BenchConfig) -> tuple[torch.nn.Module, d
 def fit_student(split: Split, loss: str, seed: int, teacher, config: BenchConfig, **loss_params):
     """Fit the benchmark's MLP student with one loss; return accuracy and seconds."""
     params = {f"loss__{k}": v for k, v in {**config.loss_params.get(loss, {}), **loss_params}.items()}
-    clf = DistillationClassifier(
-        MLP,
-        teacher=None if loss == "ce" else teacher,
-        loss=loss,
-        module__hidden_units=config.student_hidden,
-        optimizer=torch.optim.Adam,
-        lr=config.lr,
-        batch_size=config.batch_size,
-        max_epochs=config.student_epochs,
-        verbose=0,
-        random_state=seed,
-        **params,
+    clf = _classifier(
+        config, MLP, config.student_epochs, seed, teacher=None if loss == "ce" else teacher, loss=loss,
+        module__hidden_units=config.student_hidden, **params,
     )
     start = time.perf_counter()
     clf.fit(split.X_train, split.y_train)

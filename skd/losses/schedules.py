@@ -28,7 +28,27 @@ def _check_epochs(epochs, owner):
         raise ValueError(f"{owner} epochs must be None or an int >= 1, got {epochs!r}.")
 
 
-class SoftLossSchedule(Callback):
+class _EpochSchedule(Callback):
+    """A value moving from ``start`` to ``end`` over ``epochs``, set at each epoch begin."""
+
+    def _check_bound(self, name, value):
+        raise NotImplementedError
+
+    def initialize(self):
+        owner = type(self).__name__
+        self._check_bound("start", self.start)
+        self._check_bound("end", self.end)
+        _check_epochs(self.epochs, owner)
+        if self.kind not in ("linear", "cosine"):
+            raise ValueError(f"{owner} kind must be 'linear' or 'cosine', got {self.kind!r}.")
+        return self
+
+    def value(self, net) -> float:
+        """The scheduled value at the current epoch."""
+        return self.start + (self.end - self.start) * _progress(net, self.epochs, self.kind)
+
+
+class SoftLossSchedule(_EpochSchedule):
     """Gradually reduce the soft loss (GSLR; Shin, Boo & Sung, SiPS 2020).
 
     At the start of each epoch the soft (distillation) terms are multiplied by
@@ -51,24 +71,18 @@ class SoftLossSchedule(Callback):
         self.kind = kind
         self.epochs = epochs
 
-    def initialize(self):
-        for name in ("start", "end"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"SoftLossSchedule {name} must be a number >= 0, got {value!r}.")
-        _check_epochs(self.epochs, "SoftLossSchedule")
-        if self.kind not in ("linear", "cosine"):
-            raise ValueError(f"SoftLossSchedule kind must be 'linear' or 'cosine', got {self.kind!r}.")
-        return self
+    def _check_bound(self, name, value):
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"SoftLossSchedule {name} must be a number >= 0, got {value!r}.")
 
     def on_epoch_begin(self, net, **kwargs):
-        lam = self.start + (self.end - self.start) * _progress(net, self.epochs, self.kind)
+        lam = self.value(net)
         net.loss_.soft_scale_ = lam
         net.loss_.ce_scale_ = 1.0 + (self.start - lam)
         net.history.record("soft_scale", lam)
 
 
-class TemperatureSchedule(Callback):
+class TemperatureSchedule(_EpochSchedule):
     """Move the loss's temperature from ``start`` to ``end`` over the epochs.
 
     Parameters
@@ -86,15 +100,10 @@ class TemperatureSchedule(Callback):
         self.kind = kind
         self.epochs = epochs
 
-    def initialize(self):
-        check_temperature(self.start, "TemperatureSchedule start")
-        check_temperature(self.end, "TemperatureSchedule end")
-        _check_epochs(self.epochs, "TemperatureSchedule")
-        if self.kind not in ("linear", "cosine"):
-            raise ValueError(f"TemperatureSchedule kind must be 'linear' or 'cosine', got {self.kind!r}.")
-        return self
+    def _check_bound(self, name, value):
+        check_temperature(value, f"TemperatureSchedule {name}")
 
     def on_epoch_begin(self, net, **kwargs):
-        temperature = self.start + (self.end - self.start) * _progress(net, self.epochs, self.kind)
+        temperature = self.value(net)
         net.loss_.temperature_ = temperature
         net.history.record("temperature", temperature)
