@@ -411,7 +411,8 @@ class DistillationClassifier(NeuralNetClassifier):
             features = X[BOOK_X] if isinstance(X, Mapping) else X
             check_consistent_length(features, y)
         if reset:
-            encoder = LabelEncoder().fit(y if classes is None else np.asarray(classes))
+            known = classes if classes is not None else self.classes
+            encoder = LabelEncoder().fit(y if known is None else np.asarray(known))
             if len(encoder.classes_) < 2:
                 raise ValueError(
                     f"y contains only one class ({encoder.classes_[0]!r}); a classifier "

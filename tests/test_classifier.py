@@ -256,3 +256,12 @@ def test_wrong_feature_count_at_predict(digits):
     clf = student().fit(X[:200], y[:200])
     with pytest.raises(ValueError, match="X has 10 features, but DistillationClassifier is expecting 64"):
         clf.predict(X[:5, :10])
+
+
+def test_classes_parameter_declares_labels_missing_from_y(digits):
+    X, y = digits
+    clf = student(teacher=None, loss="ce", classes=list(range(11))).fit(X, y)
+    assert list(clf.classes_) == list(range(11))
+    assert clf.predict_proba(X[:3]).shape == (3, 11)
+    with pytest.raises(ValueError, match=r"y contains labels \[12\] not seen"):
+        clf.partial_fit(X[:2], [0, 12])
