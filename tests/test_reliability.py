@@ -13,6 +13,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from skorch.callbacks import Callback
 
 from skd import MLP, DistillationClassifier
@@ -234,12 +235,14 @@ def test_concurrent_fits_equal_sequential_and_leave_the_teacher_alone(digits, ba
     teacher = teacher_module()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
 
-    def fit(seed):
-        clf = student(teacher=teacher, random_state=seed, max_epochs=2)
+    # built up front: the test's helpers reseed torch, which must not happen inside the threads
+    estimators = [student(teacher=teacher, random_state=seed, max_epochs=2) for seed in range(3)]
+
+    def fit(clf):
         return clf.fit(X, y).predict_proba(X)
 
-    sequential = [fit(seed) for seed in range(3)]
-    parallel = joblib.Parallel(n_jobs=3, backend=backend)(joblib.delayed(fit)(seed) for seed in range(3))
+    sequential = [fit(clone(clf)) for clf in estimators]
+    parallel = joblib.Parallel(n_jobs=3, backend=backend)(joblib.delayed(fit)(clf) for clf in estimators)
     for a, b in zip(sequential, parallel):
         assert np.allclose(a, b, atol=1e-6)
     for key, value in teacher.state_dict().items():
