@@ -109,8 +109,9 @@ class DistillationClassifier(NeuralNetClassifier):
     augment : callable or None, default=None
         A batch augmentation ``(X_batch, y_batch) -> X_batch`` run on the
         device each training step, e.g. ``skd.augment.BatchAugment`` around
-        torchvision's ``MixUp``/``CutMix``. With it the book is off and the
-        teacher runs online on the augmented batch.
+        torchvision's ``MixUp``/``CutMix``. The teacher runs online on every
+        augmented batch; the clean batches of ``"add"`` mode still read their
+        logits from the book.
     augment_mode : {"add", "replace"}, default="add"
         ``"add"`` (R2KD's released recipe): CE and the distillation terms on
         the clean batch, plus the distillation terms again on the augmented
@@ -441,10 +442,10 @@ class DistillationClassifier(NeuralNetClassifier):
                 raise TypeError(f"augment must be a callable (X_batch, y_batch) -> X_batch, got {self.augment!r}.")
             if self.augment_mode not in ("add", "replace"):
                 raise ValueError(f"augment_mode must be 'add' or 'replace', got {self.augment_mode!r}.")
-            if self.teacher_cache is True:
+            if self.teacher_cache is True and self.augment_mode == "replace":
                 raise ValueError(
-                    "teacher_cache=True cannot be combined with augment: the teacher must see each "
-                    "augmented batch. Use teacher_cache='auto'."
+                    "teacher_cache=True cannot be combined with augment_mode='replace': the teacher "
+                    "must see each augmented batch and no clean one. Use teacher_cache='auto'."
                 )
             if is_book(X):
                 raise ValueError(
@@ -500,7 +501,9 @@ class DistillationClassifier(NeuralNetClassifier):
         return as_teacher(teacher).setup(X, y_raw, self.classes_, self.device)
 
     def _use_book(self, X) -> bool:
-        if self.teacher_cache is False or self.augment is not None:
+        # With augmentation the augmented batches are labelled online; in "add"
+        # mode the clean batches still read their logits from the book.
+        if self.teacher_cache is False or (self.augment is not None and self.augment_mode == "replace"):
             return False
         if isinstance(X, Dataset):
             if self.teacher_cache is True:
@@ -681,7 +684,7 @@ class DistillationClassifier(NeuralNetClassifier):
             loss = self.get_loss(y_pred, y, X=augmented, training=True)
         else:
             y_pred = self.infer(x, **fit_params)
-            loss = self.get_loss(y_pred, y, X=x, training=True)
+            loss = self.get_loss(y_pred, y, X=Xi, training=True)  # the book, when there is one
             aug_pred = self.infer(augmented, **fit_params)
             teacher_logits = self._batch_teacher_logits(augmented)
             for name, value in self.loss_(aug_pred, teacher_logits, y).items():

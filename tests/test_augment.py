@@ -34,8 +34,8 @@ def test_torchvision_batch_transforms_run_with_an_online_teacher(digits, transfo
     X, y = digits
     teacher = Counting()
     clf = student(teacher=teacher, augment=BatchAugment(transform, image_shape=(1, 8, 8))).fit(X, y)
-    # no book: the teacher sees the clean and the augmented batch each step, plus nothing else
-    assert teacher.samples == 2 * len(X) * 2
+    # the clean view reads the book (one pass); every augmented batch is labelled online
+    assert teacher.samples == len(X) + len(X) * 2
     assert clf.history[-1, "value_aug"] > 0 and "rank_aug" in clf.history[-1]
     assert clf.predict(X[:5]).shape == (5,)
 
@@ -54,8 +54,11 @@ def test_augment_errors(digits):
     teacher = Counting()
     with pytest.raises(ValueError, match="augment_mode must be 'add' or 'replace'"):
         student(teacher=teacher, augment=lambda X, y: X, augment_mode="mix").fit(X, y)
-    with pytest.raises(ValueError, match="teacher_cache=True cannot be combined with augment"):
-        student(teacher=teacher, augment=lambda X, y: X, teacher_cache=True).fit(X, y)
+    with pytest.raises(ValueError, match="teacher_cache=True cannot be combined with augment_mode='replace'"):
+        student(teacher=teacher, augment=lambda X, y: X, teacher_cache=True, augment_mode="replace").fit(X, y)
+    online = Counting()
+    student(teacher=online, augment=lambda X, y: X, teacher_cache=False, max_epochs=1).fit(X, y)
+    assert online.samples == 2 * len(X)  # no book: clean and augmented batches online
     with pytest.raises(ValueError, match="it must return a tensor shaped like the batch"):
         student(teacher=teacher, augment=lambda X, y: X[:, :10]).fit(X, y)
     with pytest.raises(TypeError, match="augment must be a callable"):
