@@ -1,6 +1,5 @@
 """Batch augmentation with an online teacher."""
 
-import numpy as np
 import pytest
 import torch
 from torchvision.transforms import v2

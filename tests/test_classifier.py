@@ -1,6 +1,5 @@
 """DistillationClassifier as a scikit-learn citizen, and its input errors."""
 
-import io
 import pickle
 
 import joblib
@@ -104,15 +103,16 @@ def test_set_params_reaches_the_loss_at_fit(digits):
 
 def test_grid_search_over_loss_and_temperature(digits):
     X, y = digits
-    grid = {"loss": ["ce", "kd"], "loss__temperature": [2, 4]}
-    # CE has no temperature: a clear error would be raised; search valid pairs only
-    search = GridSearchCV(student(), [{"loss": ["kd"], "loss__temperature": [2, 4]}, {"loss": ["ce"]}],
-                          cv=2, n_jobs=2)
+    # the grid of the issue: CE accepts (and ignores) a temperature
+    search = GridSearchCV(student(), {"loss": ["ce", "kd"], "loss__temperature": [2, 4]}, cv=2, n_jobs=2,
+                          error_score="raise")
     search.fit(X[:400], y[:400])
-    assert len(search.cv_results_["params"]) == 3
+    assert len(search.cv_results_["params"]) == 4
     assert search.best_score_ > 0.7
-    with pytest.raises(ValueError, match="loss__temperature is not a parameter of CE"):
-        student(loss="ce", loss__temperature=2).fit(X[:100], y[:100])
+    with pytest.raises(ValueError, match="loss__beta is not a parameter of CE"):
+        student(loss="ce", loss__beta=2).fit(X[:100], y[:100])
+    with pytest.raises(ValueError, match="loss__temperature must be a finite number > 0"):
+        student(loss="ce", loss__temperature=-1).fit(X[:100], y[:100])
 
 
 def test_pipeline_and_cross_val_score(digits):

@@ -25,7 +25,6 @@ from skd.losses import (
     available_losses,
     make_loss,
 )
-from skd.losses import functional as Fn
 
 ALL_LOSSES = [CE(), KD(), DKD(), CAKD(), R2KD(), DIST(), TfKD()]
 

@@ -1,6 +1,5 @@
 """Every kind of teacher, its alignment to classes_, and its safety."""
 
-import warnings
 
 import numpy as np
 import pytest

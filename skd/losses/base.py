@@ -100,6 +100,8 @@ class DistillationLoss(Callback):
     #: Whether the loss needs teacher logits.
     requires_teacher: bool = True
     registry_name: str | None = None
+    #: Whether a ``temperature`` parameter is used (and so must be a number > 0).
+    uses_temperature: bool = True
     #: Parameters (besides ``*weight``) that must be >= 0 where a loss has them.
     non_negative_params = ("alpha", "beta", "gamma", "w_bcd", "w_scd", "w_wcd")
 
@@ -129,8 +131,9 @@ class DistillationLoss(Callback):
 
     def validate(self) -> None:
         """Raise a clear error for a bad hyper-parameter. Called at fit."""
-        if hasattr(self, "temperature"):
-            check_temperature(self.temperature, "loss__temperature")
+        temperature = getattr(self, "temperature", None)
+        if self.uses_temperature and hasattr(self, "temperature") or temperature is not None:
+            check_temperature(temperature, "loss__temperature")
         for name, value in self.get_params().items():
             weight_like = name.endswith("weight") or name in self.non_negative_params
             if weight_like and isinstance(value, (int, float)) and value < 0:
@@ -146,7 +149,7 @@ class DistillationLoss(Callback):
     # -- machinery ------------------------------------------------------------
     def initialize(self):
         self.validate()
-        self.temperature_ = float(getattr(self, "temperature", 1.0))
+        self.temperature_ = float(self.temperature) if self.uses_temperature and hasattr(self, "temperature") else 1.0
         self.soft_scale_ = 1.0
         self.ce_scale_ = 1.0
         self.warmup_scale_ = 1.0

@@ -16,13 +16,18 @@ class CE(DistillationLoss):
     ----------
     ce_weight : float, default=1.0
         Weight of the cross-entropy term.
+    temperature : float or None, default=None
+        Not used. Accepted so that a grid such as ``{"loss": ["ce", "kd"],
+        "loss__temperature": [2, 4]}`` can include the baseline.
     """
 
     terms = ("ce",)
     requires_teacher = False
+    uses_temperature = False
 
-    def __init__(self, ce_weight: float = 1.0):
+    def __init__(self, ce_weight: float = 1.0, temperature: float | None = None):
         self.ce_weight = ce_weight
+        self.temperature = temperature
 
     def compute_terms(self, student_logits, teacher_logits, y):
         return {"ce": self.ce_weight * self.cross_entropy(student_logits, y)}
