@@ -719,7 +719,8 @@ class DistillationClassifier(NeuralNetClassifier):
         teacher_logits = self._batch_teacher_logits(X) if self.loss_.requires_teacher else None
         terms = self.loss_(y_pred, teacher_logits, y_true)
         prefix = "" if training else "valid_"
-        values = {name: value.item() for name, value in terms.items()}
+        # one device-to-host copy for all terms, not one sync per term
+        values = dict(zip(terms, torch.stack([v.detach().float() for v in terms.values()]).tolist()))
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad and training:
             self._handle_nonfinite(bad, values)

@@ -149,8 +149,10 @@ class Teacher:
                 f"The teacher ({self.describe()}) returned NaN or infinite logits. "
                 "Check the teacher on this data before distilling from it."
             )
-        if _looks_like_probabilities(out):
-            if not self._checked:
+        if not self._checked:  # decided on the first batch: the teacher is one function
+            self._returns_probabilities = _looks_like_probabilities(out)
+            self._checked = True
+            if self._returns_probabilities:
                 warnings.warn(
                     f"The teacher ({self.describe()}) returned probabilities (rows in "
                     "[0, 1] summing to 1), not logits; skd uses their logarithm as "
@@ -158,7 +160,7 @@ class Teacher:
                     UserWarning,
                     stacklevel=4,
                 )
-                self._checked = True
+        if self._returns_probabilities:
             return torch.log(out.clamp_min(PROBA_FLOOR))
         return out
 
