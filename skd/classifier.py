@@ -40,9 +40,6 @@ _SEED_LOCK = threading.RLock()
 BOOK_X = "X"
 BOOK_LOGITS = "teacher_logits"
 
-#: Rows per teacher call while writing the book.
-BOOK_BATCH_SIZE = 1024
-
 
 def resolve_device(device):
     """Turn ``"auto"`` into ``"cuda"`` or ``"cpu"``; refuse CUDA where it is absent."""
@@ -524,14 +521,7 @@ class DistillationClassifier(NeuralNetClassifier):
             raise NotFittedError("write_book needs the teacher set up by fit; call fit first.")
         with self._device_context():
             X = self._validate_features(X, reset=False)
-            return {BOOK_X: X, BOOK_LOGITS: self._teacher_logits_for(X)}
-
-    def _teacher_logits_for(self, X):
-        chunks = []
-        for start in range(0, len(X), BOOK_BATCH_SIZE):
-            batch = to_tensor(X[start : start + BOOK_BATCH_SIZE], device=self.device)
-            chunks.append(self.teacher_.predict_logits(batch).cpu())
-        return torch.cat(chunks).numpy()
+            return {BOOK_X: X, BOOK_LOGITS: self.teacher_.book_logits(X)}
 
     # -------------------------------------------------------------------- fit
     def fit(self, X, y=None, **fit_params):
@@ -561,11 +551,11 @@ class DistillationClassifier(NeuralNetClassifier):
             X, y_raw, y_encoded = self._validate_training_data(X, y, reset=True)
             if not self.warm_start or not self.initialized_:
                 self.initialize()
-            self._resuming_ = True
+            self._in_fit_ = True
             try:
                 return self._fit_validated(X, y_raw, y_encoded, **fit_params)
             finally:
-                self._resuming_ = False
+                self._in_fit_ = False
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         """Continue training for ``max_epochs`` without re-initialising.
@@ -586,7 +576,7 @@ class DistillationClassifier(NeuralNetClassifier):
         # callback restored a checkpoint in on_train_begin: then train only the
         # epochs that remain, so that a resumed fit ends where an uninterrupted
         # one would.
-        if epochs is None and getattr(self, "_resuming_", False):
+        if epochs is None and getattr(self, "_in_fit_", False):
             epochs = max(self.max_epochs - len(self.history), 0)
         return super().fit_loop(X, y, epochs=epochs, **fit_params)
 
@@ -594,7 +584,7 @@ class DistillationClassifier(NeuralNetClassifier):
         fit_params.pop("_routing_method", None)
         self.teacher_ = self._prepare_teacher(X, y_raw)
         if self.teacher_ is not None and self._use_book(X):
-            X = {BOOK_X: X, BOOK_LOGITS: self._teacher_logits_for(X)}
+            X = {BOOK_X: X, BOOK_LOGITS: self.teacher_.book_logits(X)}
         NeuralNet.partial_fit(self, X, y_encoded, **fit_params)
         return self
 
@@ -785,7 +775,6 @@ class DistillationClassifier(NeuralNetClassifier):
         for key in list(vars(lean)):
             if key.startswith("teacher") and key not in ("teacher_cache",):
                 setattr(lean, key, None)
-        lean.teacher_ = None
         lean.augment = None
         lean.callbacks_ = []
         lean.callbacks = None

@@ -182,12 +182,9 @@ class PrunedTeacher(TransformerMixin, Teacher, BaseEstimator):
         classes = np.unique(np.asarray(y))
         device = resolve_device(self.device)
         adapter = copy.copy(self).setup(X_np, np.asarray(y), classes, device)
-        chunks = [
-            adapter.predict_logits(torch.as_tensor(X_np[i : i + 1024]).to(device)).cpu()
-            for i in range(0, len(X_np), 1024)
-        ]
+        logits = adapter.book_logits(X_np)
         self.classes_ = classes
-        return SliceDict(**{BOOK_X: X_np, BOOK_LOGITS: torch.cat(chunks).numpy()})
+        return SliceDict(**{BOOK_X: X_np, BOOK_LOGITS: logits})
 
     def __getstate__(self):
         state = dict(super().__getstate__())  # a copy: object.__getstate__ may return __dict__

@@ -39,6 +39,9 @@ TEACHER_KINDS = (
 #: Floor for probabilities turned into log-probabilities.
 PROBA_FLOOR = 1e-7
 
+#: Rows per teacher call while writing a book.
+BOOK_BATCH_SIZE = 1024
+
 
 def _looks_like_probabilities(out: torch.Tensor) -> bool:
     if out.ndim != 2 or out.shape[1] < 2:
@@ -132,6 +135,17 @@ class Teacher:
                 out = out[:, self.columns_.to(out.device)]
         self.n_forward_samples_ += X.shape[0]
         return out
+
+    def book_logits(self, X, batch_size: int = BOOK_BATCH_SIZE) -> np.ndarray:
+        """Aligned logits for all of ``X`` (array or tensor), in batches on the device.
+
+        This is how a book is written: one pass of the teacher over the data.
+        """
+        chunks = [
+            self.predict_logits(torch.as_tensor(X[start : start + batch_size]).to(self.device_)).cpu()
+            for start in range(0, len(X), batch_size)
+        ]
+        return torch.cat(chunks).numpy()
 
     def _check_output(self, out):
         n_classes = len(self.student_classes_)
