@@ -1,0 +1,64 @@
+"""The book: a teacher's logits written once per training sample.
+
+A book is a mapping ``{"X": features, "teacher_logits": logits}``. It is
+skorch's own dict-X convention, so skorch's splitting and batching carry it
+untouched, and :class:`skorch.helper.SliceDict` makes it sliceable for
+scikit-learn. This module owns the keys, the recognisers and the checks; the
+classifier writes books, :class:`skd.teachers.PrunedTeacher` writes them as
+a pipeline step, and the training step reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import scipy.sparse
+import torch
+
+__all__ = ["BOOK_X", "BOOK_LOGITS", "is_book", "features_of", "make_book", "check_book_logits"]
+
+#: Key of a book's features.
+BOOK_X = "X"
+#: Key of a book's teacher logits, shape (n_samples, n_classes).
+BOOK_LOGITS = "teacher_logits"
+
+
+def is_book(X: Any) -> bool:
+    """Whether ``X`` is a book: a mapping with ``"X"`` and ``"teacher_logits"``."""
+    return isinstance(X, Mapping) and not scipy.sparse.issparse(X) and BOOK_LOGITS in X
+
+
+def features_of(X: Any) -> Any:
+    """The features of ``X``: ``X["X"]`` for a book (or a dict with ``"X"``), else ``X``."""
+    if isinstance(X, Mapping) and not scipy.sparse.issparse(X) and BOOK_X in X:
+        return X[BOOK_X]
+    return X
+
+
+def make_book(features: Any, logits: Any) -> dict:
+    """A book from features and aligned teacher logits."""
+    return {BOOK_X: features, BOOK_LOGITS: logits}
+
+
+def check_book_logits(book: Mapping, n_classes: int) -> dict:
+    """Check a user's book against the data and the classes; return it with float32 logits.
+
+    Raises
+    ------
+    ValueError
+        If the logits are not one finite row per sample and one column per class.
+    """
+    logits = book[BOOK_LOGITS]
+    logits = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
+    expected = (len(book[BOOK_X]), n_classes)
+    if logits.shape != expected:
+        raise ValueError(
+            f"X['teacher_logits'] has shape {logits.shape}, expected {expected} "
+            "(one row per row of X['X'], one column per class in classes_ order). "
+            "Was the book written for other data?"
+        )
+    if not np.issubdtype(logits.dtype, np.number) or not np.isfinite(logits).all():
+        raise ValueError("X['teacher_logits'] must be finite numbers (no NaN or inf).")
+    return make_book(book[BOOK_X], logits.astype(np.float32, copy=False))
