@@ -93,7 +93,8 @@ class DeviceBatches:
             return self.n_samples // self.batch_size
         return (self.n_samples + self.batch_size - 1) // self.batch_size
 
-    def __iter__(self):
+    def indices(self):
+        """This epoch's batches as index tensors (or slices, when not shuffled)."""
         order = None
         if self.shuffle:
             generator = self.generator() if self.generator is not None else None
@@ -101,6 +102,12 @@ class DeviceBatches:
         stop = len(self) * self.batch_size if self.drop_last else self.n_samples
         for start in range(0, stop, self.batch_size):
             index = slice(start, min(start + self.batch_size, self.n_samples))
-            if order is not None:
-                index = order[index]
-            yield _take(self.X, index), (None if self.y is None else self.y[index])
+            yield index if order is None else order[index]
+
+    def take(self, index):
+        """The batch ``(X, y)`` at ``index`` (a slice or an index tensor)."""
+        return _take(self.X, index), (None if self.y is None else self.y[index])
+
+    def __iter__(self):
+        for index in self.indices():
+            yield self.take(index)

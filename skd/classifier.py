@@ -1,57 +1,37 @@
-"""``DistillationClassifier``: a skorch classifier whose student learns from a teacher."""
+"""``DistillationClassifier``: the scikit-learn face of skd.
+
+It wires the parts together and owns none of their work: input checks live
+in :mod:`skd._validation`, device and seeding in :mod:`skd._device`, the
+book in :mod:`skd.book`, teachers in :mod:`skd.teachers`, losses in
+:mod:`skd.losses`, and the training step with its epoch loop in
+:mod:`skd.training`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
 import inspect
-import math
-import threading
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import scipy.sparse
 import torch
-from skorch import NeuralNet, NeuralNetClassifier
-from skorch.callbacks import EpochScoring, EpochTimer, PassthroughScoring, PrintLog
-from skorch.dataset import unpack_data
-from skorch.utils import to_numpy, to_tensor
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.preprocessing import LabelEncoder
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import (
-    _assert_all_finite,
-    check_consistent_length,
-    column_or_1d,
-    validate_data,
-)
+from skorch import NeuralNet, NeuralNetClassifier
+from skorch.callbacks import EpochScoring, EpochTimer, PrintLog
+from skorch.utils import to_numpy, to_tensor
 from torch.utils.data import DataLoader, Dataset
 
 from skd._batching import DeviceBatches, in_memory_tensors
+from skd._device import checked_seed, epoch_generator, resolve_device, seeded
+from skd._validation import check_options, data_dims, validate_labels, validate_X
+from skd.book import BOOK_X, check_book_logits, features_of, is_book, make_book
 from skd.losses.base import DistillationLoss, make_loss
-from skd.teachers import as_teacher
+from skd.teachers import TorchTeacher, as_teacher
+from skd.training import StepParts, Trainer, stack_terms, terms_for
 
-__all__ = ["DistillationClassifier", "resolve_device", "BOOK_X", "BOOK_LOGITS"]
-
-_SEED_LOCK = threading.RLock()
-
-#: Keys of a book: ``{"X": features, "teacher_logits": logits}``.
-BOOK_X = "X"
-BOOK_LOGITS = "teacher_logits"
-
-
-def resolve_device(device):
-    """Turn ``"auto"`` into ``"cuda"`` or ``"cpu"``; refuse CUDA where it is absent."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device={device!r} was requested, but CUDA is not available on this machine "
-            "(torch.cuda.is_available() is False). Use device='auto' to train on CUDA "
-            "when present and on the CPU otherwise, or device='cpu'."
-        )
-    return device
+__all__ = ["DistillationClassifier"]
 
 
 def _softmax(logits):
@@ -62,11 +42,6 @@ def _encoded_accuracy(net, X, y):
     """Validation accuracy on encoded labels (skorch's scorer sees encoded y)."""
     predicted = net.predict_proba(X).argmax(axis=1)
     return float(np.mean(predicted == to_numpy(y)))
-
-
-def is_book(X) -> bool:
-    """Whether ``X`` is a book: a mapping with ``"X"`` and ``"teacher_logits"``."""
-    return isinstance(X, Mapping) and BOOK_LOGITS in X
 
 
 class DistillationClassifier(NeuralNetClassifier):
@@ -116,11 +91,21 @@ class DistillationClassifier(NeuralNetClassifier):
         augmented batch only.
     on_nonfinite : {"raise", "skip"}, default="raise"
         What a NaN or infinite loss term does in training. ``"raise"`` stops
-        the fit with a ``RuntimeError`` naming the epoch, the batch and the
-        term, before the optimizer step, so the student keeps its last good
-        weights and ``history`` is kept. ``"skip"`` drops the batch (no
-        optimizer step; its terms count as 0 in the epoch means) and counts
-        it in ``history[:, "skipped_batches"]``.
+        the fit with a ``RuntimeError`` naming the epoch, the first bad batch
+        and the term; the student is left at good weights and ``history`` is
+        kept. When the flag is checked before each step
+        (``nonfinite_check_every=1``, the default on the CPU) the student
+        keeps its weights from before the bad batch; when it is checked every
+        N batches (the default on CUDA, where a check is a host sync), the
+        student, its buffers and the optimizer state are restored from an
+        on-device snapshot taken at the last passing check, at most N batches
+        before the bad one. ``"skip"`` undoes the bad batch's update on the
+        device (its terms count as 0 in the epoch means) and counts it in
+        ``history[:, "skipped_batches"]``.
+    nonfinite_check_every : "auto" or int, default="auto"
+        Batches between two host checks of the non-finite flag in ``"raise"``
+        mode (and always at the end of an epoch). ``"auto"``: 1 on the CPU,
+        64 on CUDA and in the captured step.
     batching : {"auto", "loader"}, default="auto"
         ``"auto"`` batches in-memory data (arrays, tensors, DataFrames,
         books) by slicing tensors kept on the device, without skorch's
@@ -134,6 +119,27 @@ class DistillationClassifier(NeuralNetClassifier):
     random_state : int or None, default=None
         Seeds torch's generators during ``fit`` (initial weights, shuffling),
         without changing the global random state. None leaves them alone.
+    step_mode : {"auto", "eager", "graph"}, default="auto"
+        How a training step runs. ``"auto"`` captures the whole step (gather
+        by index, forward, loss terms, backward, optimizer step) in a CUDA
+        graph and replays it, for full batches of in-memory data on CUDA when
+        nothing needs Python on every batch: no online teacher (the book is
+        used), no ``augment``, an optimizer with a capturable mode (Adam,
+        AdamW, ...) or SGD, and no callback acting on every batch. Anything
+        else, and the ragged last batch and the first 3 (warm-up) steps, runs
+        the eager step. ``history[:, "graph_steps"]``/``"eager_steps"`` and
+        ``train_step_path_`` say which ran; ``eager_reasons_`` says why not
+        the graph. ``"graph"`` insists (an error names what prevents it; on
+        the CPU it runs the same static-buffer step without a graph).
+    record_batches : "auto" or bool, default="auto"
+        Also record the loss and every term per batch in
+        ``history[..., "batches"]`` (one device-to-host copy per batch).
+        ``"auto"``: on the CPU yes, on CUDA no. Epoch means are always
+        recorded, from sums kept on the device.
+    precision : {"32", "bf16"}, default="32"
+        ``"bf16"`` runs the student's training forward under bfloat16
+        autocast (for CNN students on GPUs); the loss terms are always
+        computed in float32.
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
         Kept for skorch compatibility; the loss callback computes the loss.
     train_split : callable or None, default=None
@@ -158,7 +164,12 @@ class DistillationClassifier(NeuralNetClassifier):
         The teacher adapter used by the last ``fit``.
     history : skorch History
         Per epoch: ``train_loss`` and every loss term (e.g. ``"kd"``), and
-        ``valid_*`` twins when there is a validation split.
+        ``valid_*`` twins when there is a validation split;
+        ``graph_steps``/``eager_steps``.
+    train_step_path_ : {"graph", "eager", "graph+eager"}
+        Which training step ran in the last fit.
+    eager_reasons_ : list of str
+        Why the captured step did not run (empty when it did).
     """
 
     prefixes_ = NeuralNetClassifier.prefixes_ + ["loss", "teacher"]
@@ -174,8 +185,12 @@ class DistillationClassifier(NeuralNetClassifier):
         augment=None,
         augment_mode: str = "add",
         on_nonfinite: str = "raise",
+        nonfinite_check_every: str | int = "auto",
         batching: str = "auto",
         random_state: int | None = None,
+        step_mode: str = "auto",
+        record_batches: str | bool = "auto",
+        precision: str = "32",
         criterion=torch.nn.CrossEntropyLoss,
         train_split=None,
         device: str | None = "auto",
@@ -190,8 +205,12 @@ class DistillationClassifier(NeuralNetClassifier):
         self.augment = augment
         self.augment_mode = augment_mode
         self.on_nonfinite = on_nonfinite
+        self.nonfinite_check_every = nonfinite_check_every
         self.batching = batching
         self.random_state = random_state
+        self.step_mode = step_mode
+        self.record_batches = record_batches
+        self.precision = precision
 
     # ------------------------------------------------------------------ setup
     def get_params(self, deep=True, **kwargs):
@@ -214,10 +233,10 @@ class DistillationClassifier(NeuralNetClassifier):
 
     @property
     def _default_callbacks(self):
+        # train_loss, valid_loss and the loss terms are recorded per epoch by
+        # the trainer, from sums kept on the device (no PassthroughScoring).
         return [
             ("epoch_timer", EpochTimer()),
-            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
-            ("valid_loss", PassthroughScoring(name="valid_loss")),
             ("valid_acc", EpochScoring(_encoded_accuracy, name="valid_acc", lower_is_better=False)),
             ("print_log", PrintLog()),
         ]
@@ -245,68 +264,24 @@ class DistillationClassifier(NeuralNetClassifier):
         finally:
             self.device = requested
 
-    def _checked_seed(self):
-        seed = self.random_state
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise ValueError(
-                f"random_state must be an int or None, got {seed!r} ({type(seed).__name__})."
-            )
-        return None if seed is None else int(seed)
-
-    @contextlib.contextmanager
-    def _rng_context(self):
-        """Seed torch's global generator for initialisation, then restore it.
-
-        Held under a process-wide lock so that estimators fitted concurrently
-        in threads cannot interleave their seeded initialisations.
-        """
-        seed = self._checked_seed()
-        if seed is None:
-            yield
-            return
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        with _SEED_LOCK, torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
-
     def _epoch_generator(self):
-        """A generator for this epoch's shuffle, from (random_state, epoch).
-
-        Depends only on the seed and the epoch number, so a fit resumed from a
-        checkpoint shuffles exactly as an uninterrupted one.
-        """
-        seed = self._checked_seed()
-        if seed is None:
-            return None
         epoch = len(self.history) if getattr(self, "history_", None) is not None else 0
-        return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        return epoch_generator(checked_seed(self.random_state), epoch)
 
     def initialize(self):
-        with self._device_context(), self._rng_context():
+        with self._device_context(), seeded(checked_seed(self.random_state)):
             return super().initialize()
 
     def initialize_callbacks(self):
         self.loss_ = make_loss(self.loss, self.get_params_for("loss"))
         super().initialize_callbacks()
-        extra = [("loss", self.loss_)]
-        terms = list(self.loss_.term_names())
-        if self.augment is not None and self.augment_mode == "add":
-            terms += [f"{term}_aug" for term in terms if term != "ce"]
-        for term in terms:
-            extra.append((f"{term}_scoring", PassthroughScoring(name=term, lower_is_better=None, on_train=True).initialize()))
-            extra.append((f"valid_{term}_scoring", PassthroughScoring(name=f"valid_{term}", lower_is_better=None).initialize()))
-        names = [name for name, _ in self.callbacks_]
-        clash = sorted({name for name, _ in extra} & set(names))
-        if clash:
-            raise ValueError(
-                f"Callback names {clash} are reserved by skd for the loss and its terms; "
-                "rename your callbacks."
-            )
+        if "loss" in [name for name, _ in self.callbacks_]:
+            raise ValueError("The callback name 'loss' is reserved by skd for the loss; rename yours.")
         first_log = next(
             (i for i, (_, cb) in enumerate(self.callbacks_) if isinstance(cb, PrintLog)),
             len(self.callbacks_),
         )
-        self.callbacks_[first_log:first_log] = extra
+        self.callbacks_[first_log:first_log] = [("loss", self.loss_)]
         return self
 
     def initialize_module(self):
@@ -329,143 +304,22 @@ class DistillationClassifier(NeuralNetClassifier):
         pass
 
     # ------------------------------------------------------------- validation
-    def _validate_features(self, X, reset: bool):
-        """Check and convert one feature block (not a book) to float32."""
-        if isinstance(X, Dataset):
-            return X
-        if isinstance(X, torch.Tensor):
-            if X.ndim < 2:
-                raise ValueError(
-                    f"Expected a 2D (or higher) tensor X, got shape {tuple(X.shape)}. "
-                    "Reshape a single feature with X.reshape(-1, 1), a single sample with "
-                    "X.reshape(1, -1)."
-                )
-            X = X.float() if X.dtype != torch.float32 else X
-            if not torch.isfinite(X).all():
-                raise ValueError("Input X contains NaN or infinity; clean or impute it first.")
-            if reset:
-                self.n_features_in_ = X.shape[1]
-            elif hasattr(self, "n_features_in_") and X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                    f"{self.n_features_in_} features as input."
-                )
-            return X
-        X = validate_data(self, X, reset=reset, dtype=np.float32, allow_nd=True)
-        if not X.flags.writeable:  # e.g. pandas copy-on-write views; torch needs writable
-            X = X.copy()
-        return X
-
     def _validate_X(self, X, reset: bool):
-        if isinstance(X, Mapping) and not scipy.sparse.issparse(X):
-            if BOOK_X not in X:
-                raise ValueError(
-                    f"X is a dict with keys {sorted(X)}; skd takes a dict X only as a book "
-                    "{'X': features, 'teacher_logits': logits of shape (n_samples, n_classes)}."
-                )
-            features = self._validate_features(X[BOOK_X], reset)
-            if BOOK_LOGITS not in X:
-                return features
-            return {BOOK_X: features, BOOK_LOGITS: X[BOOK_LOGITS]}
-        return self._validate_features(X, reset)
-
-    def _validate_book_logits(self, book):
-        logits = book[BOOK_LOGITS]
-        logits = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
-        n_samples = len(book[BOOK_X])
-        expected = (n_samples, len(self.classes_))
-        if logits.shape != expected:
-            raise ValueError(
-                f"X['teacher_logits'] has shape {logits.shape}, expected {expected} "
-                "(one row per row of X['X'], one column per class in classes_ order). "
-                "Was the book written for other data?"
-            )
-        if not np.issubdtype(logits.dtype, np.number) or not np.isfinite(logits).all():
-            raise ValueError("X['teacher_logits'] must be finite numbers (no NaN or inf).")
-        return {BOOK_X: book[BOOK_X], BOOK_LOGITS: logits.astype(np.float32, copy=False)}
-
-    def _validate_y(self, y, X, reset: bool, classes=None):
-        if y is None and isinstance(X, Dataset):
-            known = classes if classes is not None else self.classes
-            if known is None:
-                raise ValueError(
-                    f"{type(self).__name__} requires y or classes= when X is a torch Dataset "
-                    "and y is None; the Dataset must yield labels as indices 0..n_classes-1 "
-                    "into classes."
-                )
-            if reset:
-                self.label_encoder_ = LabelEncoder().fit(np.asarray(known))
-                self.classes_inferred_ = self.label_encoder_.classes_
-            return None, None
-        if y is None:
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y is None."
-            )
-        y = column_or_1d(y, warn=True)
-        if y.dtype.kind in "fc":
-            _assert_all_finite(y, input_name="y")
-        check_classification_targets(y)
-        if not isinstance(X, Dataset):
-            features = X[BOOK_X] if isinstance(X, Mapping) else X
-            check_consistent_length(features, y)
-        if reset:
-            known = classes if classes is not None else self.classes
-            encoder = LabelEncoder().fit(y if known is None else np.asarray(known))
-            if len(encoder.classes_) < 2:
-                raise ValueError(
-                    f"y contains only one class ({encoder.classes_[0]!r}); a classifier "
-                    "needs at least 2 classes."
-                )
-            self.label_encoder_ = encoder
-            self.classes_inferred_ = encoder.classes_
-        try:
-            return y, self.label_encoder_.transform(y).astype(np.int64)
-        except ValueError:
-            unseen = sorted(set(np.unique(y).tolist()) - set(self.classes_.tolist()))
-            raise ValueError(
-                f"y contains labels {unseen} not seen in the first fit (classes_ = "
-                f"{self.classes_.tolist()}); pass classes= to partial_fit on the first call."
-            ) from None
+        return validate_X(self, X, reset)
 
     def _validate_training_data(self, X, y, reset: bool, classes=None):
-        if self.on_nonfinite not in ("raise", "skip"):
-            raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {self.on_nonfinite!r}.")
-        if self.teacher_cache not in ("auto", True, False):
-            raise ValueError(
-                f"teacher_cache must be 'auto', True or False, got {self.teacher_cache!r}."
-            )
-        if self.augment is not None:
-            if not callable(self.augment):
-                raise TypeError(f"augment must be a callable (X_batch, y_batch) -> X_batch, got {self.augment!r}.")
-            if self.augment_mode not in ("add", "replace"):
-                raise ValueError(f"augment_mode must be 'add' or 'replace', got {self.augment_mode!r}.")
-            if self.teacher_cache is True and self.augment_mode == "replace":
-                raise ValueError(
-                    "teacher_cache=True cannot be combined with augment_mode='replace': the teacher "
-                    "must see each augmented batch and no clean one. Use teacher_cache='auto'."
-                )
-            if is_book(X):
-                raise ValueError(
-                    "augment needs a teacher to label augmented batches, but X is a book; pass "
-                    "the features and teacher=... instead."
-                )
-        X = self._validate_X(X, reset)
-        y_raw, y_encoded = self._validate_y(y, X, reset, classes)
-        features = X[BOOK_X] if isinstance(X, Mapping) else X
+        check_options(self, X)
+        X = validate_X(self, X, reset)
+        known = classes if classes is not None else self.classes
+        encoder = None if reset else self.label_encoder_
+        labels = validate_labels(y, X, known, encoder, type(self).__name__)
         if reset:
-            if isinstance(features, Dataset):
-                first = features[0]
-                first = first[0] if isinstance(first, (tuple, list)) else first
-                shape = (None, *np.shape(first))
-            else:
-                shape = tuple(features.shape)
-            self.data_dims_ = {
-                "n_features": int(np.prod(shape[1:])),
-                "n_classes": len(self.classes_),
-            }
+            self.label_encoder_ = labels.encoder
+            self.classes_inferred_ = labels.encoder.classes_
+            self.data_dims_ = data_dims(X, len(self.classes_))
         if is_book(X):
-            X = self._validate_book_logits(X)
-        return X, y_raw, y_encoded
+            X = check_book_logits(X, len(self.classes_))
+        return X, labels.raw, labels.encoded
 
     # ---------------------------------------------------------------- teacher
     def _teacher_from_params(self):
@@ -477,23 +331,30 @@ class DistillationClassifier(NeuralNetClassifier):
                     f"teacher__ parameters {sorted(params)} can only be set on a "
                     f"scikit-learn or skorch teacher, not on {type(teacher).__name__}."
                 )
-            from sklearn.base import clone
-
             teacher = clone(teacher).set_params(**params)
         return teacher
+
+    def _self_teacher(self, X, y_raw):
+        """Tf-KD self: a first fit of this student with CE alone, as a torch teacher."""
+        params = {key: value for key, value in self.get_params(deep=False).items()
+                  if not key.startswith("loss__")}
+        params.update(loss="ce", teacher=None)
+        first = type(self)(**params).fit(X, y_raw)
+        return TorchTeacher(first.module_)
 
     def _prepare_teacher(self, X, y_raw):
         """Build and set up ``teacher_``, or return None if none is needed."""
         if not self.loss_.requires_teacher or is_book(X):
             return None
-        teacher = self.loss_.make_teacher(self, X, y_raw)
-        if teacher is None:
-            if self.teacher is None:
-                raise ValueError(
-                    f"loss={self.loss!r} needs a teacher: pass teacher=..., or pass X as a "
-                    "book {'X': X, 'teacher_logits': logits}; the losses 'ce' and "
-                    "'tfkd' (mode='reg') need none."
-                )
+        if getattr(self.loss_, "self_teaching", False):  # TODO after losses merge
+            teacher = self._self_teacher(X, y_raw)
+        elif self.teacher is None:
+            raise ValueError(
+                f"loss={self.loss!r} needs a teacher: pass teacher=..., or pass X as a "
+                "book {'X': X, 'teacher_logits': logits}; the losses 'ce' and "
+                "'tfkd' (mode='reg') need none."
+            )
+        else:
             teacher = self._teacher_from_params()
         return as_teacher(teacher).setup(X, y_raw, self.classes_, self.device)
 
@@ -520,8 +381,8 @@ class DistillationClassifier(NeuralNetClassifier):
         if getattr(self, "teacher_", None) is None:
             raise NotFittedError("write_book needs the teacher set up by fit; call fit first.")
         with self._device_context():
-            X = self._validate_features(X, reset=False)
-            return {BOOK_X: X, BOOK_LOGITS: self.teacher_.book_logits(X)}
+            X = validate_X(self, X, reset=False)
+            return make_book(X, self.teacher_.book_logits(X))
 
     # -------------------------------------------------------------------- fit
     def fit(self, X, y=None, **fit_params):
@@ -547,7 +408,7 @@ class DistillationClassifier(NeuralNetClassifier):
                 "max_epochs=0 would return an untrained student."
             )
         with self._device_context():
-            self._checked_seed()
+            checked_seed(self.random_state)
             X, y_raw, y_encoded = self._validate_training_data(X, y, reset=True)
             if not self.warm_start or not self.initialized_:
                 self.initialize()
@@ -564,7 +425,7 @@ class DistillationClassifier(NeuralNetClassifier):
         may miss some.
         """
         with self._device_context():
-            self._checked_seed()
+            checked_seed(self.random_state)
             first = not self.initialized_ or not hasattr(self, "label_encoder_")
             X, y_raw, y_encoded = self._validate_training_data(X, y, reset=first, classes=classes)
             if not self.initialized_:
@@ -580,12 +441,31 @@ class DistillationClassifier(NeuralNetClassifier):
             epochs = max(self.max_epochs - len(self.history), 0)
         return super().fit_loop(X, y, epochs=epochs, **fit_params)
 
+    def _step_parts(self) -> StepParts:
+        return StepParts(
+            forward=self.infer, loss=self.loss_, teacher=getattr(self, "teacher_", None),
+            augment=self.augment, augment_mode=self.augment_mode,
+            n_classes=len(self.classes_), device=torch.device(self.device), precision=self.precision,
+        )
+
     def _fit_validated(self, X, y_raw, y_encoded, **fit_params):
         fit_params.pop("_routing_method", None)
         self.teacher_ = self._prepare_teacher(X, y_raw)
         if self.teacher_ is not None and self._use_book(X):
-            X = {BOOK_X: X, BOOK_LOGITS: self.teacher_.book_logits(X)}
-        NeuralNet.partial_fit(self, X, y_encoded, **fit_params)
+            X = make_book(X, self.teacher_.book_logits(X))
+        self.trainer_ = Trainer(
+            self._step_parts(), self.module_, lambda: self.optimizer_, lambda: self.history, self.notify,
+            self.callbacks_, self._set_training, on_nonfinite=self.on_nonfinite,
+            check_every=self.nonfinite_check_every, record_batches=self.record_batches,
+            step_mode=self.step_mode,
+        )
+        try:
+            NeuralNet.partial_fit(self, X, y_encoded, **fit_params)
+        finally:
+            # the trainer holds CUDA graphs and device buffers: keep only what it says
+            self.train_step_path_ = self.trainer_.path
+            self.eager_reasons_ = list(self.trainer_.blockers or [])
+            del self.trainer_
         return self
 
     # --------------------------------------------------------------- batching
@@ -593,8 +473,6 @@ class DistillationClassifier(NeuralNetClassifier):
 
     def get_iterator(self, dataset, training=False):
         """Batches of ``dataset``: device slices for in-memory data, else a DataLoader."""
-        if self.batching not in ("auto", "loader"):
-            raise ValueError(f"batching must be 'auto' or 'loader', got {self.batching!r}.")
         prefix = "iterator_train" if training else "iterator_valid"
         kwargs = self.get_params_for(prefix)
         if training:
@@ -622,27 +500,13 @@ class DistillationClassifier(NeuralNetClassifier):
         )
 
     # ------------------------------------------------------------ train step
-    def train_step(self, batch, **fit_params):
-        if self.on_nonfinite != "skip":
-            return super().train_step(batch, **fit_params)
-        # no closure: a skipped batch must not reach optimizer.step at all
-        self._skip_step_ = False
-        self._zero_grad_optimizer()
-        step = self.train_step_single(batch, **fit_params)
-        if self._skip_step_:
-            self._zero_grad_optimizer()
-            self.history.record_batch("skipped", 1)
-            return {"loss": torch.zeros((), device=step["loss"].device), "y_pred": step["y_pred"]}
-        self.notify("on_grad_computed", named_parameters=list(self.module_.named_parameters()), batch=batch,
-                    training=True)
-        self._step_optimizer(None)
-        return step
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        """One epoch through :class:`skd.training.Trainer` (terms summed on the device)."""
+        self.trainer_.run_epoch(iterator, training=training, prefix=prefix, **fit_params)
 
-    def on_epoch_end(self, net, **kwargs):
-        super().on_epoch_end(net, **kwargs)
-        if self.on_nonfinite == "skip":
-            batches = self.history[-1]["batches"]
-            self.history.record("skipped_batches", sum(row.get("skipped", 0) for row in batches))
+    def train_step(self, batch, **fit_params):
+        """One eager training step on ``batch`` (inside a fit)."""
+        return self.trainer_.train_step(batch, len(self.history), **fit_params)[0]
 
     def _set_training(self, training=True):
         # skorch calls module.train() on every batch, which walks every
@@ -652,88 +516,13 @@ class DistillationClassifier(NeuralNetClassifier):
             return
         super()._set_training(training)
 
-    def train_step_single(self, batch, **fit_params):
-        if self.augment is None:
-            return super().train_step_single(batch, **fit_params)
-        self._set_training(True)
-        Xi, yi = unpack_data(batch)
-        features = Xi[BOOK_X] if isinstance(Xi, Mapping) else Xi
-        x = to_tensor(features, device=self.device)
-        y = to_tensor(yi, device=self.device).long()
-        augmented = self.augment(x, y)
-        if isinstance(augmented, (tuple, list)):
-            augmented = augmented[0]
-        if not isinstance(augmented, torch.Tensor) or augmented.shape != x.shape:
-            raise ValueError(
-                f"augment returned {type(augmented).__name__} of shape "
-                f"{tuple(getattr(augmented, 'shape', ()))}; it must return a tensor shaped like "
-                f"the batch, {tuple(x.shape)}."
-            )
-        if self.augment_mode == "replace":
-            y_pred = self.infer(augmented, **fit_params)
-            loss = self.get_loss(y_pred, y, X=augmented, training=True)
-        else:
-            y_pred = self.infer(x, **fit_params)
-            loss = self.get_loss(y_pred, y, X=Xi, training=True)  # the book, when there is one
-            aug_pred = self.infer(augmented, **fit_params)
-            teacher_logits = self._batch_teacher_logits(augmented)
-            for name, value in self.loss_(aug_pred, teacher_logits, y).items():
-                if name != "ce":
-                    self.history.record_batch(f"{name}_aug", value.item())
-                    loss = loss + value
-        loss.backward()
-        return {"loss": loss, "y_pred": y_pred}
-
     def infer(self, x, **fit_params):
-        if isinstance(x, Mapping) and BOOK_X in x:
-            x = x[BOOK_X]
-        return super().infer(x, **fit_params)
-
-    def _batch_teacher_logits(self, X):
-        if is_book(X):
-            return to_tensor(X[BOOK_LOGITS], device=self.device).float()
-        if getattr(self, "teacher_", None) is None:
-            raise RuntimeError("The loss needs teacher logits, but no teacher was set up.")
-        features = X[BOOK_X] if isinstance(X, Mapping) else X
-        return self.teacher_.predict_logits(to_tensor(features, device=self.device))
+        return super().infer(features_of(x), **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        """Sum of the loss terms for a batch; each term is recorded in history."""
-        n_classes = len(self.classes_)
-        if y_pred.ndim != 2 or y_pred.shape[1] != n_classes:
-            raise ValueError(
-                f"The student module returns outputs of shape {tuple(y_pred.shape)}, but y "
-                f"has {n_classes} classes: it must return logits of shape (batch, {n_classes})."
-            )
+        """Sum of the loss terms for a batch (nothing is recorded)."""
         y_true = to_tensor(y_true, device=self.device).long()
-        teacher_logits = self._batch_teacher_logits(X) if self.loss_.requires_teacher else None
-        terms = self.loss_(y_pred, teacher_logits, y_true)
-        prefix = "" if training else "valid_"
-        # one device-to-host copy for all terms, not one sync per term
-        values = dict(zip(terms, torch.stack([v.detach().float() for v in terms.values()]).tolist()))
-        bad = [name for name, value in values.items() if not math.isfinite(value)]
-        if bad and training:
-            self._handle_nonfinite(bad, values)
-            values = dict.fromkeys(values, 0.0)
-        for name, value in values.items():
-            self.history.record_batch(prefix + name, value)
-        total = None
-        for value in terms.values():
-            total = value if total is None else total + value
-        return total
-
-    def _handle_nonfinite(self, bad, values):
-        epoch = len(self.history)
-        batch = len(self.history[-1]["batches"])
-        if self.on_nonfinite == "raise":
-            details = ", ".join(f"{name}={values[name]}" for name in bad)
-            raise RuntimeError(
-                f"Non-finite loss at epoch {epoch}, batch {batch}: {details}. The student keeps "
-                "its weights from before this batch and history is kept. Lower the learning "
-                "rate, check X and the teacher's logits, or pass on_nonfinite='skip' to drop "
-                "such batches."
-            )
-        self._skip_step_ = True
+        return stack_terms(terms_for(self._step_parts(), y_pred, y_true, X))[1]
 
     # ---------------------------------------------------------------- predict
     def _check_fitted(self):
@@ -753,10 +542,7 @@ class DistillationClassifier(NeuralNetClassifier):
         The teacher is never called. A book may be passed; its logits are ignored.
         """
         self._check_fitted()
-        X = self._validate_X(X, reset=False)
-        if isinstance(X, Mapping):
-            X = X[BOOK_X]
-        return super().predict_proba(X)
+        return super().predict_proba(features_of(validate_X(self, X, reset=False)))
 
     def predict(self, X):
         """Predicted labels, values from ``classes_``."""

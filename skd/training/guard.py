@@ -1,0 +1,161 @@
+"""Non-finite loss handling without a host sync per batch.
+
+The promises (also in ``DistillationClassifier``'s docstring):
+
+- ``on_nonfinite="raise"``: the fit stops with a ``RuntimeError`` naming the
+  epoch, the first bad batch and its non-finite terms, and the student is left
+  at good weights. With ``check_every=1`` (the default on the CPU) the check
+  runs before the optimizer step, so the student keeps its weights from
+  before the bad batch. With ``check_every=N`` (the default on CUDA: every
+  epoch end and every N batches) the weights, buffers and optimizer state are
+  snapshotted on the device at each passing check and restored from the last
+  one, at most N batches before the bad batch.
+- ``on_nonfinite="skip"``: a batch with a non-finite term changes nothing: its
+  update is undone on the device (no host check), its terms count as 0 in the
+  epoch means, and it is counted in ``history[:, "skipped_batches"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+__all__ = ["NonFiniteGuard", "DEFAULT_CUDA_CHECK_EVERY"]
+
+#: Batches between two host checks of the non-finite flag on CUDA.
+DEFAULT_CUDA_CHECK_EVERY = 64
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [value for state in optimizer.state.values() for value in state.values()
+            if isinstance(value, torch.Tensor)]
+
+
+class NonFiniteGuard:
+    """Watches the loss terms of every training batch, on the device.
+
+    Parameters
+    ----------
+    mode : {"raise", "skip"}
+    check_every : int
+        Batches between host checks in ``"raise"`` mode (1: before each step).
+    module : torch.nn.Module
+        The student (its parameters and buffers are snapshotted).
+    optimizer : callable
+        Returns the current optimizer.
+    device : torch.device
+    """
+
+    def __init__(self, mode: str, check_every: int, module: torch.nn.Module,
+                 optimizer: Callable[[], torch.optim.Optimizer], device):
+        self.mode = mode
+        self.check_every = check_every
+        self.module = module
+        self.get_optimizer = optimizer
+        self.ok = torch.ones((), dtype=torch.bool, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.batch_index = torch.zeros((), dtype=torch.long, device=device)
+        self.skipped = torch.zeros((), dtype=torch.long, device=device)
+        self.bad_values: torch.Tensor | None = None
+        self._snapshot: list[torch.Tensor] | None = None
+        self._since_check = 0
+
+    # -- device work (capturable: no host reads) -------------------------------
+    def observe(self, values: torch.Tensor) -> torch.Tensor:
+        """Record one batch's term values; return whether they are all finite."""
+        finite = torch.isfinite(values).all()
+        if self.bad_values is None:
+            self.bad_values = torch.zeros_like(values)
+        first = self.ok & ~finite
+        self.first_bad.copy_(torch.where(first, self.batch_index, self.first_bad))
+        self.bad_values.copy_(torch.where(first, values, self.bad_values))
+        self.ok.logical_and_(finite)
+        self.batch_index.add_(1)
+        if self.mode == "skip":
+            self.skipped.add_((~finite).long())
+        return finite
+
+    def step(self, step: Callable[[], object], finite: Callable[[], torch.Tensor]) -> None:
+        """Run the optimizer ``step``; in ``"skip"`` mode undo it where not ``finite()``.
+
+        ``finite`` is called after the step (a closure-driven optimizer
+        computes the batch's terms inside its step). Optimizer state created
+        by this very step (the first one) is reset to zeros, its initial value
+        for Adam, AdamW, RMSprop and SGD's momentum, when the batch is skipped.
+        """
+        if self.mode != "skip":
+            step()
+            return
+        tensors = [*self.module.parameters(), *_optimizer_tensors(self.get_optimizer())]
+        saved = [t.detach().clone() for t in tensors]
+        known = {id(t) for t in tensors}
+        step()
+        kept = finite()
+        with torch.no_grad():
+            for tensor, old in zip(tensors, saved):
+                tensor.copy_(torch.where(kept, tensor, old))
+            for tensor in _optimizer_tensors(self.get_optimizer()):
+                if id(tensor) not in known:
+                    tensor.copy_(torch.where(kept, tensor, torch.zeros_like(tensor)))
+
+    # -- host checks ----------------------------------------------------------
+    def check_before_step(self, epoch: int, names: Sequence[str]) -> None:
+        """With ``check_every == 1`` in ``"raise"`` mode: raise before the step."""
+        if self.mode == "raise" and self.check_every == 1:
+            self._raise_if_bad(epoch, names, restored=False)
+
+    def after_step(self, epoch: int, names: Sequence[str], end_of_epoch: bool = False) -> None:
+        """Every ``check_every`` batches and at the epoch's end: check, then snapshot."""
+        if self.mode != "raise" or self.check_every == 1:
+            return
+        self._since_check += 1
+        if self._since_check < self.check_every and not end_of_epoch:
+            return
+        self._since_check = 0
+        self._raise_if_bad(epoch, names, restored=True)
+        self.take_snapshot()
+
+    def take_snapshot(self) -> None:
+        """Copy the student's state and the optimizer's state on the device."""
+        if self.mode != "raise" or self.check_every == 1:
+            return
+        tensors = self._state_tensors()
+        if self._snapshot is None or len(self._snapshot) != len(tensors):
+            self._snapshot = [t.detach().clone() for t in tensors]
+        else:
+            torch._foreach_copy_(self._snapshot, [t.detach() for t in tensors])
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        return [*self.module.parameters(), *self.module.buffers(), *_optimizer_tensors(self.get_optimizer())]
+
+    def _raise_if_bad(self, epoch: int, names: Sequence[str], restored: bool) -> None:
+        if bool(self.ok):  # the one host read of a check
+            return
+        batch = int(self.first_bad) + 1
+        values = self.bad_values.tolist()
+        details = ", ".join(f"{n}={v}" for n, v in zip(names, values) if not _finite(v))
+        if restored and self._snapshot is not None:
+            with torch.no_grad():
+                for tensor, old in zip(self._state_tensors(), self._snapshot):
+                    tensor.copy_(old)
+            kept = ("The student, its buffers and the optimizer state are restored to the "
+                    f"last check before that batch (at most {self.check_every} batches earlier)")
+        else:
+            kept = "The student keeps its weights from before this batch"
+        raise RuntimeError(
+            f"Non-finite loss at epoch {epoch}, batch {batch}: {details}. {kept}, and history "
+            "is kept. Lower the learning rate, check X and the teacher's logits, or pass "
+            "on_nonfinite='skip' to drop such batches."
+        )
+
+    def reset_epoch(self) -> None:
+        """Start an epoch: batch numbers count from 1 again."""
+        self.batch_index.zero_()
+        self.first_bad.fill_(-1)
+        self.skipped.zero_()
+        self._since_check = 0
+
+
+def _finite(value: float) -> bool:
+    return value == value and value not in (float("inf"), float("-inf"))
