@@ -39,15 +39,16 @@ __all__ = ["CapturedStep", "prepare_capturable", "graph_blockers", "WARMUP_STEPS
 WARMUP_STEPS = 3
 
 
-def prepare_capturable(optimizer: torch.optim.Optimizer) -> str | None:
-    """Switch ``capturable=True`` on where the optimizer has it; None if it can be captured.
+def prepare_capturable(optimizer: torch.optim.Optimizer, on_cuda: bool) -> str | None:
+    """Switch ``capturable=True`` on (on CUDA) where the optimizer has it.
 
-    Returns the reason it cannot be captured otherwise. Must run before the
-    first step, so that state (Adam's step counts) is created on the device.
+    Returns None if the optimizer's step can be captured, else the reason.
+    Must run before the first step, so that state (Adam's step counts) is
+    created on the device.
     """
     if "capturable" in optimizer.defaults:
         for group in optimizer.param_groups:
-            group["capturable"] = True
+            group["capturable"] = on_cuda
         return None
     if isinstance(optimizer, torch.optim.SGD):
         return None  # no step counter; momentum buffers exist after the warm-up

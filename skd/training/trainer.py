@@ -71,7 +71,7 @@ class Trainer:
         on_cuda = torch.device(parts.device).type == "cuda"
         self.record_batches = (not on_cuda) if record_batches == "auto" else bool(record_batches)
         graph_wanted = step_mode == "graph" or (step_mode == "auto" and on_cuda)
-        self.optimizer_blocker = prepare_capturable(optimizer()) if graph_wanted else None
+        self.optimizer_blocker = prepare_capturable(optimizer(), on_cuda) if graph_wanted else None
         if check_every == "auto":
             check_every = DEFAULT_CUDA_CHECK_EVERY if (on_cuda or step_mode == "graph") else 1
         self.guard = NonFiniteGuard(on_nonfinite, int(check_every), module, optimizer, parts.device)

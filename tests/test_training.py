@@ -1,0 +1,308 @@
+"""The training step: behaviour kept through the restructure, on-device terms, the guard,
+the capture-ready step (eagerly on the CPU; captured in the CUDA-marked tests)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from skorch.callbacks import Callback
+
+from skd import MLP, DistillationClassifier
+from skd.augment import BatchAugment
+
+REFERENCE = Path(__file__).parent / "data" / "reference_fits.npz"
+LOSSES = ["kd", "dkd", "cakd", "r2kd", "dist", "tfkd"]
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def reference_setup():
+    """The data, teacher and settings that wrote tests/data/reference_fits.npz (pre-split code)."""
+    reference = np.load(REFERENCE)
+    X, y = load_digits(return_X_y=True)
+    X, y = (X / 16.0).astype(np.float32)[:600], y[:600]
+    teacher = torch.nn.Linear(64, 10)
+    with torch.no_grad():
+        teacher.weight.copy_(torch.from_numpy(reference["teacher/weight"]))
+        teacher.bias.copy_(torch.from_numpy(reference["teacher/bias"]))
+    return reference, X, y, torch.nn.Sequential(teacher)
+
+
+def reference_student(loss, teacher, **kwargs):
+    clf = DistillationClassifier(MLP, teacher=teacher if loss != "tfkd" else None, loss=loss,
+                                 module__hidden_units=(16,), max_epochs=3, batch_size=64, lr=0.05,
+                                 random_state=7, verbose=0, device="cpu", **kwargs)
+    return clf.set_params(loss__warmup=2) if loss in ("dkd", "cakd") else clf
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("step_mode", ["eager", "graph"])
+def test_fit_gives_the_saved_weights_of_the_code_before_the_split(loss, step_mode):
+    reference, X, y, teacher = reference_setup()
+    clf = reference_student(loss, teacher, step_mode=step_mode).fit(X, y)
+    for key, value in clf.module_.state_dict().items():
+        np.testing.assert_allclose(value.numpy(), reference[f"{loss}/{key}"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(clf.history[:, "train_loss"], reference[f"{loss}/train_loss"], rtol=1e-5)
+
+
+def test_graph_mode_on_the_cpu_runs_the_static_buffer_step_for_full_batches(digits, make_student):
+    X, y = digits  # 1797 rows, batch 64: 28 full batches and a ragged one per epoch
+    clf = make_student(step_mode="graph", max_epochs=2).fit(X, y)
+    assert clf.train_step_path_ == "graph+eager" and clf.eager_reasons_ == []
+    # 3 warm-up steps and the ragged batch run eagerly
+    assert clf.history[:, "graph_steps"] == [25, 28]
+    assert clf.history[:, "eager_steps"] == [4, 1]
+
+
+def test_auto_mode_on_the_cpu_is_eager_and_says_why(digits, make_student):
+    X, y = digits
+    clf = make_student().fit(X, y)
+    assert clf.train_step_path_ == "eager" and "the device is not CUDA" in clf.eager_reasons_
+
+
+@pytest.mark.parametrize("options, reason", [
+    (dict(teacher_cache=False), "the teacher runs online"),
+    (dict(augment=BatchAugment(torch.nn.Identity())), "augment"),
+    (dict(optimizer=torch.optim.LBFGS, lr=0.1), "LBFGS has no capturable mode"),
+    (dict(callbacks=[("every_batch", type("EveryBatch", (Callback,), {
+        "on_batch_end": lambda self, net, **kw: None})())]), "'every_batch' acts on every batch"),
+])
+def test_graph_mode_names_what_prevents_capture(digits, make_teacher, make_student, options, reason):
+    X, y = digits
+    clf = make_student(teacher=make_teacher(), step_mode="graph", **options)
+    with pytest.raises(ValueError, match=f"step_mode='graph' cannot capture this fit: .*{reason}"):
+        clf.fit(X, y)
+
+
+@pytest.mark.parametrize("step_mode", ["eager", "graph"])
+def test_epoch_means_from_the_device_equal_the_per_batch_records(digits, make_teacher, make_student,
+                                                                 step_mode):
+    X, y = digits
+    clf = make_student(teacher=make_teacher(), loss="cakd", record_batches=True, step_mode=step_mode,
+                       max_epochs=2).fit(X, y)
+    for epoch in clf.history:
+        sizes = np.array([row["train_batch_size"] for row in epoch["batches"]])
+        for key in ["train_loss", "ce", "bcd", "scd", "wcd"]:
+            per_batch = np.array([row[key] for row in epoch["batches"]])
+            assert epoch[key] == pytest.approx(np.average(per_batch, weights=sizes), rel=1e-5)
+
+
+def test_per_batch_records_are_off_when_not_asked(digits, make_teacher, make_student):
+    X, y = digits
+    clf = make_student(teacher=make_teacher(), record_batches=False).fit(X, y)
+    assert "kd" not in clf.history[-1, "batches"][0] and clf.history[-1, "kd"] > 0
+    assert clf.history[-1, "train_loss_best"] in (True, False)
+
+
+class PoisonableMLP(MLP):
+    """An MLP whose next forward returns NaN when ``poison`` is set."""
+
+    poison = False
+
+    def forward(self, X):
+        out = super().forward(X)
+        if self.poison:
+            self.poison = False
+            out = out * float("nan")
+        return out
+
+
+class PoisonAt(Callback):
+    """Makes the student's output NaN at one (epoch, batch), 1-based, and keeps the weights
+    as they were at the end of every training batch."""
+
+    def __init__(self, epoch, batch):
+        self.epoch = epoch
+        self.batch = batch
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.seen = 0
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if training:
+            self.seen += 1
+            if (len(net.history), self.seen) == (self.epoch, self.batch):
+                net.module_.poison = True
+
+
+def test_raise_every_n_batches_restores_the_last_passing_check(digits, make_teacher, make_student):
+    X, y = digits
+    # check every 8 batches: the bad batch 11 of epoch 2 is found at the check after batch 16,
+    # and the student goes back to its state after batch 8 of that epoch
+    snapshots = {}
+
+    class Keep(Callback):
+        def on_batch_end(self, net, training=False, **kwargs):
+            if training:
+                seen = len(net.history[-1]["batches"])
+                snapshots[(len(net.history), seen)] = {
+                    k: v.clone() for k, v in net.module_.state_dict().items()}
+
+    clf = make_student(teacher=make_teacher(), module=PoisonableMLP, nonfinite_check_every=8,
+                       callbacks=[Keep(), PoisonAt(epoch=2, batch=11)])
+    with pytest.raises(RuntimeError, match=r"epoch 2, batch 11: ce=nan, kd=nan\. The student, its "
+                                           r"buffers and the optimizer state are restored"):
+        clf.fit(X, y)
+    for key, value in clf.module_.state_dict().items():
+        assert torch.equal(value, snapshots[(2, 8)][key])
+    assert torch.isfinite(torch.as_tensor(clf.predict_proba(X[:5]))).all()
+
+
+def test_skip_undoes_the_bad_update_on_the_device(digits, make_teacher, make_student):
+    X, y = digits
+    poisoned = make_student(teacher=make_teacher(), module=PoisonableMLP, on_nonfinite="skip",
+                            callbacks=[PoisonAt(epoch=2, batch=6)]).fit(X, y)
+    assert poisoned.history[:, "skipped_batches"] == [0, 1, 0]
+    assert np.isfinite(poisoned.history[:, "train_loss"]).all()
+    assert all(torch.isfinite(p).all() for p in poisoned.module_.parameters())
+
+
+class ScaledMLP(MLP):
+    """An MLP whose logits are multiplied by a buffer (NaN poisons every batch, even replayed)."""
+
+    def __init__(self, n_features, n_classes):
+        super().__init__(n_features, n_classes)
+        self.register_buffer("scale", torch.ones(()))
+
+    def forward(self, X):
+        return super().forward(X) * self.scale
+
+
+class PoisonEpoch(Callback):
+    """Sets the student's scale to NaN for one whole epoch (an epoch hook: graph-safe)."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_begin(self, net, **kwargs):
+        net.module_.scale.fill_(float("nan") if len(net.history) == self.epoch else 1.0)
+
+    def on_epoch_end(self, net, **kwargs):
+        self.after = {k: v.clone() for k, v in net.module_.state_dict().items()}
+        net.module_.scale.fill_(1.0)  # the scoring after the epoch sees a sane student
+
+
+@pytest.mark.parametrize("step_mode", ["eager", "graph"])
+def test_skip_leaves_a_fully_poisoned_epoch_without_effect(digits, make_teacher, make_student,
+                                                           step_mode):
+    X, y = digits
+    ends = {}
+
+    class Keep(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            ends[len(net.history)] = {k: v.clone() for k, v in net.module_.named_parameters()}
+
+    clf = make_student(teacher=make_teacher(), module=ScaledMLP, on_nonfinite="skip", step_mode=step_mode,
+                       callbacks=[PoisonEpoch(epoch=2), Keep()]).fit(X, y)
+    assert clf.history[:, "skipped_batches"] == [0, 29, 0]
+    assert clf.history[1, "train_loss"] == 0.0  # skipped batches count as 0
+    for key, value in ends[2].items():
+        assert torch.equal(value, ends[1][key])  # the poisoned epoch changed nothing
+
+
+def test_skip_at_the_first_step_resets_new_optimizer_state(digits, make_teacher, make_student):
+    X, y = digits
+    clf = make_student(teacher=make_teacher(), module=PoisonableMLP, on_nonfinite="skip",
+                       callbacks=[PoisonAt(epoch=1, batch=1)]).fit(X, y)
+    state = clf.optimizer_.state_dict()["state"]
+    assert all(torch.isfinite(v).all() for s in state.values() for v in s.values() if torch.is_tensor(v))
+    assert clf.history[:, "skipped_batches"] == [1, 0, 0]
+
+
+class NaNAtCall(MLP):
+    """An MLP whose 8th forward returns NaN: in "add" mode, the augmented view of batch 4."""
+
+    calls = 0
+
+    def forward(self, X):
+        self.calls += 1
+        out = super().forward(X)
+        return out * float("nan") if self.calls == 8 else out
+
+
+def test_nan_on_an_augmented_batch_raises_before_any_step(digits, make_teacher, make_student):
+    X, y = digits
+    weights = {}
+
+    class Keep(Callback):
+        def on_batch_end(self, net, training=False, **kwargs):
+            weights.update({k: v.clone() for k, v in net.module_.state_dict().items()})
+
+    clf = make_student(teacher=make_teacher(), module=NaNAtCall, loss="kd",
+                       augment=BatchAugment(torch.nn.Identity()), callbacks=[Keep()])
+    with pytest.raises(RuntimeError, match=r"epoch 1, batch 4: kd_aug=nan\. "
+                                           r"The student keeps its weights"):
+        clf.fit(X, y)
+    for key, value in clf.module_.state_dict().items():
+        assert torch.equal(value, weights[key])  # the student kept its weights from batch 3
+
+
+@pytest.mark.parametrize("loss", ["kd", "cakd"])
+def test_bf16_precision_trains_and_keeps_the_terms_in_float32(digits, make_teacher, make_student, loss):
+    X, y = digits
+    full = make_student(teacher=make_teacher(), loss=loss, max_epochs=4).fit(X, y)
+    half = make_student(teacher=make_teacher(), loss=loss, precision="bf16", max_epochs=4).fit(X, y)
+    assert half.score(X, y) > full.score(X, y) - 0.1
+    assert np.isfinite(half.history[:, "train_loss"]).all()
+    assert all(p.dtype == torch.float32 for p in half.module_.parameters())
+
+
+@pytest.mark.parametrize("option, value", [("step_mode", "cuda-graph"), ("record_batches", "yes"),
+                                           ("precision", "fp16"), ("nonfinite_check_every", 0)])
+def test_bad_training_options_are_named(digits, make_student, option, value):
+    X, y = digits
+    with pytest.raises(ValueError, match=option):
+        make_student(**{option: value}).fit(X, y)
+
+
+# ---------------------------------------------------------------- CUDA only
+def cuda_student(make_teacher, **kwargs):
+    params = dict(teacher=make_teacher(), loss="cakd", max_epochs=2, verbose=0, device="cuda",
+                  optimizer=torch.optim.Adam, lr=1e-2, batch_size=64, random_state=0,
+                  iterator_train__shuffle=False)
+    return DistillationClassifier(MLP, **{**params, **kwargs})
+
+
+@cuda
+@pytest.mark.parametrize("loss", LOSSES)
+def test_cuda_captured_step_matches_the_eager_step(digits, make_teacher, loss):
+    X, y = digits
+    teacher = None if loss == "tfkd" else make_teacher()
+    eager = cuda_student(make_teacher, teacher=teacher, loss=loss, step_mode="eager").fit(X, y)
+    graph = cuda_student(make_teacher, teacher=teacher, loss=loss, step_mode="auto").fit(X, y)
+    assert graph.train_step_path_ == "graph+eager"
+    for a, b in zip(eager.module_.parameters(), graph.module_.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@cuda
+@pytest.mark.parametrize("options", [dict(teacher_cache=False),
+                                     dict(augment=BatchAugment(torch.nn.Identity())),
+                                     dict(batching="loader")])
+def test_cuda_fallbacks_run_eagerly(digits, make_teacher, options):
+    X, y = digits
+    clf = cuda_student(make_teacher, **options).fit(X, y)
+    assert clf.train_step_path_ == "eager" and clf.eager_reasons_
+
+
+@cuda
+def test_cuda_epoch_has_no_host_sync(digits, make_teacher):
+    X, y = digits
+
+    class NoSync(Callback):
+        def on_epoch_begin(self, net, **kwargs):
+            torch.cuda.set_sync_debug_mode("error")
+
+        def on_epoch_end(self, net, **kwargs):
+            torch.cuda.set_sync_debug_mode("default")
+
+    # drop_last: no ragged batch; the guard checks at the epoch's end, after on_epoch_end's
+    # callbacks are notified... the check itself is the one sync, so it is made outside NoSync
+    clf = cuda_student(make_teacher, iterator_train__drop_last=True, nonfinite_check_every=10_000,
+                       callbacks=[NoSync()], max_epochs=1)
+    try:
+        clf.fit(X, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert clf.history[-1, "graph_steps"] == len(X) // 64 - 3
