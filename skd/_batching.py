@@ -14,9 +14,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from skorch.dataset import Dataset as SkorchDataset
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
 
-__all__ = ["DeviceBatches", "in_memory_tensors"]
+__all__ = ["DeviceBatches", "in_memory_tensors", "make_iterator"]
 
 
 def _is_in_memory(data) -> bool:
@@ -111,3 +111,46 @@ class DeviceBatches:
     def __iter__(self):
         for index in self.indices():
             yield self.take(index)
+
+
+#: Iterator options the device batches honour; any other one needs the DataLoader.
+FAST_ITERATOR_OPTIONS = frozenset({"batch_size", "shuffle", "drop_last"})
+
+
+def make_iterator(dataset, iterator, kwargs: dict, batch_size: int, device, training: bool,
+                  fast: bool, generator):
+    """The batches of one pass: :class:`DeviceBatches` where possible, else ``iterator``.
+
+    Parameters
+    ----------
+    dataset : skorch Dataset (or Subset of one), or torch Dataset
+    iterator : type
+        skorch's ``iterator_train``/``iterator_valid`` (a ``DataLoader`` by default).
+    kwargs : dict
+        The ``iterator_*__`` options.
+    batch_size : int
+        The net's ``batch_size`` (-1: the whole dataset), unless in ``kwargs``.
+    device : str or torch.device
+    training : bool
+        Training batches are shuffled unless ``shuffle=False`` is given.
+    fast : bool
+        Whether device batches may be used at all (``batching="auto"``).
+    generator : callable
+        Returns this epoch's ``torch.Generator`` for the shuffle (or None).
+    """
+    kwargs = dict(kwargs)
+    if training:
+        kwargs.setdefault("shuffle", True)
+    usable = fast and iterator is DataLoader and set(kwargs) <= FAST_ITERATOR_OPTIONS
+    tensors = in_memory_tensors(dataset, device) if usable else None
+    batch_size = kwargs.pop("batch_size", batch_size)
+    if batch_size == -1:
+        batch_size = len(dataset)
+    shuffle = kwargs.get("shuffle", False)
+    if tensors is None:
+        if training and shuffle and iterator is DataLoader and "generator" not in kwargs:
+            kwargs["generator"] = generator()
+        return iterator(dataset, batch_size=batch_size, **kwargs)
+    X, y = tensors
+    return DeviceBatches(X, y, batch_size, shuffle=shuffle, drop_last=kwargs.get("drop_last", False),
+                         generator=generator if training and shuffle else None)

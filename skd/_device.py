@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "checked_seed", "seeded", "epoch_generator"]
+__all__ = ["resolve_device", "resolved_device", "checked_seed", "seeded", "epoch_generator"]
 
 # Estimators fitted concurrently in threads must not interleave their seeded
 # initialisations of torch's global generator.
@@ -27,6 +27,25 @@ def resolve_device(device):
             "when present and on the CPU otherwise, or device='cpu'."
         )
     return device
+
+
+@contextlib.contextmanager
+def resolved_device(estimator) -> Iterator[None]:
+    """Run with ``estimator.device`` resolved (``"auto"`` is restored after).
+
+    ``get_params()`` and pickles keep ``"auto"``; the work inside sees the
+    device it runs on.
+    """
+    requested = estimator.device
+    resolved = resolve_device(requested)
+    if resolved == requested:
+        yield
+        return
+    estimator.device = resolved
+    try:
+        yield
+    finally:
+        estimator.device = requested
 
 
 def checked_seed(seed) -> int | None:

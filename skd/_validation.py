@@ -7,6 +7,7 @@ what it checked. The classifier stores the results.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -25,7 +26,7 @@ from torch.utils.data import Dataset
 
 from skd.book import BOOK_LOGITS, BOOK_X, features_of, is_book, make_book
 
-__all__ = ["validate_X", "validate_labels", "check_options", "data_dims", "Labels"]
+__all__ = ["validate_X", "validate_labels", "check_options", "data_dims", "with_data_dims", "Labels"]
 
 
 def validate_features(estimator, X, reset: bool):
@@ -137,6 +138,25 @@ def data_dims(X, n_classes: int) -> dict[str, int]:
     else:
         shape = tuple(features.shape)
     return {"n_features": int(np.prod(shape[1:])), "n_classes": n_classes}
+
+
+def with_data_dims(module, kwargs: dict, dims: dict | None) -> dict:
+    """``module__*`` kwargs, completed with ``n_features``/``n_classes`` where the class takes them.
+
+    Values given as ``module__n_features``/``module__n_classes`` win; an
+    instance (not a class) is left alone.
+    """
+    kwargs = dict(kwargs)
+    if not dims or isinstance(module, torch.nn.Module) or not callable(module):
+        return kwargs
+    try:
+        accepted = inspect.signature(module).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    for key, value in dims.items():
+        if key in accepted and key not in kwargs:
+            kwargs[key] = value
+    return kwargs
 
 
 _CHOICES = {

@@ -9,26 +9,23 @@ book in :mod:`skd.book`, teachers in :mod:`skd.teachers`, losses in
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import inspect
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from skorch import NeuralNet, NeuralNetClassifier
 from skorch.callbacks import EpochScoring, EpochTimer, PrintLog
 from skorch.utils import to_numpy, to_tensor
-from torch.utils.data import DataLoader, Dataset
 
-from skd._batching import DeviceBatches, in_memory_tensors
-from skd._device import checked_seed, epoch_generator, resolve_device, seeded
-from skd._validation import check_options, data_dims, validate_labels, validate_X
-from skd.book import BOOK_X, check_book_logits, features_of, is_book, make_book
+from skd._batching import make_iterator
+from skd._device import checked_seed, epoch_generator, resolve_device, resolved_device, seeded
+from skd._export import lean_copy
+from skd._fit_teacher import teacher_for_fit, writes_book
+from skd._validation import check_options, data_dims, validate_labels, validate_X, with_data_dims
+from skd.book import check_book_logits, features_of, is_book, make_book
 from skd.losses.base import DistillationLoss, make_loss
-from skd.teachers import TorchTeacher, as_teacher
+from skd.teachers import TorchTeacher
 from skd.training import StepParts, Trainer, stack_terms, terms_for
 
 __all__ = ["DistillationClassifier"]
@@ -250,26 +247,12 @@ class DistillationClassifier(NeuralNetClassifier):
                 f"{type(self).__name__} has no classes_ before fit; call fit first."
             ) from None
 
-    @contextlib.contextmanager
-    def _device_context(self):
-        """Run with ``self.device`` resolved (``"auto"`` is restored after)."""
-        requested = self.device
-        resolved = resolve_device(requested)
-        if resolved == requested:
-            yield
-            return
-        self.device = resolved
-        try:
-            yield
-        finally:
-            self.device = requested
-
     def _epoch_generator(self):
         epoch = len(self.history) if getattr(self, "history_", None) is not None else 0
         return epoch_generator(checked_seed(self.random_state), epoch)
 
     def initialize(self):
-        with self._device_context(), seeded(checked_seed(self.random_state)):
+        with resolved_device(self), seeded(checked_seed(self.random_state)):
             return super().initialize()
 
     def initialize_callbacks(self):
@@ -285,18 +268,8 @@ class DistillationClassifier(NeuralNetClassifier):
         return self
 
     def initialize_module(self):
-        kwargs = self.get_params_for("module")
-        module = self.module
-        dims = getattr(self, "data_dims_", None)
-        if dims and not isinstance(module, torch.nn.Module) and callable(module):
-            try:
-                accepted = inspect.signature(module).parameters
-            except (TypeError, ValueError):
-                accepted = {}
-            for key, value in dims.items():
-                if key in accepted and key not in kwargs:
-                    kwargs[key] = value
-        self.module_ = self.initialized_instance(module, kwargs)
+        kwargs = with_data_dims(self.module, self.get_params_for("module"), getattr(self, "data_dims_", None))
+        self.module_ = self.initialized_instance(self.module, kwargs)
         return self
 
     def check_data(self, X, y=None):
@@ -322,55 +295,12 @@ class DistillationClassifier(NeuralNetClassifier):
         return X, labels.raw, labels.encoded
 
     # ---------------------------------------------------------------- teacher
-    def _teacher_from_params(self):
-        teacher = self.teacher
-        params = self.get_params_for("teacher")
-        if params:
-            if not hasattr(teacher, "set_params"):
-                raise ValueError(
-                    f"teacher__ parameters {sorted(params)} can only be set on a "
-                    f"scikit-learn or skorch teacher, not on {type(teacher).__name__}."
-                )
-            teacher = clone(teacher).set_params(**params)
-        return teacher
-
-    def _self_teacher(self, X, y_raw):
+    def _self_teacher(self, X, y_raw) -> TorchTeacher:
         """Tf-KD self: a first fit of this student with CE alone, as a torch teacher."""
         params = {key: value for key, value in self.get_params(deep=False).items()
                   if not key.startswith("loss__")}
         params.update(loss="ce", teacher=None)
-        first = type(self)(**params).fit(X, y_raw)
-        return TorchTeacher(first.module_)
-
-    def _prepare_teacher(self, X, y_raw):
-        """Build and set up ``teacher_``, or return None if none is needed."""
-        if not self.loss_.requires_teacher or is_book(X):
-            return None
-        if getattr(self.loss_, "self_teaching", False):  # TODO after losses merge
-            teacher = self._self_teacher(X, y_raw)
-        elif self.teacher is None:
-            raise ValueError(
-                f"loss={self.loss!r} needs a teacher: pass teacher=..., or pass X as a "
-                "book {'X': X, 'teacher_logits': logits}; the losses 'ce' and "
-                "'tfkd' (mode='reg') need none."
-            )
-        else:
-            teacher = self._teacher_from_params()
-        return as_teacher(teacher).setup(X, y_raw, self.classes_, self.device)
-
-    def _use_book(self, X) -> bool:
-        # With augmentation the augmented batches are labelled online; in "add"
-        # mode the clean batches still read their logits from the book.
-        if self.teacher_cache is False or (self.augment is not None and self.augment_mode == "replace"):
-            return False
-        if isinstance(X, Dataset):
-            if self.teacher_cache is True:
-                raise ValueError(
-                    "teacher_cache=True needs in-memory X (array, tensor or DataFrame); a "
-                    "torch Dataset is read online. Use teacher_cache='auto' or False."
-                )
-            return False
-        return True
+        return TorchTeacher(type(self)(**params).fit(X, y_raw).module_)
 
     def write_book(self, X) -> dict:
         """Return the book ``{"X": X, "teacher_logits": logits}`` for ``X``.
@@ -380,7 +310,7 @@ class DistillationClassifier(NeuralNetClassifier):
         """
         if getattr(self, "teacher_", None) is None:
             raise NotFittedError("write_book needs the teacher set up by fit; call fit first.")
-        with self._device_context():
+        with resolved_device(self):
             X = validate_X(self, X, reset=False)
             return make_book(X, self.teacher_.book_logits(X))
 
@@ -407,7 +337,7 @@ class DistillationClassifier(NeuralNetClassifier):
                 f"max_epochs must be an int >= 1 for fit, got {self.max_epochs!r}; "
                 "max_epochs=0 would return an untrained student."
             )
-        with self._device_context():
+        with resolved_device(self):
             checked_seed(self.random_state)
             X, y_raw, y_encoded = self._validate_training_data(X, y, reset=True)
             if not self.warm_start or not self.initialized_:
@@ -424,7 +354,7 @@ class DistillationClassifier(NeuralNetClassifier):
         ``classes`` gives all labels on the first call when a batch of data
         may miss some.
         """
-        with self._device_context():
+        with resolved_device(self):
             checked_seed(self.random_state)
             first = not self.initialized_ or not hasattr(self, "label_encoder_")
             X, y_raw, y_encoded = self._validate_training_data(X, y, reset=first, classes=classes)
@@ -450,8 +380,12 @@ class DistillationClassifier(NeuralNetClassifier):
 
     def _fit_validated(self, X, y_raw, y_encoded, **fit_params):
         fit_params.pop("_routing_method", None)
-        self.teacher_ = self._prepare_teacher(X, y_raw)
-        if self.teacher_ is not None and self._use_book(X):
+        self.teacher_ = teacher_for_fit(
+            self.teacher, self.get_params_for("teacher"), self.loss_, self.loss, X, y_raw,
+            self.classes_, self.device, lambda: self._self_teacher(X, y_raw),
+        )
+        if self.teacher_ is not None and writes_book(self.teacher_cache, self.augment,
+                                                     self.augment_mode, X):
             X = make_book(X, self.teacher_.book_logits(X))
         self.trainer_ = Trainer(
             self._step_parts(), self.module_, lambda: self.optimizer_, lambda: self.history, self.notify,
@@ -469,34 +403,13 @@ class DistillationClassifier(NeuralNetClassifier):
         return self
 
     # --------------------------------------------------------------- batching
-    _FAST_ITERATOR_OPTIONS = frozenset({"batch_size", "shuffle", "drop_last"})
-
     def get_iterator(self, dataset, training=False):
         """Batches of ``dataset``: device slices for in-memory data, else a DataLoader."""
         prefix = "iterator_train" if training else "iterator_valid"
-        kwargs = self.get_params_for(prefix)
-        if training:
-            kwargs.setdefault("shuffle", True)
-        iterator = self.iterator_train if training else self.iterator_valid
-        fast = (
-            self.batching == "auto"
-            and iterator is DataLoader
-            and set(kwargs) <= self._FAST_ITERATOR_OPTIONS
-        )
-        tensors = in_memory_tensors(dataset, self.device) if fast else None
-        batch_size = kwargs.pop("batch_size", self.batch_size)
-        if batch_size == -1:
-            batch_size = len(dataset)
-        shuffle = kwargs.get("shuffle", False)
-        if tensors is None:
-            if training and shuffle and iterator is DataLoader and "generator" not in kwargs:
-                kwargs["generator"] = self._epoch_generator()
-            return iterator(dataset, batch_size=batch_size, **kwargs)
-        X, y = tensors
-        generator = self._epoch_generator if training and shuffle else None
-        return DeviceBatches(
-            X, y, batch_size, shuffle=shuffle, drop_last=kwargs.get("drop_last", False),
-            generator=generator,
+        return make_iterator(
+            dataset, self.iterator_train if training else self.iterator_valid,
+            self.get_params_for(prefix), self.batch_size, self.device, training=training,
+            fast=self.batching == "auto", generator=self._epoch_generator,
         )
 
     # ------------------------------------------------------------ train step
@@ -533,7 +446,7 @@ class DistillationClassifier(NeuralNetClassifier):
             )
 
     def forward_iter(self, X, training=False, device="cpu"):
-        with self._device_context():
+        with resolved_device(self):
             yield from super().forward_iter(X, training=training, device=device)
 
     def predict_proba(self, X):
@@ -557,19 +470,10 @@ class DistillationClassifier(NeuralNetClassifier):
         teacher. It cannot be trained further.
         """
         self._check_fitted()
-        lean = copy.copy(self)
-        for key in list(vars(lean)):
-            if key.startswith("teacher") and key not in ("teacher_cache",):
-                setattr(lean, key, None)
-        lean.augment = None
-        lean.callbacks_ = []
-        lean.callbacks = None
-        lean.predict_nonlinearity = _softmax  # trimming drops the criterion it is inferred from
-        lean.trim_for_prediction()
-        return lean
+        return lean_copy(self, _softmax)
 
     def load_params(self, *args, **kwargs):
-        with self._device_context():
+        with resolved_device(self):
             return super().load_params(*args, **kwargs)
 
     def __setstate__(self, state):

@@ -78,8 +78,8 @@ class CapturedStep:
         The size of every captured batch (a ragged last batch runs eagerly).
     """
 
-    def __init__(self, parts: StepParts, optimizer: Callable[[], torch.optim.Optimizer], module: torch.nn.Module,
-                 guard: NonFiniteGuard, ledger: EpochLedger,
+    def __init__(self, parts: StepParts, optimizer: Callable[[], torch.optim.Optimizer],
+                 module: torch.nn.Module, guard: NonFiniteGuard, ledger: EpochLedger,
                  take: Callable[[torch.Tensor], tuple], batch_size: int):
         self.parts = parts
         self.get_optimizer = optimizer

@@ -58,7 +58,8 @@ class Trainer:
     """
 
     def __init__(self, parts: StepParts, module: torch.nn.Module,
-                 optimizer: Callable[[], torch.optim.Optimizer], history: Callable, notify: Callable, callbacks: Sequence, set_training: Callable,
+                 optimizer: Callable[[], torch.optim.Optimizer], history: Callable, notify: Callable,
+                 callbacks: Sequence, set_training: Callable,
                  on_nonfinite: str, check_every, record_batches, step_mode: str):
         self.parts = parts
         self.module = module
@@ -214,7 +215,8 @@ class Trainer:
         kept = first["finite"] if guard.mode == "skip" else None
         row = ledger.row(first["total"], first["values"], kept)
         ledger.add(row, _batch_size(batch))
-        loss = torch.where(kept, first["total"].detach(), 0.0) if kept is not None else first["total"].detach()
+        loss = first["total"].detach()
+        loss = loss if kept is None else torch.where(kept, loss, 0.0)
         return {"loss": loss, "y_pred": first["y_pred"]}, row
 
     def _validate(self, batch, **fit_params):
