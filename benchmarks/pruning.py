@@ -21,8 +21,8 @@ import torch
 
 from skd import MLP, DistillationClassifier
 from skd.bench import BenchConfig, train_teacher
+from skd.callbacks import StudentPruning
 from skd.data import load_split
-from skd.pruning import StudentPruning
 
 
 def fit(split, teacher, seed, epochs, amount):

@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 
 from _common import QUICK, CountingTeacher
 from skd import MLP, DistillationClassifier, SoftLossSchedule
-from skd.pruning import PrunedTeacher
+from skd.teachers import PrunedTeacher
 
 
 def train_teacher(X, y):

@@ -20,7 +20,7 @@ from skd import MLP, DistillationClassifier
 from skd.augment import BatchAugment
 from skd.bench import BenchConfig, train_teacher
 from skd.data import load_split
-from skd.pruning import PrunedTeacher
+from skd.teachers import PrunedTeacher
 
 
 def main(seeds=(0,) if QUICK else (0, 1)):

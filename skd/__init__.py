@@ -15,9 +15,9 @@ from skd.losses import (
     available_losses,
 )
 from skd.augment import BatchAugment
-from skd.pruning import PrunedTeacher, StudentPruning
+from skd.callbacks import StudentPruning
 from skd.students import MLP, SmallCNN
-from skd.teachers import EnsembleTeacher, Teacher
+from skd.teachers import EnsembleTeacher, PrunedTeacher, Teacher
 
 __version__ = "0.1.0"
 

@@ -8,8 +8,9 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 
-from skd import MLP, DistillationClassifier, EnsembleTeacher
+from skd import EnsembleTeacher
 from skd.teachers import CallableTeacher, SklearnTeacher, TorchTeacher, as_teacher
+from tests.factories import student
 
 
 class CountingTeacher(torch.nn.Module):
@@ -26,13 +27,6 @@ class CountingTeacher(torch.nn.Module):
         self.calls += 1
         self.samples += X.shape[0]
         return self.linear(X)
-
-
-def student(**kwargs):
-    params = dict(max_epochs=3, verbose=0, device="cpu", optimizer=torch.optim.Adam, lr=1e-2,
-                  batch_size=64, random_state=0)
-    params.update(kwargs)
-    return DistillationClassifier(MLP, **params)
 
 
 def test_book_runs_teacher_once_per_sample(digits):
@@ -82,7 +76,7 @@ def test_precomputed_book_needs_no_teacher(digits):
 def test_book_equals_online_teacher_without_shuffle(digits):
     X, y = digits
     teacher = CountingTeacher()
-    kwargs = dict(teacher=teacher, iterator_train__shuffle=False, max_epochs=2)
+    kwargs = {"teacher": teacher, "iterator_train__shuffle": False, "max_epochs": 2}
     a = student(teacher_cache=True, **kwargs).fit(X, y)
     b = student(teacher_cache=False, **kwargs).fit(X, y)
     for pa, pb in zip(a.module_.parameters(), b.module_.parameters()):

@@ -1,9 +1,8 @@
-"""PrunedTeacher as a teacher and a pipeline step; StudentPruning."""
+"""PrunedTeacher as a teacher and a pipeline step; prune_copy."""
 
 import pickle
 
 import joblib
-import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
@@ -13,35 +12,9 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skd import MLP, DistillationClassifier
-from skd.pruning import PrunedTeacher, StudentPruning, prune_copy
-
-
-class CountedTeacher(torch.nn.Module):
-    """Counts samples in a class attribute, so that joblib's hash of it is stable."""
-
-    samples = 0
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
-
-    def forward(self, X):
-        type(self).samples += X.shape[0]
-        return self.net(X)
-
-
-def trained_teacher(digits):
-    X, y = digits
-    teacher = CountedTeacher()
-    opt = torch.optim.Adam(teacher.parameters(), 1e-2)
-    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
-    for _ in range(100):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(teacher(Xt), yt).backward()
-        opt.step()
-    return teacher.eval()
+from skd.teachers import PrunedTeacher, prune_copy
+from tests.factories import CountedTeacher, trained_teacher
+from tests.factories import student as make_student
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +23,7 @@ def teacher(digits):
 
 
 def student(**kwargs):
-    params = dict(max_epochs=3, verbose=0, device="cpu", optimizer=torch.optim.Adam, lr=1e-2,
-                  batch_size=64, random_state=0, loss="r2kd")
-    params.update(kwargs)
-    return DistillationClassifier(MLP, **params)
+    return make_student(**{"loss": "r2kd", **kwargs})
 
 
 def test_prune_copy_prunes_each_layer_and_leaves_the_teacher(teacher):
@@ -122,7 +92,7 @@ def test_pipeline_memory_reuses_the_book_across_student_candidates(digits, teach
 
 
 def test_pruned_teacher_and_student_pickle(digits, teacher, tmp_path):
-    X, y = digits
+    X, _y = digits
     pt = PrunedTeacher(teacher, amount=0.1).fit()
     restored = pickle.loads(pickle.dumps(pt))
     xb = torch.as_tensor(X[:4])
@@ -133,10 +103,10 @@ def test_pruned_teacher_and_student_pickle(digits, teacher, tmp_path):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(amount=1.0), ValueError, r"amount must be in \[0, 1\)"),
-        (dict(amount=-0.1), ValueError, r"amount must be in \[0, 1\)"),
-        (dict(blend=1.5), ValueError, r"blend must be in \[0, 1\]"),
-        (dict(method="random"), ValueError, "method must be one of"),
+        ({"amount": 1.0}, ValueError, r"amount must be in \[0, 1\)"),
+        ({"amount": -0.1}, ValueError, r"amount must be in \[0, 1\)"),
+        ({"blend": 1.5}, ValueError, r"blend must be in \[0, 1\]"),
+        ({"method": "random"}, ValueError, "method must be one of"),
     ],
 )
 def test_pruned_teacher_bad_parameters(teacher, kwargs, error, match):
@@ -156,34 +126,3 @@ def test_non_torch_teacher_cannot_be_pruned(digits):
 def test_teacher_without_prunable_layers():
     with pytest.raises(ValueError, match="no Conv or Linear layer"):
         PrunedTeacher(torch.nn.Softmax(dim=1), amount=0.1).fit()
-
-
-def test_unstructured_student_pruning_reaches_the_target(digits, teacher):
-    X, y = digits
-    clf = student(teacher=teacher, loss="kd", max_epochs=6,
-                  callbacks=[StudentPruning(amount=0.5, structured=False)]).fit(X, y)
-    hidden = clf.module_.layers[1]
-    assert not hasattr(hidden, "weight_orig")
-    assert (hidden.weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
-    assert clf.history[:, "sparsity"][-1] == pytest.approx(0.5)
-    assert clf.score(X, y) > 0.85
-    pickle.loads(pickle.dumps(clf))
-
-
-def test_structured_student_pruning_shrinks_the_module(digits, teacher):
-    pytest.importorskip("torch_pruning")
-    X, y = digits
-    clf = student(teacher=teacher, loss="kd", max_epochs=6, module__hidden_units=(128,),
-                  callbacks=[StudentPruning(amount=0.5, structured=True)]).fit(X, y)
-    hidden = clf.module_.layers[1]
-    assert hidden.out_features == 64
-    assert clf.module_.layers[-1].out_features == 10
-    assert clf.score(X, y) > 0.85
-    restored = pickle.loads(pickle.dumps(clf))
-    assert np.array_equal(restored.predict(X[:20]), clf.predict(X[:20]))
-
-
-def test_student_pruning_bad_amount(digits, teacher):
-    X, y = digits
-    with pytest.raises(ValueError, match=r"StudentPruning amount must be in \[0, 1\)"):
-        student(teacher=teacher, callbacks=[StudentPruning(amount=1.2)]).fit(X[:50], y[:50])

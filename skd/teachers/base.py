@@ -1,0 +1,205 @@
+"""The teacher contract: "logits for this X, aligned to the student's ``classes_``".
+
+:class:`Teacher` owns what every adapter shares: the bookkeeping of
+:meth:`Teacher.setup` (device, classes, forward count), the alignment of
+columns to ``classes_``, the output checks (shape, finiteness, probabilities
+instead of logits) and the book-writing loop. Adapters receive float32 torch
+tensors on the student's device and return float32 logits there.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+__all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher"]
+
+TEACHER_KINDS = (
+    "a trained torch.nn.Module, a fitted skorch net, a scikit-learn classifier "
+    "(prefit inside sklearn.frozen.FrozenEstimator, or unfitted), a callable "
+    "X -> logits, or a list of these (an ensemble)"
+)
+
+#: Floor for probabilities turned into log-probabilities.
+PROBA_FLOOR = 1e-7
+
+#: Rows per teacher call while writing a book.
+BOOK_BATCH_SIZE = 1024
+
+
+def _looks_like_probabilities(out: torch.Tensor) -> bool:
+    if out.ndim != 2 or out.shape[1] < 2:
+        return False
+    return bool(
+        (out >= 0).all() and (out <= 1).all() and torch.allclose(out.sum(1), out.new_ones(()), atol=1e-4)
+    )
+
+
+class Teacher:
+    """Base adapter: a teacher that answers "logits for this X".
+
+    Subclasses implement :meth:`raw_logits`, and may fit (``_fit_if_needed``)
+    and place (``_place``) the object they wrap. Teachers made of other
+    teachers derive from :class:`skd.teachers.CompositeTeacher` instead.
+
+    Attributes
+    ----------
+    classes_ : ndarray or None
+        The labels of the teacher's output columns, when the teacher knows
+        them (scikit-learn and skorch classifiers). None means the columns are
+        in the order of the student's ``classes_``.
+    device_ : torch.device
+        The student's device (set by :meth:`setup`).
+    student_classes_ : ndarray
+        The student's ``classes_`` (set by :meth:`setup`).
+    n_forward_samples_ : int
+        Samples the teacher has been asked about since :meth:`setup`.
+    """
+
+    classes_: np.ndarray | None = None
+    #: Whether outputs that look like probabilities are expected (no warning).
+    outputs_probabilities = False
+
+    def setup(self, X, y, classes, device) -> Teacher:
+        """Fit the teacher if needed, place it on ``device`` and align it.
+
+        Parameters
+        ----------
+        X : ndarray, Tensor or Dataset
+            The training inputs of this fit (used only to fit an unfitted
+            teacher).
+        y : ndarray
+            The training labels, original values.
+        classes : ndarray
+            The student's ``classes_``.
+        device : str or torch.device
+
+        Returns
+        -------
+        self : Teacher
+        """
+        self.device_ = torch.device(device)
+        self.student_classes_ = np.asarray(classes)
+        self.n_forward_samples_ = 0
+        self._prepare(X, y)
+        return self
+
+    def _prepare(self, X, y):
+        """Make the teacher ready to answer; ``setup`` has set the device and classes."""
+        self._fit_if_needed(X, y)
+        self._place(self.device_)
+        self.columns_ = self._align(self.classes_)
+        self._checked = False
+
+    def _fit_if_needed(self, X, y):
+        pass
+
+    def _place(self, device):
+        pass
+
+    def _align(self, teacher_classes):
+        if teacher_classes is None:
+            return None
+        teacher_classes = np.asarray(teacher_classes)
+        index = {label: i for i, label in enumerate(teacher_classes.tolist())}
+        missing = [label for label in self.student_classes_.tolist() if label not in index]
+        if missing:
+            raise ValueError(
+                f"The teacher ({self.describe()}) does not know the classes {missing} "
+                f"of y; its classes_ are {teacher_classes.tolist()}. Train the teacher on "
+                "the same labels as the student."
+            )
+        columns = [index[label] for label in self.student_classes_.tolist()]
+        if columns == list(range(len(teacher_classes))):
+            return None
+        return torch.as_tensor(columns, dtype=torch.long)
+
+    def describe(self) -> str:
+        """A short name of the teacher for error messages."""
+        return type(self).__name__
+
+    def raw_logits(self, X: torch.Tensor) -> torch.Tensor:
+        """Teacher outputs for a batch, in the teacher's own column order."""
+        raise NotImplementedError
+
+    def predict_logits(self, X: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch, aligned to the student's ``classes_``.
+
+        Parameters
+        ----------
+        X : Tensor of shape (n_samples, ...)
+            A float32 batch on the student's device.
+
+        Returns
+        -------
+        logits : Tensor of shape (n_samples, n_classes)
+            float32, on the student's device, without gradient.
+        """
+        with torch.no_grad():
+            out = self.raw_logits(X)
+            out = torch.as_tensor(out).to(device=self.device_, dtype=torch.float32)
+            if out.ndim != 2 or out.shape[0] != X.shape[0]:
+                raise ValueError(
+                    f"The teacher ({self.describe()}) returned an output of shape "
+                    f"{tuple(out.shape)} for a batch of {X.shape[0]} samples; it must "
+                    f"return logits of shape ({X.shape[0]}, n_classes)."
+                )
+            out = self._check_output(out)
+            if self.columns_ is not None:
+                out = out[:, self.columns_.to(out.device)]
+        self.n_forward_samples_ += X.shape[0]
+        return out
+
+    def book_logits(self, X, batch_size: int = BOOK_BATCH_SIZE) -> np.ndarray:
+        """Aligned logits for all of ``X`` (array or tensor), in batches on the device.
+
+        This is how a book is written: one pass of the teacher over the data.
+
+        Parameters
+        ----------
+        X : ndarray or Tensor of shape (n_samples, ...)
+        batch_size : int, default=BOOK_BATCH_SIZE
+            Rows per teacher call.
+
+        Returns
+        -------
+        logits : ndarray of shape (n_samples, n_classes)
+        """
+        chunks = [
+            self.predict_logits(torch.as_tensor(X[start : start + batch_size]).to(self.device_)).cpu()
+            for start in range(0, len(X), batch_size)
+        ]
+        return torch.cat(chunks).numpy()
+
+    def _check_output(self, out):
+        n_classes = len(self.student_classes_)
+        expected = n_classes if self.classes_ is None else len(self.classes_)
+        if out.shape[1] != expected:
+            raise ValueError(
+                f"The teacher ({self.describe()}) returns {out.shape[1]} outputs per "
+                f"sample, but y has {n_classes} classes {self.student_classes_.tolist()}. "
+                "The teacher must output one logit per class, in the order of classes_."
+            )
+        if self.outputs_probabilities:
+            return torch.log(out.clamp_min(PROBA_FLOOR))
+        if not torch.isfinite(out).all():
+            raise ValueError(
+                f"The teacher ({self.describe()}) returned NaN or infinite logits. "
+                "Check the teacher on this data before distilling from it."
+            )
+        if not self._checked:  # decided on the first batch: the teacher is one function
+            self._returns_probabilities = _looks_like_probabilities(out)
+            self._checked = True
+            if self._returns_probabilities:
+                warnings.warn(
+                    f"The teacher ({self.describe()}) returned probabilities (rows in "
+                    "[0, 1] summing to 1), not logits; skd uses their logarithm as "
+                    "logits. Return logits (no softmax) to silence this warning.",
+                    UserWarning,
+                    stacklevel=4,
+                )
+        if self._returns_probabilities:
+            return torch.log(out.clamp_min(PROBA_FLOOR))
+        return out

@@ -1,0 +1,146 @@
+"""Teachers made of teachers, and :func:`as_teacher`, which makes any of them.
+
+:class:`CompositeTeacher` owns what every composite shares: it sets up its
+members with the student's data, classes and device, and counts the samples
+it is asked about. A subclass says only how its members are made
+(``_make_members``) and how their aligned logits are combined (``_combine``).
+
+:func:`as_teacher` lives here because the two are one recursion: a list
+becomes an :class:`EnsembleTeacher`, whose members go through
+:func:`as_teacher` again.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from skorch import NeuralNet
+
+from skd.teachers.adapters import CallableTeacher, SklearnTeacher, SkorchTeacher, TorchTeacher
+from skd.teachers.base import TEACHER_KINDS, Teacher
+
+__all__ = ["CompositeTeacher", "EnsembleTeacher", "as_teacher"]
+
+
+class CompositeTeacher(Teacher):
+    """Base of teachers whose logits combine those of member teachers.
+
+    Subclasses implement ``_make_members(X, y)``, which checks their
+    parameters and returns the members (anything :func:`as_teacher`
+    accepts), and ``_combine(logits)``, which turns the members' aligned
+    logits, in the same order, into one tensor.
+
+    Attributes
+    ----------
+    members_ : list of Teacher
+        The set-up member adapters (set by :meth:`setup`).
+    """
+
+    def _prepare(self, X, y):
+        self.members_ = [
+            as_teacher(member).setup(X, y, self.student_classes_, self.device_)
+            for member in self._make_members(X, y)
+        ]
+
+    def _make_members(self, X, y) -> list:
+        raise NotImplementedError
+
+    def _combine(self, logits: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict_logits(self, X: torch.Tensor) -> torch.Tensor:
+        """The members' aligned logits for a batch, combined.
+
+        Parameters
+        ----------
+        X : Tensor of shape (n_samples, ...)
+            A float32 batch on the student's device.
+
+        Returns
+        -------
+        logits : Tensor of shape (n_samples, n_classes)
+        """
+        logits = self._combine([member.predict_logits(X) for member in self.members_])
+        self.n_forward_samples_ += X.shape[0]
+        return logits
+
+
+class EnsembleTeacher(CompositeTeacher):
+    """Several teachers: the (weighted) mean of their aligned logits.
+
+    Parameters
+    ----------
+    teachers : sequence
+        Any teachers accepted by :func:`as_teacher`.
+    weights : sequence of float or None, default=None
+        One non-negative weight per teacher (normalised to sum to 1);
+        None means equal weights.
+    """
+
+    def __init__(self, teachers: Sequence[Any], weights: Sequence[float] | None = None):
+        self.teachers = teachers
+        self.weights = weights
+
+    def describe(self):
+        return f"ensemble of {len(self.teachers)} teachers"
+
+    def _make_members(self, X, y):
+        if len(self.teachers) == 0:
+            raise ValueError("teacher is an empty list; give at least one teacher.")
+        weights = np.ones(len(self.teachers)) if self.weights is None else np.asarray(self.weights, float)
+        if weights.shape != (len(self.teachers),) or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(
+                f"Ensemble weights must be {len(self.teachers)} non-negative numbers with a "
+                f"positive sum, got {self.weights!r}."
+            )
+        self.weights_ = torch.as_tensor(weights / weights.sum(), dtype=torch.float32)
+        return list(self.teachers)
+
+    def _combine(self, logits):
+        stacked = torch.stack(logits)
+        return torch.tensordot(self.weights_.to(stacked.device), stacked, dims=1)
+
+
+def as_teacher(teacher: Any) -> Teacher:
+    """Wrap any accepted kind of teacher in a fresh :class:`Teacher` adapter.
+
+    Parameters
+    ----------
+    teacher : object
+        A trained ``torch.nn.Module``, a skorch net, a scikit-learn
+        classifier, a callable ``X -> logits``, a list or tuple of these (an
+        ensemble), or a :class:`Teacher`, which is copied (shallowly) so that
+        ``setup`` never changes the user's object.
+
+    Returns
+    -------
+    adapter : Teacher
+        Not yet set up: call ``adapter.setup(X, y, classes, device)``.
+
+    Raises
+    ------
+    TypeError
+        If ``teacher`` is none of the accepted kinds.
+    """
+    if isinstance(teacher, Teacher):
+        return copy.copy(teacher)
+    if isinstance(teacher, NeuralNet):
+        return SkorchTeacher(teacher)
+    if isinstance(teacher, torch.nn.Module):
+        return TorchTeacher(teacher)
+    if isinstance(teacher, (list, tuple)):
+        return EnsembleTeacher(list(teacher))
+    if isinstance(teacher, BaseEstimator) and (
+        hasattr(teacher, "predict_proba") or hasattr(teacher, "decision_function")
+    ):
+        return SklearnTeacher(teacher)
+    if callable(teacher) and not isinstance(teacher, type):
+        return CallableTeacher(teacher)
+    raise TypeError(
+        f"teacher must be {TEACHER_KINDS}; got {type(teacher).__name__}: {teacher!r:.80}."
+    )

@@ -1,0 +1,256 @@
+"""R2KD's pruned teacher: a teacher blended with its pruned copy, and a pipeline step.
+
+:class:`PrunedTeacher` (Kim et al., 2024) is a composite teacher whose logits
+are ``blend * z_teacher + (1 - blend) * z_pruned``, the pruned copy made by
+``torch.nn.utils.prune`` without retraining, and a scikit-learn transformer
+whose ``fit_transform`` writes the book. :func:`prune_copy` and
+:func:`prunable_layers` are the pruning tools it (and
+:class:`skd.callbacks.StudentPruning`) uses.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+from skorch import NeuralNet
+from skorch.helper import SliceDict
+from torch import nn
+from torch.nn.utils import prune
+
+from skd._device import resolve_device
+from skd.book import make_book
+from skd.teachers.adapters import TorchTeacher, _skorch_classes
+from skd.teachers.composite import CompositeTeacher
+
+__all__ = ["PRUNE_METHODS", "PrunedTeacher", "prunable_layers", "prune_copy"]
+
+PRUNE_METHODS = ("l1_unstructured", "ln_structured", "global_unstructured")
+
+
+def prunable_layers(module: nn.Module) -> list[nn.Module]:
+    """The ``Conv*d`` and ``Linear`` layers of ``module``, in order."""
+    return [m for m in module.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+
+
+def prune_copy(module: nn.Module, amount: float, method: str = "l1_unstructured") -> nn.Module:
+    """A pruned deep copy of ``module``, masks removed (a plain module).
+
+    As the R2KD code: ``l1_unstructured`` prunes ``amount`` of each Conv/Linear
+    layer's weights by magnitude; ``ln_structured`` removes whole output
+    channels/neurons by L2 norm (zeroed, same shape); ``global_unstructured``
+    prunes ``amount`` of all those weights together.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Left untouched.
+    amount : float
+        Share of weights (or of output channels for ``ln_structured``) pruned.
+    method : {"l1_unstructured", "ln_structured", "global_unstructured"}
+
+    Returns
+    -------
+    pruned : torch.nn.Module
+        In ``eval()`` mode.
+
+    Raises
+    ------
+    ValueError
+        If ``module`` has no Conv or Linear layer, or ``method`` is unknown.
+    """
+    pruned = copy.deepcopy(module)
+    layers = prunable_layers(pruned)
+    if not layers:
+        raise ValueError(
+            f"The teacher {type(module).__name__} has no Conv or Linear layer to prune; "
+            "use amount=0 or a teacher with such layers."
+        )
+    if method == "l1_unstructured":
+        for layer in layers:
+            prune.l1_unstructured(layer, "weight", amount=amount)
+    elif method == "ln_structured":
+        for layer in layers:
+            prune.ln_structured(layer, "weight", amount=amount, n=2, dim=0)
+    elif method == "global_unstructured":
+        prune.global_unstructured(
+            [(layer, "weight") for layer in layers], pruning_method=prune.L1Unstructured, amount=amount
+        )
+    else:
+        raise ValueError(f"method must be one of {PRUNE_METHODS}, got {method!r}.")
+    for layer in layers:
+        prune.remove(layer, "weight")
+    return pruned.eval()
+
+
+class _ModuleBlueprint:
+    """A torch module pickled as a weightless skeleton plus numpy weights.
+
+    ``torch.save`` writes a random serialization id into every tensor's
+    pickle, so two equal modules never hash alike and ``Pipeline(memory=...)``
+    would miss its cache. Numpy arrays hash by content.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.skeleton = copy.deepcopy(module).to("meta")
+        self.state = {key: value.detach().cpu().numpy() for key, value in module.state_dict().items()}
+
+    def build(self) -> nn.Module:
+        module = self.skeleton.to_empty(device="cpu")
+        module.load_state_dict({key: torch.from_numpy(value.copy()) for key, value in self.state.items()})
+        return module
+
+
+class PrunedTeacher(TransformerMixin, CompositeTeacher, BaseEstimator):
+    """A teacher blended with its pruned copy; a transformer that writes the book.
+
+    R2KD (Kim, Ham, Cho & Kim, IEEE TKDE 2024) distils from
+    ``blend * z_teacher + (1 - blend) * z_pruned``, where the pruned copy is
+    the teacher with ``amount`` of its weights pruned by magnitude and **not
+    retrained**. ``amount=0`` or ``blend=1`` is the plain teacher.
+
+    Use it as ``DistillationClassifier(teacher=PrunedTeacher(...))``, or as a
+    pipeline step before the classifier::
+
+        make_pipeline(StandardScaler(), PrunedTeacher(net, amount=0.1),
+                      DistillationClassifier(Student, loss="r2kd"))
+
+    **fit_transform differs from fit().transform()**, as in
+    :class:`sklearn.preprocessing.TargetEncoder`: ``fit_transform(X, y)``
+    returns the book ``{"X": X, "teacher_logits": logits}`` (a
+    :class:`skorch.helper.SliceDict`) that the classifier learns from, while
+    ``transform(X)`` returns ``X`` untouched, so that no teacher runs at
+    predict time. With ``Pipeline(memory=...)`` the book is cached and reused
+    by candidates that differ only in the classifier's parameters.
+
+    Parameters
+    ----------
+    teacher : torch.nn.Module, skorch net, or any teacher when ``amount=0``
+    amount : float, default=0.1
+        Share of weights pruned, in [0, 1). The R2KD code uses 0.1.
+    blend : float, default=0.7
+        Weight of the original teacher's logits, in [0, 1].
+    method : {"l1_unstructured", "ln_structured", "global_unstructured"}
+    device : str, default="auto"
+
+    Attributes
+    ----------
+    pruned_ : torch.nn.Module or None
+        The pruned copy (None when ``amount=0`` or ``blend=1``).
+    classes_ : ndarray
+        Labels of the book's columns (set by ``fit_transform`` or ``setup``).
+    """
+
+    def __init__(self, teacher=None, amount: float = 0.1, blend: float = 0.7,
+                 method: str = "l1_unstructured", device: str = "auto"):
+        self.teacher = teacher
+        self.amount = amount
+        self.blend = blend
+        self.method = method
+        self.device = device
+
+    # ---------------------------------------------------------------- sklearn
+    def _validate(self):
+        if self.teacher is None:
+            raise ValueError("PrunedTeacher needs a teacher: PrunedTeacher(teacher=...).")
+        if not isinstance(self.amount, (int, float)) or not 0.0 <= self.amount < 1.0:
+            raise ValueError(f"amount must be in [0, 1), got {self.amount!r}.")
+        if not isinstance(self.blend, (int, float)) or not 0.0 <= self.blend <= 1.0:
+            raise ValueError(f"blend must be in [0, 1], got {self.blend!r}.")
+        if self.method not in PRUNE_METHODS:
+            raise ValueError(f"method must be one of {PRUNE_METHODS}, got {self.method!r}.")
+
+    def _torch_module(self):
+        if isinstance(self.teacher, NeuralNet):
+            return self.teacher.module_
+        if isinstance(self.teacher, nn.Module):
+            return self.teacher
+        return None
+
+    def fit(self, X=None, y=None) -> PrunedTeacher:
+        """Make the pruned copy (no training; X and y are not used).
+
+        Returns
+        -------
+        self : PrunedTeacher
+        """
+        self._validate()
+        needs_pruning = self.amount > 0 and self.blend < 1
+        module = self._torch_module()
+        if needs_pruning and module is None:
+            raise TypeError(
+                f"PrunedTeacher can prune only torch teachers (a torch.nn.Module or a fitted "
+                f"skorch net), not {type(self.teacher).__name__}; use amount=0 for it."
+            )
+        self.pruned_ = prune_copy(module, self.amount, self.method) if needs_pruning else None
+        return self
+
+    def transform(self, X):
+        """Return X untouched: the teacher never runs at predict time."""
+        check_is_fitted(self, "pruned_")
+        return X
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """Fit, then return the book ``{"X": X, "teacher_logits": logits}``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+        y : array-like of shape (n_samples,)
+            Needed to align the teacher's columns to the sorted labels.
+
+        Returns
+        -------
+        book : skorch.helper.SliceDict
+            X as float32 and the blended teacher logits, one column per label.
+        """
+        if y is None:
+            raise ValueError("PrunedTeacher.fit_transform needs y to align the teacher to its classes.")
+        self.fit(X, y)
+        X_np = X.to_numpy() if hasattr(X, "to_numpy") else np.asarray(X)
+        X_np = np.ascontiguousarray(X_np, dtype=np.float32)
+        classes = np.unique(np.asarray(y))
+        device = resolve_device(self.device)
+        adapter = copy.copy(self).setup(X_np, np.asarray(y), classes, device)
+        logits = adapter.book_logits(X_np)
+        self.classes_ = classes
+        return SliceDict(**make_book(X_np, logits))
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: object.__getstate__ may return __dict__
+        for key in ("teacher", "pruned_"):
+            if isinstance(state.get(key), nn.Module):
+                state[key] = _ModuleBlueprint(state[key])
+        return state
+
+    def __setstate__(self, state):
+        for key, value in state.items():
+            if isinstance(value, _ModuleBlueprint):
+                state[key] = value.build()
+        super().__setstate__(state)
+
+    # ---------------------------------------------------------------- teacher
+    def describe(self):
+        return f"PrunedTeacher(amount={self.amount}, blend={self.blend})"
+
+    def _make_members(self, X, y):
+        if not hasattr(self, "pruned_"):
+            self.fit(X, y)
+        if self.pruned_ is None:
+            return [self.teacher]
+        # the pruned copy's output columns are the original teacher's
+        return [self.teacher, TorchTeacher(self.pruned_, classes=_teacher_classes(self.teacher))]
+
+    def _combine(self, logits):
+        if len(logits) == 1:
+            return logits[0]
+        teacher_logits, pruned_logits = logits
+        return self.blend * teacher_logits + (1.0 - self.blend) * pruned_logits
+
+
+def _teacher_classes(teacher):
+    """Labels of a prunable teacher's output columns (None: the student's order)."""
+    return _skorch_classes(teacher) if isinstance(teacher, NeuralNet) else None
