@@ -57,15 +57,67 @@ STUDENT_DEFAULTS = dict(loss="kd", max_epochs=3, verbose=0, device="cpu",
                         optimizer=torch.optim.Adam, lr=1e-2, batch_size=64, random_state=0)
 
 
+class Fresh:
+    """A default made anew for every student (e.g. ``Fresh(CountingTeacher)``)."""
+
+    def __init__(self, factory, *args, **kwargs):
+        self.factory, self.args, self.kwargs = factory, args, kwargs
+
+    def __call__(self):
+        return self.factory(*self.args, **self.kwargs)
+
+
+class StudentFactory:
+    """Makes small ``DistillationClassifier`` students on the CPU; ``bind`` sets a file's defaults."""
+
+    def __init__(self, **defaults):
+        self.defaults = {**STUDENT_DEFAULTS, "teacher": Fresh(CountingTeacher), "module": MLP, **defaults}
+
+    def bind(self, fresh_teacher=None, **defaults) -> "StudentFactory":
+        """A factory with other defaults; ``fresh_teacher()`` makes each student's teacher."""
+        if fresh_teacher is not None:
+            defaults["teacher"] = Fresh(fresh_teacher)
+        return StudentFactory(**{**self.defaults, **defaults})
+
+    def __call__(self, **kwargs):
+        params = {key: value() if isinstance(value, Fresh) else value
+                  for key, value in {**self.defaults, **kwargs}.items()}
+        return DistillationClassifier(params.pop("module"), **params)
+
+
 @pytest.fixture
 def make_student():
     """Factory of small ``DistillationClassifier(MLP, ...)`` students on the CPU.
 
     The teacher is a fresh linear :class:`CountingTeacher` unless ``teacher=`` is given.
     """
+    return StudentFactory()
 
-    def make(**kwargs):
-        kwargs.setdefault("teacher", CountingTeacher())
-        return DistillationClassifier(kwargs.pop("module", MLP), **{**STUDENT_DEFAULTS, **kwargs})
 
-    return make
+class CountedTeacher(torch.nn.Module):
+    """Counts samples in a class attribute, so that joblib's hash of an instance is stable."""
+
+    samples = 0
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+
+    def forward(self, X):
+        type(self).samples += X.shape[0]
+        return self.net(X)
+
+
+@pytest.fixture(scope="module")
+def teacher(digits):
+    """A :class:`CountedTeacher` trained for 100 full-batch Adam steps on digits, in eval mode."""
+    X, y = digits
+    teacher = CountedTeacher()
+    opt = torch.optim.Adam(teacher.parameters(), 1e-2)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    for _ in range(100):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(teacher(Xt), yt).backward()
+        opt.step()
+    return teacher.eval()

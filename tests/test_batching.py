@@ -6,23 +6,15 @@ import torch
 from skorch.dataset import ValidSplit
 from torch.utils.data import TensorDataset
 
-from skd import MLP, DistillationClassifier
 from skd._batching import DeviceBatches
 
 
-def fixed_teacher():
-    torch.manual_seed(42)
-    return torch.nn.Linear(64, 10)
+@pytest.fixture
+def student(make_student, make_teacher):
+    return make_student.bind(fresh_teacher=lambda: make_teacher(seed=42), batch_size=50)
 
 
-def student(**kwargs):
-    params = dict(teacher=fixed_teacher(), loss="kd", max_epochs=3, verbose=0, device="cpu",
-                  optimizer=torch.optim.Adam, lr=1e-2, batch_size=50, random_state=0)
-    params.update(kwargs)
-    return DistillationClassifier(MLP, **params)
-
-
-def test_fast_path_gives_identical_weights_without_shuffle(digits):
+def test_fast_path_gives_identical_weights_without_shuffle(digits, student):
     X, y = digits
     fast = student(iterator_train__shuffle=False, batching="auto").fit(X, y)
     slow = student(iterator_train__shuffle=False, batching="loader").fit(X, y)
@@ -31,7 +23,7 @@ def test_fast_path_gives_identical_weights_without_shuffle(digits):
     assert np.array_equal(fast.predict_proba(X), slow.predict_proba(X))
 
 
-def test_fast_path_is_used_for_arrays_and_books(digits):
+def test_fast_path_is_used_for_arrays_and_books(digits, student):
     X, y = digits
     clf = student()
     clf.fit(X, y)
@@ -40,7 +32,7 @@ def test_fast_path_is_used_for_arrays_and_books(digits):
     assert not isinstance(clf.get_iterator(clf.get_dataset(X, y), training=True), DeviceBatches)
 
 
-def test_fast_path_matches_loader_accuracy_with_shuffle(digits):
+def test_fast_path_matches_loader_accuracy_with_shuffle(digits, student):
     X, y = digits
     scores = {}
     for batching in ("auto", "loader"):
@@ -51,7 +43,7 @@ def test_fast_path_matches_loader_accuracy_with_shuffle(digits):
     assert min(scores.values()) > 0.9
 
 
-def test_torch_dataset_goes_through_the_loader_with_an_online_teacher(digits):
+def test_torch_dataset_goes_through_the_loader_with_an_online_teacher(digits, student):
     X, y = digits
     teacher = torch.nn.Linear(64, 10)
     dataset = TensorDataset(torch.as_tensor(X), torch.as_tensor(y))
@@ -64,7 +56,7 @@ def test_torch_dataset_goes_through_the_loader_with_an_online_teacher(digits):
     assert clf.predict(X[:5]).shape == (5,)
 
 
-def test_validation_split_records_valid_terms(digits):
+def test_validation_split_records_valid_terms(digits, student):
     X, y = digits
     clf = student(train_split=ValidSplit(5, stratified=True)).fit(X, y)
     assert len(clf.history[:, "valid_kd"]) == 3
@@ -85,7 +77,7 @@ def test_device_batches_cover_every_sample_once():
     assert [len(b[1]) for b in DeviceBatches(X, y, 4, drop_last=True)] == [4, 4]
 
 
-def test_bad_batching_value(digits):
+def test_bad_batching_value(digits, student):
     X, y = digits
     with pytest.raises(ValueError, match="batching must be 'auto' or 'loader'"):
         student(batching="fast").fit(X[:50], y[:50])

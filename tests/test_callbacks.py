@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 
 from skd.callbacks import StudentPruning
-from tests.factories import student, trained_teacher
 
 
-@pytest.fixture(scope="module")
-def teacher(digits):
-    return trained_teacher(digits)
+@pytest.fixture
+def student(make_student):
+    return make_student.bind(teacher=None)
 
 
-def test_unstructured_student_pruning_reaches_the_target(digits, teacher):
+def test_unstructured_student_pruning_reaches_the_target(digits, teacher, student):
     X, y = digits
     clf = student(teacher=teacher, loss="kd", max_epochs=6,
                   callbacks=[StudentPruning(amount=0.5, structured=False)]).fit(X, y)
@@ -26,7 +25,7 @@ def test_unstructured_student_pruning_reaches_the_target(digits, teacher):
     pickle.loads(pickle.dumps(clf))
 
 
-def test_structured_student_pruning_shrinks_the_module(digits, teacher):
+def test_structured_student_pruning_shrinks_the_module(digits, teacher, student):
     pytest.importorskip("torch_pruning")
     X, y = digits
     clf = student(teacher=teacher, loss="kd", max_epochs=6, module__hidden_units=(128,),
@@ -39,7 +38,7 @@ def test_structured_student_pruning_shrinks_the_module(digits, teacher):
     assert np.array_equal(restored.predict(X[:20]), clf.predict(X[:20]))
 
 
-def test_student_pruning_bad_amount(digits, teacher):
+def test_student_pruning_bad_amount(digits, teacher, student):
     X, y = digits
     with pytest.raises(ValueError, match=r"StudentPruning amount must be in \[0, 1\)"):
         student(teacher=teacher, callbacks=[StudentPruning(amount=1.2)]).fit(X[:50], y[:50])

@@ -13,23 +13,15 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skd import MLP, DistillationClassifier
 from skd.classifier import resolve_device
 
 
-def teacher_module():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(64, 10))
+@pytest.fixture
+def student(make_student):
+    return make_student.bind(fresh_teacher=lambda: LogisticRegression(max_iter=300))
 
 
-def student(**kwargs):
-    params = dict(teacher=LogisticRegression(max_iter=300), max_epochs=3, verbose=0, device="cpu",
-                  optimizer=torch.optim.Adam, lr=1e-2, batch_size=64, random_state=0)
-    params.update(kwargs)
-    return DistillationClassifier(MLP, **params)
-
-
-def test_fit_predict_score_and_history_terms(digits):
+def test_fit_predict_score_and_history_terms(digits, student):
     X, y = digits
     clf = student(max_epochs=5).fit(X, y)
     assert clf.score(X, y) > 0.9
@@ -40,7 +32,7 @@ def test_fit_predict_score_and_history_terms(digits):
     assert clf.n_features_in_ == 64
 
 
-def test_terms_show_in_the_printed_log(digits, capsys):
+def test_terms_show_in_the_printed_log(digits, capsys, student):
     X, y = digits
     student(loss="cakd", verbose=1, max_epochs=1).fit(X, y)
     header = capsys.readouterr().out.splitlines()[0]
@@ -48,7 +40,7 @@ def test_terms_show_in_the_printed_log(digits, capsys):
         assert term in header.split()
 
 
-def test_string_labels_round_trip(digits):
+def test_string_labels_round_trip(digits, student):
     X, y = digits
     names = np.array(["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"])[y]
     clf = student().fit(X, names)
@@ -57,7 +49,7 @@ def test_string_labels_round_trip(digits):
     assert clf.score(X, names) > 0.85
 
 
-def test_pandas_input(digits):
+def test_pandas_input(digits, student):
     X, y = digits
     frame = pd.DataFrame(X, columns=[f"px{i}" for i in range(64)])
     clf = student().fit(frame, pd.Series(y))
@@ -65,13 +57,13 @@ def test_pandas_input(digits):
     assert clf.predict(frame.iloc[:10]).shape == (10,)
 
 
-def test_tensor_input(digits):
+def test_tensor_input(digits, student):
     X, y = digits
     clf = student().fit(torch.as_tensor(X, dtype=torch.float64), y)
     assert clf.predict(torch.as_tensor(X[:10])).shape == (10,)
 
 
-def test_float64_and_int_input_is_converted_without_warnings(digits):
+def test_float64_and_int_input_is_converted_without_warnings(digits, student):
     X, y = digits
     import warnings
 
@@ -81,7 +73,7 @@ def test_float64_and_int_input_is_converted_without_warnings(digits):
         student().fit((X * 16).astype(np.int64), y)
 
 
-def test_clone_get_and_set_params_route_loss_parameters():
+def test_clone_get_and_set_params_route_loss_parameters(student):
     clf = student(loss="kd", loss__temperature=2.0)
     assert clf.get_params()["loss__temperature"] == 2.0
     copy = clone(clf)
@@ -90,7 +82,7 @@ def test_clone_get_and_set_params_route_loss_parameters():
     assert copy.loss__temperature == 3.0 and clf.loss__temperature == 2.0
 
 
-def test_set_params_reaches_the_loss_at_fit(digits):
+def test_set_params_reaches_the_loss_at_fit(digits, student):
     X, y = digits
     clf = student(loss="kd").set_params(loss__temperature=3.0)
     clf.fit(X[:200], y[:200])
@@ -101,7 +93,7 @@ def test_set_params_reaches_the_loss_at_fit(digits):
     assert clf.teacher_.n_forward_samples_ == 200
 
 
-def test_grid_search_over_loss_and_temperature(digits):
+def test_grid_search_over_loss_and_temperature(digits, student):
     X, y = digits
     # the grid of the issue: CE accepts (and ignores) a temperature
     search = GridSearchCV(student(), {"loss": ["ce", "kd"], "loss__temperature": [2, 4]}, cv=2, n_jobs=2,
@@ -115,7 +107,7 @@ def test_grid_search_over_loss_and_temperature(digits):
         student(loss="ce", loss__temperature=-1).fit(X[:100], y[:100])
 
 
-def test_pipeline_and_cross_val_score(digits):
+def test_pipeline_and_cross_val_score(digits, student):
     X, y = digits
     pipe = make_pipeline(StandardScaler(), student())
     scores = cross_val_score(pipe, X, y, cv=3)
@@ -123,9 +115,9 @@ def test_pipeline_and_cross_val_score(digits):
 
 
 @pytest.mark.parametrize("dumper", ["pickle", "joblib"])
-def test_pickle_round_trip_of_fitted_estimator(digits, dumper, tmp_path):
+def test_pickle_round_trip_of_fitted_estimator(digits, dumper, tmp_path, student, make_teacher):
     X, y = digits
-    clf = student(teacher=teacher_module()).fit(X, y)
+    clf = student(teacher=make_teacher(seed=0)).fit(X, y)
     if dumper == "pickle":
         restored = pickle.loads(pickle.dumps(clf))
     else:
@@ -137,7 +129,7 @@ def test_pickle_round_trip_of_fitted_estimator(digits, dumper, tmp_path):
     assert unfitted.get_params()["max_epochs"] == 3
 
 
-def test_pickle_with_auto_device_keeps_auto(digits):
+def test_pickle_with_auto_device_keeps_auto(digits, student):
     X, y = digits
     clf = student(device="auto").fit(X[:200], y[:200])
     assert clf.device == "auto"
@@ -152,7 +144,7 @@ def test_auto_device_resolves_to_cpu_here():
     assert resolve_device("auto") == "cpu"
 
 
-def test_cuda_requested_without_cuda_fails_clearly(digits):
+def test_cuda_requested_without_cuda_fails_clearly(digits, student):
     if torch.cuda.is_available():
         pytest.skip("a CUDA machine")
     X, y = digits
@@ -160,7 +152,7 @@ def test_cuda_requested_without_cuda_fails_clearly(digits):
         student(device="cuda").fit(X[:50], y[:50])
 
 
-def test_random_state_makes_fits_repeatable_without_touching_global_rng(digits):
+def test_random_state_makes_fits_repeatable_without_touching_global_rng(digits, student):
     X, y = digits
     torch.manual_seed(123)
     expected_next = torch.rand(1)
@@ -172,21 +164,21 @@ def test_random_state_makes_fits_repeatable_without_touching_global_rng(digits):
 
 
 # --------------------------------------------------------------- bad input
-def test_unknown_loss_name_is_listed(digits):
+def test_unknown_loss_name_is_listed(digits, student):
     X, y = digits
     with pytest.raises(ValueError, match="Unknown loss 'dkdd'. Valid names are: cakd, ce, dist"):
         student(loss="dkdd").fit(X[:50], y[:50])
 
 
 @pytest.mark.parametrize("temperature", [0, -1.0])
-def test_non_positive_temperature(digits, temperature):
+def test_non_positive_temperature(digits, temperature, student):
     X, y = digits
     with pytest.raises(ValueError, match="loss__temperature must be a finite number > 0"):
         student(loss__temperature=temperature).fit(X[:50], y[:50])
 
 
 @pytest.mark.parametrize("value, word", [(np.nan, "NaN"), (np.inf, "infinity")])
-def test_nan_or_inf_in_X(digits, value, word):
+def test_nan_or_inf_in_X(digits, value, word, student):
     X, y = digits
     X = X.copy()
     X[3, 5] = value
@@ -196,7 +188,7 @@ def test_nan_or_inf_in_X(digits, value, word):
         student().fit(torch.as_tensor(X), y)
 
 
-def test_book_with_wrong_shape_or_missing_rows(digits):
+def test_book_with_wrong_shape_or_missing_rows(digits, student):
     X, y = digits
     with pytest.raises(ValueError, match=r"teacher_logits'\] has shape \(1797, 9\), expected \(1797, 10\)"):
         student(teacher=None).fit({"X": X, "teacher_logits": np.zeros((len(X), 9))}, y)
@@ -206,31 +198,31 @@ def test_book_with_wrong_shape_or_missing_rows(digits):
         student(teacher=None).fit({"X": X, "teacher_logits": np.full((len(X), 10), np.nan)}, y)
 
 
-def test_dict_without_X_key(digits):
+def test_dict_without_X_key(digits, student):
     X, y = digits
     with pytest.raises(ValueError, match="dict X only as a book"):
         student().fit({"features": X}, y)
 
 
-def test_y_with_one_class(digits):
+def test_y_with_one_class(digits, student):
     X, _ = digits
     with pytest.raises(ValueError, match="y contains only one class"):
         student().fit(X[:20], np.zeros(20))
 
 
-def test_loss_needing_a_teacher_without_one(digits):
+def test_loss_needing_a_teacher_without_one(digits, student):
     X, y = digits
     with pytest.raises(ValueError, match="loss='kd' needs a teacher"):
         student(teacher=None).fit(X[:50], y[:50])
 
 
-def test_teacher_cache_value(digits):
+def test_teacher_cache_value(digits, student):
     X, y = digits
     with pytest.raises(ValueError, match="teacher_cache must be 'auto', True or False"):
         student(teacher_cache="yes").fit(X[:50], y[:50])
 
 
-def test_sparse_input_is_refused(digits):
+def test_sparse_input_is_refused(digits, student):
     import scipy.sparse
 
     X, y = digits
@@ -238,27 +230,27 @@ def test_sparse_input_is_refused(digits):
         student().fit(scipy.sparse.csr_matrix(X), y)
 
 
-def test_student_with_wrong_output_size(digits):
+def test_student_with_wrong_output_size(digits, student):
     X, y = digits
     with pytest.raises(ValueError, match=r"student module returns outputs of shape \(64, 3\)"):
         student(module__n_classes=3).fit(X, y)
 
 
-def test_predict_before_fit():
+def test_predict_before_fit(student):
     from sklearn.exceptions import NotFittedError
 
     with pytest.raises(NotFittedError):
         student().predict(np.zeros((2, 64), dtype=np.float32))
 
 
-def test_wrong_feature_count_at_predict(digits):
+def test_wrong_feature_count_at_predict(digits, student):
     X, y = digits
     clf = student().fit(X[:200], y[:200])
     with pytest.raises(ValueError, match="X has 10 features, but DistillationClassifier is expecting 64"):
         clf.predict(X[:5, :10])
 
 
-def test_classes_parameter_declares_labels_missing_from_y(digits):
+def test_classes_parameter_declares_labels_missing_from_y(digits, student):
     X, y = digits
     clf = student(teacher=None, loss="ce", classes=list(range(11))).fit(X, y)
     assert list(clf.classes_) == list(range(11))

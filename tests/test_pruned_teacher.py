@@ -13,17 +13,11 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skd.teachers import PrunedTeacher, prune_copy
-from tests.factories import CountedTeacher, trained_teacher
-from tests.factories import student as make_student
 
 
-@pytest.fixture(scope="module")
-def teacher(digits):
-    return trained_teacher(digits)
-
-
-def student(**kwargs):
-    return make_student(**{"loss": "r2kd", **kwargs})
+@pytest.fixture
+def student(make_student):
+    return make_student.bind(teacher=None, loss="r2kd")
 
 
 def test_prune_copy_prunes_each_layer_and_leaves_the_teacher(teacher):
@@ -43,7 +37,7 @@ def test_prune_copy_prunes_each_layer_and_leaves_the_teacher(teacher):
     pickle.loads(pickle.dumps(pruned))
 
 
-def test_blend_of_teacher_and_pruned_logits(digits, teacher):
+def test_blend_of_teacher_and_pruned_logits(digits, teacher, student):
     X, y = digits
     pt = PrunedTeacher(teacher, amount=0.2, blend=0.7)
     clf = student(teacher=pt).fit(X, y)
@@ -65,7 +59,7 @@ def test_fit_transform_writes_the_book_and_transform_passes_through(digits, teac
     assert pt.transform(X) is X
 
 
-def test_pipeline_with_grid_search_over_pruning(digits, teacher):
+def test_pipeline_with_grid_search_over_pruning(digits, teacher, student):
     X, y = digits
     pipe = make_pipeline(StandardScaler(), PrunedTeacher(teacher), student())
     grid = {"prunedteacher__amount": [0.0, 0.1], "prunedteacher__blend": [0.7, 1.0]}
@@ -74,21 +68,21 @@ def test_pipeline_with_grid_search_over_pruning(digits, teacher):
     assert search.predict(X[:10]).shape == (10,)
 
 
-def test_pipeline_memory_reuses_the_book_across_student_candidates(digits, teacher, tmp_path):
+def test_pipeline_memory_reuses_the_book_across_student_candidates(digits, teacher, tmp_path, student):
     X, y = digits
     pipe = Pipeline(
         [("scale", StandardScaler()), ("prune", PrunedTeacher(teacher, amount=0.1)), ("clf", student())],
         memory=joblib.Memory(tmp_path, verbose=0),
     )
-    CountedTeacher.samples = 0
+    type(teacher).samples = 0
     search = GridSearchCV(pipe, {"clf__lr": [1e-2, 3e-3, 1e-3]}, cv=3, n_jobs=1).fit(X, y)
     # once per fold (3 folds) and once for the refit; not once per candidate (9)
     per_pass = 2 * len(X) * 2 // 3  # original + pruned teacher over a training fold
-    assert CountedTeacher.samples <= 3 * per_pass + 2 * len(X) + 10
-    assert CountedTeacher.samples > 0 and search.best_estimator_ is not None
-    CountedTeacher.samples = 0
+    assert type(teacher).samples <= 3 * per_pass + 2 * len(X) + 10
+    assert type(teacher).samples > 0 and search.best_estimator_ is not None
+    type(teacher).samples = 0
     search.predict(X)
-    assert CountedTeacher.samples == 0  # never at predict time
+    assert type(teacher).samples == 0  # never at predict time
 
 
 def test_pruned_teacher_and_student_pickle(digits, teacher, tmp_path):
@@ -114,7 +108,7 @@ def test_pruned_teacher_bad_parameters(teacher, kwargs, error, match):
         PrunedTeacher(teacher, **kwargs).fit()
 
 
-def test_non_torch_teacher_cannot_be_pruned(digits):
+def test_non_torch_teacher_cannot_be_pruned(digits, student):
     X, y = digits
     forest = FrozenEstimator(RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y))
     with pytest.raises(TypeError, match="can prune only torch teachers.*not FrozenEstimator"):

@@ -16,19 +16,7 @@ import torch
 from sklearn.base import clone
 from skorch.callbacks import Callback
 
-from skd import MLP, DistillationClassifier
-
-
-def teacher_module():
-    torch.manual_seed(1)
-    return torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
-
-
-def student(**kwargs):
-    params = dict(teacher=teacher_module(), loss="kd", max_epochs=4, verbose=0, device="cpu",
-                  optimizer=torch.optim.Adam, lr=1e-2, batch_size=64, random_state=0)
-    params.update(kwargs)
-    return DistillationClassifier(MLP, **params)
+from skd import MLP
 
 
 class PoisonableMLP(MLP):
@@ -57,7 +45,12 @@ class PoisonAt(Callback):
             net.module_.poison = True
 
 
-def test_nonfinite_loss_raises_with_epoch_batch_and_term(digits):
+@pytest.fixture
+def student(make_student, make_teacher):
+    return make_student.bind(fresh_teacher=lambda: make_teacher(hidden=256, seed=1), max_epochs=4)
+
+
+def test_nonfinite_loss_raises_with_epoch_batch_and_term(digits, student):
     X, y = digits
     clf = student(callbacks=[PoisonAt(epoch=2, batch=3)])
     clf.module = PoisonableMLP
@@ -76,7 +69,7 @@ def test_nonfinite_loss_raises_with_epoch_batch_and_term(digits):
     assert clf.predict(X[:5]).shape == (5,)  # the last good student still predicts
 
 
-def test_teacher_nonfinite_logits_are_refused(digits):
+def test_teacher_nonfinite_logits_are_refused(digits, student):
     X, y = digits
 
     class NaNTeacher(torch.nn.Module):
@@ -99,7 +92,7 @@ def test_teacher_nonfinite_logits_are_refused(digits):
     assert clf.history is not None
 
 
-def test_skip_mode_skips_student_nan_batches(digits):
+def test_skip_mode_skips_student_nan_batches(digits, student):
     X, y = digits
     clf = student(on_nonfinite="skip", callbacks=[PoisonAt(epoch=1, batch=2), PoisonAt(epoch=2, batch=5)],
                   max_epochs=3)
@@ -110,7 +103,7 @@ def test_skip_mode_skips_student_nan_batches(digits):
     assert clf.score(X, y) > 0.8
 
 
-def test_keyboard_interrupt_leaves_a_usable_estimator(digits):
+def test_keyboard_interrupt_leaves_a_usable_estimator(digits, student):
     X, y = digits
 
     class Interrupt(Callback):
@@ -181,7 +174,7 @@ def test_killed_fit_resumes_to_the_same_weights(tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-5), key
 
 
-def test_export_student_is_lean_and_predicts_the_same(digits):
+def test_export_student_is_lean_and_predicts_the_same(digits, student):
     X, y = digits
     big = torch.nn.Sequential(torch.nn.Linear(64, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 10))
     clf = student(teacher=big, max_epochs=2).fit(X, y)
@@ -196,7 +189,7 @@ def test_export_student_is_lean_and_predicts_the_same(digits):
     clf.fit(X[:200], y[:200])
 
 
-def test_save_and_load_params_with_safetensors_and_weights_only(digits, tmp_path, monkeypatch):
+def test_save_and_load_params_with_safetensors_and_weights_only(digits, tmp_path, monkeypatch, student):
     X, y = digits
     clf = student(max_epochs=2).fit(X, y)
     clf.save_params(f_params=tmp_path / "p.safetensors", use_safetensors=True)
@@ -216,7 +209,7 @@ def test_save_and_load_params_with_safetensors_and_weights_only(digits, tmp_path
     assert calls and all(flag is True for flag in calls)
 
 
-def test_estimator_trained_on_cuda_loads_on_a_cpu_machine(digits):
+def test_estimator_trained_on_cuda_loads_on_a_cpu_machine(digits, student):
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
     X, y = digits
@@ -230,9 +223,9 @@ def test_estimator_trained_on_cuda_loads_on_a_cpu_machine(digits):
 
 
 @pytest.mark.parametrize("backend", ["threading", "loky"])
-def test_concurrent_fits_equal_sequential_and_leave_the_teacher_alone(digits, backend):
+def test_concurrent_fits_equal_sequential_and_leave_the_teacher_alone(digits, backend, student, make_teacher):
     X, y = digits
-    teacher = teacher_module()
+    teacher = make_teacher(hidden=256, seed=1)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
 
     # built up front: the test's helpers reseed torch, which must not happen inside the threads
@@ -250,13 +243,13 @@ def test_concurrent_fits_equal_sequential_and_leave_the_teacher_alone(digits, ba
 
 
 @pytest.mark.parametrize("epochs", [0, -1])
-def test_max_epochs_below_one(digits, epochs):
+def test_max_epochs_below_one(digits, epochs, student):
     X, y = digits
     with pytest.raises(ValueError, match="max_epochs must be an int >= 1"):
         student(max_epochs=epochs).fit(X, y)
 
 
-def test_unseen_labels_at_score_are_just_wrong_predictions(digits):
+def test_unseen_labels_at_score_are_just_wrong_predictions(digits, student):
     X, y = digits
     from sklearn.linear_model import LogisticRegression
 
@@ -266,7 +259,7 @@ def test_unseen_labels_at_score_are_just_wrong_predictions(digits):
     assert 0 < score < 1
 
 
-def test_single_sample_predict_and_fit(digits):
+def test_single_sample_predict_and_fit(digits, student):
     X, y = digits
     clf = student(max_epochs=1).fit(X, y)
     assert clf.predict(X[:1]).shape == (1,)
@@ -274,21 +267,21 @@ def test_single_sample_predict_and_fit(digits):
         student().fit(X[:1], y[:1])
 
 
-def test_teacher_on_another_device_is_moved_to_the_students(digits):
+def test_teacher_on_another_device_is_moved_to_the_students(digits, student, make_teacher):
     X, y = digits
-    teacher = teacher_module().to(torch.float64)  # another dtype: outputs are cast
+    teacher = make_teacher(hidden=256, seed=1).to(torch.float64)  # another dtype: outputs are cast
     clf = student(teacher=lambda X: teacher(X.double())).fit(X, y)
     assert clf.teacher_.predict_logits(torch.as_tensor(X[:3])).dtype == torch.float32
 
 
-def test_book_for_other_data_is_refused(digits):
+def test_book_for_other_data_is_refused(digits, student):
     X, y = digits
     logits = np.zeros((len(X) - 1, 10), dtype=np.float32)
     with pytest.raises(ValueError, match="Was the book written for other data"):
         student(teacher=None).fit({"X": X, "teacher_logits": logits}, y)
 
 
-def test_bad_on_nonfinite(digits):
+def test_bad_on_nonfinite(digits, student):
     X, y = digits
     with pytest.raises(ValueError, match="on_nonfinite must be 'raise' or 'skip'"):
         student(on_nonfinite="ignore").fit(X, y)

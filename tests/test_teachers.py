@@ -10,28 +10,16 @@ from sklearn.linear_model import LogisticRegression
 
 from skd import EnsembleTeacher
 from skd.teachers import CallableTeacher, SklearnTeacher, TorchTeacher, as_teacher
-from tests.factories import student
 
 
-class CountingTeacher(torch.nn.Module):
-    """A linear teacher that counts its forward calls and samples."""
-
-    def __init__(self, n_features=64, n_classes=10):
-        super().__init__()
-        torch.manual_seed(0)
-        self.linear = torch.nn.Linear(n_features, n_classes)
-        self.calls = 0
-        self.samples = 0
-
-    def forward(self, X):
-        self.calls += 1
-        self.samples += X.shape[0]
-        return self.linear(X)
+@pytest.fixture
+def student(make_student):
+    return make_student.bind(teacher=None)
 
 
-def test_book_runs_teacher_once_per_sample(digits):
+def test_book_runs_teacher_once_per_sample(digits, student, make_teacher):
     X, y = digits
-    teacher = CountingTeacher()
+    teacher = make_teacher(seed=0)
     clf = student(teacher=teacher, max_epochs=4).fit(X, y)
     assert teacher.samples == len(X)  # one pass, however many epochs
     assert clf.teacher_.n_forward_samples_ == len(X)
@@ -41,17 +29,17 @@ def test_book_runs_teacher_once_per_sample(digits):
     assert teacher.samples == len(X)  # never at predict time
 
 
-def test_online_teacher_runs_every_epoch(digits):
+def test_online_teacher_runs_every_epoch(digits, student, make_teacher):
     X, y = digits
-    teacher = CountingTeacher()
+    teacher = make_teacher(seed=0)
     student(teacher=teacher, teacher_cache=False, max_epochs=4).fit(X, y)
     assert teacher.samples == len(X) * 4
     assert teacher.calls == 4 * int(np.ceil(len(X) / 64))
 
 
-def test_torch_teacher_is_never_trained(digits):
+def test_torch_teacher_is_never_trained(digits, student, make_teacher):
     X, y = digits
-    teacher = CountingTeacher()
+    teacher = make_teacher(seed=0)
     teacher.train()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     for cache in (True, False):
@@ -64,7 +52,7 @@ def test_torch_teacher_is_never_trained(digits):
         assert optimised.isdisjoint({id(p) for p in teacher.parameters()})
 
 
-def test_precomputed_book_needs_no_teacher(digits):
+def test_precomputed_book_needs_no_teacher(digits, student):
     X, y = digits
     logits = LogisticRegression(max_iter=500).fit(X, y).decision_function(X)
     clf = student().fit({"X": X, "teacher_logits": logits}, y)
@@ -73,9 +61,9 @@ def test_precomputed_book_needs_no_teacher(digits):
     assert clf.predict({"X": X, "teacher_logits": logits}).shape == y.shape
 
 
-def test_book_equals_online_teacher_without_shuffle(digits):
+def test_book_equals_online_teacher_without_shuffle(digits, student, make_teacher):
     X, y = digits
-    teacher = CountingTeacher()
+    teacher = make_teacher(seed=0)
     kwargs = {"teacher": teacher, "iterator_train__shuffle": False, "max_epochs": 2}
     a = student(teacher_cache=True, **kwargs).fit(X, y)
     b = student(teacher_cache=False, **kwargs).fit(X, y)
@@ -83,9 +71,9 @@ def test_book_equals_online_teacher_without_shuffle(digits):
         assert torch.allclose(pa, pb, atol=1e-6)
 
 
-def test_write_book_returns_aligned_logits(digits):
+def test_write_book_returns_aligned_logits(digits, student, make_teacher):
     X, y = digits
-    teacher = CountingTeacher()
+    teacher = make_teacher(seed=0)
     clf = student(teacher=teacher).fit(X, y)
     book = clf.write_book(X[:10])
     assert book["teacher_logits"].shape == (10, 10)
@@ -93,7 +81,7 @@ def test_write_book_returns_aligned_logits(digits):
     assert np.allclose(book["teacher_logits"], expected, atol=1e-6)
 
 
-def test_prefit_sklearn_teacher_through_frozen_estimator(digits):
+def test_prefit_sklearn_teacher_through_frozen_estimator(digits, student):
     X, y = digits
     forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(X, y)
     frozen = FrozenEstimator(forest)
@@ -102,7 +90,7 @@ def test_prefit_sklearn_teacher_through_frozen_estimator(digits):
     assert clf.score(X, y) > 0.8
 
 
-def test_unfitted_sklearn_teacher_is_fitted_on_the_training_data(digits):
+def test_unfitted_sklearn_teacher_is_fitted_on_the_training_data(digits, student):
     X, y = digits
     teacher = LogisticRegression(max_iter=300)
     clf = student(teacher=teacher).fit(X[:600], y[:600])
@@ -111,14 +99,14 @@ def test_unfitted_sklearn_teacher_is_fitted_on_the_training_data(digits):
     assert fitted is not teacher and fitted.n_features_in_ == 64
 
 
-def test_teacher_params_are_routed_to_a_sklearn_teacher(digits):
+def test_teacher_params_are_routed_to_a_sklearn_teacher(digits, student):
     X, y = digits
     clf = student(teacher=LogisticRegression(max_iter=300), teacher__C=0.01)
     clf.fit(X[:400], y[:400])
     assert clf.teacher_.estimator_.C == 0.01
 
 
-def test_fitted_skorch_teacher_uses_logits(digits):
+def test_fitted_skorch_teacher_uses_logits(digits, student):
     X, y = digits
     net = student(loss="ce", max_epochs=2).fit(X, y)
     clf = student(teacher=net).fit(X, y)
@@ -127,9 +115,9 @@ def test_fitted_skorch_teacher_uses_logits(digits):
     assert torch.allclose(logits, expected, atol=1e-6)
 
 
-def test_callable_teacher_and_ensemble_with_weights(digits):
+def test_callable_teacher_and_ensemble_with_weights(digits, student, make_teacher):
     X, y = digits
-    a, b = CountingTeacher(), torch.nn.Linear(64, 10)
+    a, b = make_teacher(seed=0), torch.nn.Linear(64, 10)
     ens = EnsembleTeacher([a, lambda X: b(X)], weights=[3, 1])
     clf = student(teacher=ens).fit(X, y)
     xb = torch.as_tensor(X[:7])
@@ -139,7 +127,7 @@ def test_callable_teacher_and_ensemble_with_weights(digits):
     assert torch.allclose(plain.teacher_.predict_logits(xb), (a(xb) + b(xb)) / 2, atol=1e-6)
 
 
-def test_teacher_columns_are_aligned_to_classes_(digits):
+def test_teacher_columns_are_aligned_to_classes_(digits, student):
     X, y = digits
     labels = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
     y_str = labels[y]
@@ -159,7 +147,7 @@ def test_teacher_columns_are_aligned_to_classes_(digits):
     assert torch.allclose(clf2.teacher_.predict_logits(xb), raw[:, np.argsort(perm)], atol=1e-6)
 
 
-def test_probability_teacher_is_converted_with_a_warning(digits):
+def test_probability_teacher_is_converted_with_a_warning(digits, student):
     X, y = digits
     linear = torch.nn.Linear(64, 10)
     with pytest.warns(UserWarning, match="returned probabilities.*not logits"):
@@ -176,25 +164,25 @@ def test_as_teacher_dispatches_each_kind():
 
 
 @pytest.mark.parametrize("bad", ["resnet18", 3, object()])
-def test_unknown_teacher_kind_is_refused(digits, bad):
+def test_unknown_teacher_kind_is_refused(digits, bad, student):
     X, y = digits
     with pytest.raises(TypeError, match="teacher must be a trained torch.nn.Module"):
         student(teacher=bad).fit(X[:50], y[:50])
 
 
-def test_teacher_with_wrong_number_of_classes(digits):
+def test_teacher_with_wrong_number_of_classes(digits, student):
     X, y = digits
     with pytest.raises(ValueError, match="returns 5 outputs per sample, but y has 10 classes"):
         student(teacher=torch.nn.Linear(64, 5)).fit(X, y)
 
 
-def test_teacher_returning_wrong_batch_size(digits):
+def test_teacher_returning_wrong_batch_size(digits, student):
     X, y = digits
     with pytest.raises(ValueError, match=r"returned an output of shape \(1, 10\)"):
         student(teacher=lambda X: torch.zeros(1, 10)).fit(X, y)
 
 
-def test_teacher_missing_a_class(digits):
+def test_teacher_missing_a_class(digits, student):
     X, y = digits
     forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(X[y < 9], y[y < 9])
     with pytest.raises(ValueError, match=r"does not know the classes \[9\]"):
