@@ -99,9 +99,9 @@ def main(argv=None):
         rows.append((batch, n_classes, seconds))
     where = f"{device.type}, {torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
     lines = [
-        f"Command: `python benchmarks/losses.py --device {args.device}` (median of up to {args.repeats} "
+        (f"Command: `python benchmarks/losses.py --device {args.device}` (median of up to {args.repeats} "
         f"interleaved forward+backward rounds, {where}, torch {torch.__version__}). Ratios are to plain "
-        "`T² · KL` timed in the same rounds; each loss's time covers its distillation terms (CE is left out).",
+        "`T² · KL` timed in the same rounds; each loss's time covers its distillation terms (CE is left out)."),
         "",
         "| B | C | plain KL (µs) | " + " | ".join(LOSSES) + " |",
         "|" + "---|" * (3 + len(LOSSES)),

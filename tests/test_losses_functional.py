@@ -337,10 +337,10 @@ def test_split_kl_and_pearson_pass_gradcheck():
     teacher = torch.randn(4, 6, dtype=torch.float64)
     mask = Fn.strong_class_mask(teacher, torch.tensor([0, 1, 2, 3]), strong_k=2)
     for index in range(3):
-        assert torch.autograd.gradcheck(lambda z: Fn.split_kl(z, teacher, mask, 2.0)[index], (student,))
+        assert torch.autograd.gradcheck(lambda z, index=index: Fn.split_kl(z, teacher, mask, 2.0)[index], (student,))
     b = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     for dim in (0, 1):
-        assert torch.autograd.gradcheck(lambda x, y: Fn.pearson_distance(x, y, dim=dim), (student, b))
+        assert torch.autograd.gradcheck(lambda x, y, dim=dim: Fn.pearson_distance(x, y, dim=dim), (student, b))
 
 
 def test_split_kl_gradient_equals_full_kl_gradient():

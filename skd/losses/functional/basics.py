@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["check_temperature", "check_choice", "soften", "kd_divergence", "target_mask"]
+__all__ = ["check_choice", "check_temperature", "kd_divergence", "soften", "target_mask"]
 
 
 def check_temperature(temperature: float, name: str = "temperature") -> float:
@@ -17,7 +19,7 @@ def check_temperature(temperature: float, name: str = "temperature") -> float:
             f"{name} must be a positive number, got {temperature!r} "
             f"({type(temperature).__name__})."
         ) from None
-    if not value > 0 or value != value or value == float("inf"):
+    if not (value > 0 and math.isfinite(value)):
         raise ValueError(
             f"{name} must be a finite number > 0, got {temperature!r}. "
             f"Typical values are 1 to 8 (4 is the common default)."

@@ -9,12 +9,12 @@ from skd.losses.functional.basics import check_choice
 __all__ = [
     "CONVENTIONS",
     "RELEASED_EPS",
-    "correlation_distance",
-    "pearson_distance",
     "abs_cosine_distance",
-    "relation_distances",
+    "correlation_distance",
     "dist_terms",
+    "pearson_distance",
     "r2kd_value_terms",
+    "relation_distances",
 ]
 
 #: ``"paper"``: the exact formula; ``"released"``: the authors' code.

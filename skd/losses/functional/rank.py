@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from skd.losses.functional.correlation import pearson_distance
 
-__all__ = ["soft_rank", "hard_rank", "spearman_distance"]
+__all__ = ["hard_rank", "soft_rank", "spearman_distance"]
 
 
 def _accumulation_dtype(x: torch.Tensor) -> torch.dtype:

@@ -8,7 +8,7 @@ import torch
 
 from skd.losses.functional.basics import target_mask
 
-__all__ = ["SplitKL", "split_kl", "DKDTerms", "dkd_terms", "strong_class_mask", "CAKDTerms", "cakd_terms"]
+__all__ = ["CAKDTerms", "DKDTerms", "SplitKL", "cakd_terms", "dkd_terms", "split_kl", "strong_class_mask"]
 
 
 class SplitKL(NamedTuple):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from skd.losses.functional.basics import soften
 
-__all__ = ["tfkd_reg_distribution", "tempered_log_distribution", "tfkd_reg_kl", "tfkd_reg_released"]
+__all__ = ["tempered_log_distribution", "tfkd_reg_distribution", "tfkd_reg_kl", "tfkd_reg_released"]
 
 
 def tfkd_reg_distribution(
