@@ -1,6 +1,8 @@
 """Forward + backward time of every loss's distillation terms against plain KL.
 
-    python benchmarks/losses.py [--device cpu|cuda|auto] [--repeats 20] [--budget 4] [--write]
+    PYTHONPATH=. python benchmarks/losses.py [--device cpu|cuda|auto] [--repeats 20] [--budget 4] [--write]
+
+(``PYTHONPATH=.`` times this checkout's ``skd``, not an installed one.)
 
 At (B, C) in {(256, 100), (256, 1000), (1024, 1000)}, each loss callback's
 distillation terms (every term but CE, which all share) and plain
