@@ -1,10 +1,12 @@
 """The loss callbacks: values, invariances, routing, schedules and custom losses."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.base import clone
@@ -23,6 +25,7 @@ from skd.losses import (
     TemperatureSchedule,
     TfKD,
     available_losses,
+    get_loss_class,
     make_loss,
 )
 
@@ -60,7 +63,7 @@ def test_terms_match_declared_names_and_are_finite(loss):
     student, teacher = torch.randn(16, 10), torch.randn(16, 10)
     y = torch.randint(0, 10, (16,))
     terms = loss(student, teacher, y)
-    assert tuple(terms) == loss.term_names()
+    assert tuple(terms) == type(loss).terms == loss.terms
     assert all(torch.isfinite(v) and v.ndim == 0 for v in terms.values())
 
 
@@ -119,7 +122,7 @@ def test_kd_three_class_by_hand():
 
 
 def test_dkd_three_class_by_hand():
-    student, teacher, y, p, q = _three_class()
+    student, teacher, y, _p, _q = _three_class()
     terms = DKD(alpha=2.0, beta=3.0, temperature=1.0, warmup=0).initialize()(student, teacher, y)
     tckd = 0.7 * np.log(0.7 / 0.5) + 0.3 * np.log(0.3 / 0.5)
     nckd = (2 / 3) * np.log((2 / 3) / 0.6) + (1 / 3) * np.log((1 / 3) / 0.4)
@@ -128,7 +131,7 @@ def test_dkd_three_class_by_hand():
 
 
 def test_cakd_three_class_by_hand_label_free():
-    student, teacher, y, p, q = _three_class()
+    student, teacher, y, _p, _q = _three_class()
     # label-free, k=0: S = the teacher's top-1 class = {0}
     loss = CAKD(strong_k=0, use_labels=False, temperature=1.0, warmup=0, w_bcd=1, w_scd=1, w_wcd=1)
     terms = loss.initialize()(student, teacher, y)
@@ -147,7 +150,7 @@ def test_dist_three_class_by_hand():
 
 
 def test_r2kd_three_class_by_hand():
-    student, teacher, y, p, q = _three_class()
+    student, teacher, _y, p, q = _three_class()
     two = (torch.cat([student, student.flip(1)]), torch.cat([teacher, teacher.flip(1)]), torch.tensor([0, 2]))
     terms = R2KD(temperature=1.0, value="cosine", rank_sharpness=1e4).initialize()(*two)
     P = np.vstack([p, p[:, ::-1]])
@@ -163,7 +166,7 @@ def test_r2kd_three_class_by_hand():
 
 
 def test_tfkd_reg_three_class_by_hand():
-    student, teacher, y, p, q = _three_class()
+    student, _teacher, y, _p, q = _three_class()
     terms = TfKD(a=0.9, temperature=1.0, ce_weight=0.0, kd_weight=1.0).initialize()(student, None, y)
     hand = np.array([0.9, 0.05, 0.05])
     assert math.isclose(terms["kd"].item(), np.sum(hand * np.log(hand / q[0])), rel_tol=1e-9)
@@ -193,6 +196,10 @@ def test_cakd_strong_k_too_large_is_named():
         (R2KD(value="spearman"), "loss__value"),
         (TfKD(mode="both"), "loss__mode"),
         (TfKD(a=1.5), "loss__a"),
+        (TfKD(convention="code"), "loss__convention must be 'paper' or 'released', got 'code'"),
+        (DIST(convention=None), "loss__convention must be 'paper' or 'released'"),
+        (R2KD(convention="Paper"), "loss__convention"),
+        (R2KD(rank_sharpness=0), "loss__rank_sharpness must be > 0"),
     ],
 )
 def test_bad_loss_parameters_fail_at_initialize(loss, match):
@@ -301,3 +308,220 @@ def test_every_loss_tunes_in_grid_search(digits, name):
     (param, values), = GRIDS[name].items()
     assert search.best_params_[param] in values
     assert getattr(search.best_estimator_.loss_, param.split("__")[1]) == search.best_params_[param]
+
+
+def test_terms_and_self_teaching_interface():
+    assert not hasattr(DistillationLoss, "term_names") and not hasattr(DistillationLoss, "make_teacher")
+    assert not hasattr(KD, "registry_name")
+    assert TfKD.terms == ("ce", "kd") and DKD.terms == ("ce", "tckd", "nckd")
+    assert [loss.self_teaching for loss in ALL_LOSSES] == [False] * len(ALL_LOSSES)
+    assert TfKD(mode="self").self_teaching and TfKD(mode="self").requires_teacher
+    assert not TfKD(mode="reg").self_teaching and not TfKD(mode="reg").requires_teacher
+
+
+def test_losses_do_not_import_teachers():
+    import ast
+    from pathlib import Path
+
+    import skd.losses
+
+    for path in Path(skd.losses.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(name.startswith("skd.teachers") for name in names), path
+
+
+# -- schedules: the loss reads them; they write nothing of the loss's ----------
+
+def _net(epoch, *callbacks, max_epochs=5):
+    """A stand-in for a net in its ``epoch``-th epoch (1-based), as the loss and schedules see it."""
+    return SimpleNamespace(history=_History(epoch), callbacks_=list(callbacks), max_epochs=max_epochs)
+
+
+class _History(list):
+    def __init__(self, epochs):
+        super().__init__({} for _ in range(epochs))
+
+    def record(self, key, value):
+        self[-1][key] = value
+
+
+@pytest.mark.parametrize("order", ["schedules_first", "loss_first"])
+def test_loss_reads_schedules_in_its_own_epoch_begin(order):
+    soft = SoftLossSchedule(start=1.0, end=0.0).initialize()
+    temp = TemperatureSchedule(start=8.0, end=4.0).initialize()
+    loss = KD(temperature=3.0).initialize()
+    callbacks = [("gslr", soft), ("temp", temp), ("loss", loss)]
+    if order == "loss_first":
+        callbacks = callbacks[::-1]
+    seen = []
+    for epoch in range(1, 6):
+        net = _net(epoch, *callbacks)
+        for _, callback in net.callbacks_:
+            callback.on_epoch_begin(net)
+        seen += [loss.soft_scale_, loss.ce_scale_, loss.temperature_]
+        assert net.history[-1] == {"soft_scale": loss.soft_scale_, "temperature": loss.temperature_}
+    assert seen == pytest.approx([1.0, 1.0, 8.0, 0.75, 1.25, 7.0, 0.5, 1.5, 6.0, 0.25, 1.75, 5.0, 0.0, 2.0, 4.0])
+    # the schedules wrote nothing on the loss: without them the loss falls back to its own values
+    net = _net(2, ("loss", loss))
+    loss.on_epoch_begin(net)
+    assert (loss.soft_scale_, loss.ce_scale_, loss.temperature_) == (1.0, 1.0, 3.0)
+
+
+def test_schedule_writes_only_history():
+    soft = SoftLossSchedule().initialize()
+    net = _net(1, ("gslr", soft))
+    net.loss_ = SimpleNamespace()
+    soft.on_epoch_begin(net)
+    assert vars(net.loss_) == {} and net.history[-1] == {"soft_scale": 1.0}
+
+
+def test_two_schedules_of_one_kind_are_an_error():
+    loss = KD().initialize()
+    net = _net(1, ("a", TemperatureSchedule().initialize()), ("b", TemperatureSchedule().initialize()),
+               ("loss", loss))
+    with pytest.raises(ValueError, match="Found 2 TemperatureSchedule callbacks \\('a', 'b'\\).*Remove all but one"):
+        loss.on_epoch_begin(net)
+
+
+def test_warmup_and_temperature_fall_back_without_schedules():
+    loss = DKD(warmup=4, temperature=2.0).initialize()
+    for epoch, expected in [(1, 0.25), (2, 0.5), (4, 1.0), (9, 1.0)]:
+        loss.on_epoch_begin(_net(epoch, ("loss", loss)))
+        assert loss.warmup_scale_ == expected and loss.temperature_ == 2.0
+
+
+# -- conventions against independent transcriptions of the reference code ------
+
+def _ref_cosine(a, b, absolute=False):
+    num = (a * b).sum(1)
+    return (num.abs() if absolute else num) / (a.norm(dim=1) * b.norm(dim=1) + 1e-8)
+
+
+def _ref_pearson(a, b):
+    return _ref_cosine(a - a.mean(1).unsqueeze(1), b - b.mean(1).unsqueeze(1))
+
+
+def _ref_exact_pearson(a, b):
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    den = ((a * a).sum(1) * (b * b).sum(1)).sqrt()
+    return torch.where(den > 1e-12, (a * b).sum(1) / den.clamp_min(1e-12), 0.0)
+
+
+def _ref_dist(zs, zt, tau, released):
+    """hunto/image_classification_sota dist_kd.py (released) or the paper's exact rho (beta = gamma = 1)."""
+    ys, yt = (zs / tau).softmax(1), (zt / tau).softmax(1)
+    rho = _ref_pearson if released else _ref_exact_pearson
+    intra = 1 - rho(ys.T, yt.T).mean() if released or len(zs) > 1 else 0.0
+    return tau**2 * ((1 - rho(ys, yt).mean()) + intra)
+
+
+def _ref_r2kd_value(zs, zt, tau):
+    """Seonghak35/R2KD value_loss with value_weight 1: eisen_cosine_distance on rows and columns."""
+    ys, yt = (zs / tau).softmax(1), (zt / tau).softmax(1)
+    return tau**2 * ((1 - _ref_cosine(ys, yt, True).mean()) + (1 - _ref_cosine(ys.T, yt.T, True).mean()))
+
+
+def _ref_tfkd_reg(zs, labels, tau, released, a=0.99):
+    """yuanli2333 loss_kd_regularization's soft term (multiplier 1), or the paper's softened KL."""
+    k = zs.shape[1]
+    teacher = torch.ones_like(zs) * (1 - a) / (k - 1)
+    for i in range(zs.shape[0]):
+        teacher[i, labels[i]] = a
+    if released:
+        return torch.nn.KLDivLoss(reduction="sum")(F.log_softmax(zs, 1), F.softmax(teacher / tau, 1)) / zs.numel()
+    q = F.softmax(teacher.log() / tau, 1)
+    return tau**2 * (q * (q.log() - F.log_softmax(zs / tau, 1))).sum(1).mean()
+
+
+def _logit_cases():
+    gen = torch.Generator().manual_seed(7)
+    cases = []
+    for batch, n_classes, scale in [(16, 10, 3.0), (3, 7, 1.0), (1, 5, 2.0), (2, 4, 0.01)]:
+        cases.append((torch.randn(batch, n_classes, generator=gen, dtype=torch.float64) * scale,
+                      torch.randn(batch, n_classes, generator=gen, dtype=torch.float64) * scale))
+    extreme_s = torch.tensor([[1e4, -1e4, 0.0, 5.0], [-1e4, 1e4, 1e4, 0.0], [0.0, 1.0, -1e4, 2.0]], dtype=torch.float64)
+    cases.append((extreme_s, extreme_s.flip(1)))
+    return cases
+
+
+CONVENTION_CASES = [
+    ("dist", lambda c: DIST(temperature=c["tau"], convention=c["conv"]), ("inter", "intra"),
+     lambda zs, zt, y, c: _ref_dist(zs, zt, c["tau"], c["conv"] == "released")),
+    ("r2kd", lambda c: R2KD(temperature=c["tau"], value="cosine", value_weight=1.0, convention="released"),
+     ("value",), lambda zs, zt, y, c: _ref_r2kd_value(zs, zt, c["tau"])),
+    ("r2kd-pearson", lambda c: R2KD(temperature=c["tau"], value_weight=1.0, convention=c["conv"]), ("value",),
+     lambda zs, zt, y, c: _ref_dist(zs, zt, c["tau"], c["conv"] == "released")),
+    ("tfkd", lambda c: TfKD(temperature=c["tau"], kd_weight=1.0, convention=c["conv"]), ("kd",),
+     lambda zs, zt, y, c: _ref_tfkd_reg(zs, y, c["tau"], c["conv"] == "released")),
+    ("tfkd-self", lambda c: TfKD(mode="self", temperature=c["tau"], kd_weight=1.0, convention="released"), ("kd",),
+     lambda zs, zt, y, c: torch.nn.KLDivLoss(reduction="sum")(F.log_softmax(zs / c["tau"], 1),
+                                                              F.softmax(zt / c["tau"], 1)) / zs.numel() * c["tau"] ** 2),
+]
+
+
+@pytest.mark.parametrize("name, make, keys, reference", CONVENTION_CASES, ids=[c[0] for c in CONVENTION_CASES])
+@pytest.mark.parametrize("convention", ["paper", "released"])
+@pytest.mark.parametrize("tau", [4.0, 1.0, 0.01])
+def test_conventions_match_reference_values_and_gradients(name, make, keys, reference, convention, tau):
+    config = {"tau": tau, "conv": convention}
+    loss = make(config).initialize()
+    for student, teacher in _logit_cases():
+        y = torch.arange(len(student)) % student.shape[1]
+        z1, z2 = student.clone().requires_grad_(True), student.clone().requires_grad_(True)
+        terms = loss(z1, teacher, y)
+        got = sum(terms[key] for key in keys)
+        expected = reference(z2, teacher, y, config)
+        assert torch.allclose(got, torch.as_tensor(expected, dtype=got.dtype), rtol=1e-9, atol=1e-9), (name, len(student))
+        got.backward()
+        if torch.is_tensor(expected) and expected.requires_grad:
+            expected.backward()
+            assert torch.allclose(z1.grad, z2.grad, rtol=1e-7, atol=1e-9), (name, len(student))
+        else:
+            assert torch.count_nonzero(z1.grad) == 0
+
+
+def test_dist_conventions_differ_where_the_audit_found():
+    # batch 1: the paper has no intra-class relation, the released code gives gamma * T**2
+    student, teacher, y = torch.randn(1, 10), torch.randn(1, 10), torch.tensor([0])
+    paper = DIST(temperature=2.0).initialize()(student, teacher, y)
+    released = DIST(temperature=2.0, convention="released").initialize()(student, teacher, y)
+    assert paper["intra"].item() == 0.0 and math.isclose(released["intra"].item(), 4.0, rel_tol=1e-6)
+
+
+# -- capture safety: no host reads in any registered loss ----------------------
+
+META_VARIANTS = [{}, {"convention": "released"}, {"mode": "self"}, {"strong_rule": "mass"}, {"use_labels": False},
+                 {"value": "cosine"}]
+
+
+@pytest.mark.parametrize("name", available_losses())
+def test_every_loss_forward_backward_has_no_host_sync(name):
+    """On meta tensors any host read of data raises (see test_meta_tensors_catch_host_syncs)."""
+    cls = get_loss_class(name)
+    for variant in META_VARIANTS:
+        params = {k: v for k, v in variant.items() if k in cls().get_params()}
+        if variant and not params:
+            continue
+        loss = cls(**params).initialize()
+        student = torch.empty(8, 10, device="meta", requires_grad=True)
+        teacher = torch.empty(8, 10, device="meta")
+        y = torch.empty(8, dtype=torch.long, device="meta")
+        total = sum(loss(student, teacher, y).values())
+        total.backward()
+        assert student.grad.device.type == "meta"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", available_losses())
+def test_every_loss_runs_under_cuda_sync_debug_error(name):
+    loss = get_loss_class(name)().initialize()
+    student = torch.randn(8, 10, device="cuda", requires_grad=True)
+    teacher, y = torch.randn(8, 10, device="cuda"), torch.randint(0, 10, (8,), device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sum(loss(student, teacher, y).values()).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -163,14 +163,31 @@ def test_soft_rank_gradient_matches_autograd():
     assert torch.autograd.gradcheck(lambda v: Fn.soft_rank(v, 2.0), (x,))
 
 
-def test_soft_rank_chunks_agree(monkeypatch):
-    x = torch.randn(9, 50, dtype=torch.float64, requires_grad=True)
-    full = Fn.soft_rank(x, 3.0)
-    (g_full,) = torch.autograd.grad(full.square().sum(), x)
-    monkeypatch.setattr(Fn, "PAIRWISE_CHUNK_ELEMENTS", 50 * 50 * 2)  # 2 rows a chunk
-    chunked = Fn.soft_rank(x, 3.0)
-    (g_chunked,) = torch.autograd.grad(chunked.square().sum(), x)
-    assert torch.allclose(full, chunked) and torch.allclose(g_full, g_chunked)
+def _reference_soft_rank(x, sharpness):
+    """The O(C^2) pairwise definition, plain autograd: 1/2 + sum_j clamp(1/2 + s (x_i - x_j) / 4, 0, 1)."""
+    ramp = (0.5 + sharpness * (x.unsqueeze(-1) - x.unsqueeze(-2)) / 4).clamp(0.0, 1.0)
+    return 0.5 + ramp.sum(-1)
+
+
+@given(untied_rows(max_len=40), st.sampled_from([0.3, 1.0, 5.0, 40.0]))
+def test_soft_rank_matches_pairwise_definition(rows, sharpness):
+    x1 = rows.clone().requires_grad_(True)
+    x2 = rows.clone().requires_grad_(True)
+    got, expected = Fn.soft_rank(x1, sharpness), _reference_soft_rank(x2, sharpness)
+    assert torch.allclose(got, expected, atol=1e-9)
+    weights = torch.linspace(-1, 2, rows.shape[1], dtype=rows.dtype)
+    (got * weights).sum().backward()
+    (expected * weights).sum().backward()
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-9)
+
+
+def test_soft_rank_float32_extreme_stays_in_bounds():
+    x = torch.tensor([[1e4, 1e4 + 1e-3, -1e4, 0.0, 5e3]], dtype=torch.float32, requires_grad=True)
+    ranks = Fn.soft_rank(x, 1e4)
+    assert torch.allclose(ranks, Fn.hard_rank(x.detach()), atol=0.51)
+    assert (ranks >= 1).all() and (ranks <= x.shape[1]).all()
+    ranks.sum().backward()
+    assert torch.isfinite(x.grad).all()
 
 
 def test_kd_gradient_scale_is_bounded_across_temperatures():
@@ -320,10 +337,10 @@ def test_split_kl_and_pearson_pass_gradcheck():
     teacher = torch.randn(4, 6, dtype=torch.float64)
     mask = Fn.strong_class_mask(teacher, torch.tensor([0, 1, 2, 3]), strong_k=2)
     for index in range(3):
-        assert torch.autograd.gradcheck(lambda z: Fn.split_kl(z, teacher, mask, 2.0)[index], (student,))
+        assert torch.autograd.gradcheck(lambda z, index=index: Fn.split_kl(z, teacher, mask, 2.0)[index], (student,))
     b = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     for dim in (0, 1):
-        assert torch.autograd.gradcheck(lambda x, y: Fn.pearson_distance(x, y, dim=dim), (student, b))
+        assert torch.autograd.gradcheck(lambda x, y, dim=dim: Fn.pearson_distance(x, y, dim=dim), (student, b))
 
 
 def test_split_kl_gradient_equals_full_kl_gradient():
@@ -338,3 +355,83 @@ def test_split_kl_gradient_equals_full_kl_gradient():
     z2 = student.clone().requires_grad_(True)
     Fn.kd_divergence(z2, teacher, 2.0).sum().backward()
     assert torch.allclose(z1.grad, z2.grad, atol=1e-10)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 1e-3])
+def test_split_kl_in_group_log_probs_exact_at_extreme_logits(temperature):
+    # the non-target group {1, 2} underflows in the full softmax; in-group it is [1/2, 1/2] vs [1, 0]
+    student = torch.tensor([[1e4, -1e4, -1e4]], requires_grad=True)
+    teacher = torch.tensor([[0.0, 1e4, -1e4]])
+    terms = Fn.dkd_terms(student, teacher, torch.tensor([0]), temperature)
+    assert terms.nckd.dtype == torch.float32
+    assert math.isclose(terms.nckd.item(), math.log(2.0), rel_tol=1e-6)
+    terms.nckd.sum().backward()
+    grad = student.grad * temperature  # gradient with respect to z / T
+    assert torch.allclose(grad, torch.tensor([[0.0, -0.5, 0.5]]), atol=1e-6)
+    assert abs(grad.sum().item()) < 1e-6
+
+
+def test_split_kl_empty_group_float32_extremes_finite():
+    student = torch.tensor([[1e4, -1e4, 3.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    teacher = torch.tensor([[-1e4, 1e4, 0.0], [1.0, 2.0, 3.0]])
+    everything = torch.ones(2, 3, dtype=torch.bool)
+    terms = Fn.split_kl(student, teacher, everything, 0.01)
+    assert torch.equal(terms.binary, torch.zeros(2)) and torch.equal(terms.kl_out, torch.zeros(2))
+    assert torch.allclose(terms.kl_in, Fn.kd_divergence(student, teacher, 0.01))
+    (terms.binary + terms.kl_in + terms.kl_out).sum().backward()
+    assert torch.isfinite(student.grad).all()
+
+
+@given(logits_pairs(max_classes=30), temperatures)
+def test_dist_and_r2kd_pearson_share_one_relation_distance(pair, temperature):
+    student, teacher, _ = pair
+    for convention in Fn.CONVENTIONS:
+        dist = Fn.dist_terms(student, teacher, temperature, convention)
+        r2kd = Fn.r2kd_value_terms(student, teacher, temperature, "pearson", convention)
+        assert torch.equal(dist[0], r2kd[0]) and torch.equal(dist[1], r2kd[1])
+
+
+def test_relation_distances_reject_bad_names():
+    z = torch.randn(4, 5)
+    with pytest.raises(ValueError, match="convention must be 'paper' or 'released', got 'code'"):
+        Fn.relation_distances(z, z, 1.0, "pearson", "code")
+    with pytest.raises(ValueError, match="distance must be 'pearson' or 'cosine'"):
+        Fn.relation_distances(z, z, 1.0, "spearman")
+
+
+def _syncing_loss(student, teacher):
+    """A deliberately bad loss: a Python branch on a tensor's value reads it back to the host."""
+    if (student > teacher).any():
+        return (student - teacher).square().mean()
+    return student.sum() * 0
+
+
+def test_meta_tensors_catch_host_syncs():
+    student = torch.empty(4, 5, device="meta", requires_grad=True)
+    teacher = torch.empty(4, 5, device="meta")
+    with pytest.raises(RuntimeError, match="meta"):
+        _syncing_loss(student, teacher)
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        student[student > 0].sum()  # a data-dependent shape
+    with pytest.raises(RuntimeError, match="meta"):
+        student.sum().item()
+
+
+@pytest.mark.parametrize("rule", ["topk", "mass"])
+def test_functional_has_no_host_sync(rule):
+    """Every function forward and backward on meta tensors: none reads data back."""
+    meta = {"device": "meta"}
+    student = torch.empty(6, 12, **meta, requires_grad=True)
+    teacher = torch.empty(6, 12, **meta)
+    target = torch.empty(6, dtype=torch.long, **meta)
+    mask = Fn.strong_class_mask(teacher, target, strong_k=3, rule=rule)
+    c = Fn.cakd_terms(student, teacher, mask, 2.0)
+    d = Fn.dkd_terms(student, teacher, target, 2.0)
+    total = c.bcd.sum() + c.scd.sum() + c.wcd.sum() + d.tckd.sum() + d.nckd.sum()
+    for convention in Fn.CONVENTIONS:
+        total = total + sum(Fn.dist_terms(student, teacher, 2.0, convention))
+        total = total + sum(Fn.r2kd_value_terms(student, teacher, 2.0, "cosine", convention))
+    total = total + Fn.spearman_distance(student, teacher, sharpness=5.0).sum()
+    total = total + Fn.tfkd_reg_kl(student, target, 0.9, 2.0).sum() + Fn.tfkd_reg_released(student, target, 0.9, 2.0)
+    total.backward()
+    assert student.grad.device.type == "meta" and student.grad.shape == student.shape

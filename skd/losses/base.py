@@ -6,11 +6,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from sklearn.base import clone
 from skorch.callbacks import Callback
 
-from skd.losses.functional import check_temperature
+from skd.losses.functional import CONVENTIONS, check_choice, check_temperature
+from skd.losses.schedules import SoftLossSchedule, TemperatureSchedule, find_schedule
 
-__all__ = ["DistillationLoss", "register_loss", "get_loss_class", "available_losses", "make_loss"]
+__all__ = ["DistillationLoss", "available_losses", "get_loss_class", "make_loss", "register_loss"]
 
 _REGISTRY: dict[str, type[DistillationLoss]] = {}
 
@@ -20,7 +22,6 @@ def register_loss(name: str):
 
     def decorator(cls):
         _REGISTRY[name] = cls
-        cls.registry_name = name
         return cls
 
     return decorator
@@ -48,8 +49,6 @@ def make_loss(spec: str | DistillationLoss, params: dict[str, Any]) -> Distillat
     ``params`` are the ``loss__<param>`` values routed by the classifier. An
     instance is cloned first, so the user's object is never changed.
     """
-    from sklearn.base import clone
-
     if isinstance(spec, str):
         cls = get_loss_class(spec)
         loss = cls()
@@ -86,20 +85,23 @@ class DistillationLoss(Callback):
     (so ``get_params``/``set_params``, ``clone`` and ``loss__<param>``
     routing work), declare ``terms``, and implement :meth:`compute_terms`.
 
-    Run-time state, set in :meth:`initialize` and changed by schedules:
+    Run-time state, set in :meth:`initialize` and, at each epoch begin, by
+    the loss's own :meth:`on_epoch_begin` (its only writer), which reads the
+    schedules among ``net.callbacks_`` (:meth:`SoftLossSchedule.scales`,
+    :meth:`TemperatureSchedule.value`), whatever the callbacks' order:
 
-    - ``temperature_``: the temperature in use (``TemperatureSchedule``);
+    - ``temperature_``: the temperature in use (``TemperatureSchedule``, else
+      ``temperature``);
     - ``soft_scale_`` and ``ce_scale_``: multipliers of the soft terms and of
-      the CE term (``SoftLossSchedule``);
+      the CE term (``SoftLossSchedule``, else 1);
     - ``warmup_scale_``: the linear warm-up of the soft terms, from the
       ``warmup`` parameter where a loss has one.
     """
 
-    #: Names of the terms returned by :meth:`compute_terms`.
+    #: Names of the terms returned by :meth:`compute_terms`, the same for every call.
     terms: tuple[str, ...] = ("ce",)
     #: Whether the loss needs teacher logits.
     requires_teacher: bool = True
-    registry_name: str | None = None
     #: Whether a ``temperature`` parameter is used (and so must be a number > 0).
     uses_temperature: bool = True
     #: Parameters (besides ``*weight``) that must be >= 0 where a loss has them.
@@ -125,9 +127,14 @@ class DistillationLoss(Callback):
         """
         raise NotImplementedError
 
-    def term_names(self) -> tuple[str, ...]:
-        """Names of the terms this loss records; ``terms`` by default."""
-        return tuple(self.terms)
+    @property
+    def self_teaching(self) -> bool:
+        """Whether the teacher is a first fit of the student itself (Tf-KD self).
+
+        Then the classifier fits a clone of itself with ``loss="ce"`` first and
+        passes that fit's module as the teacher.
+        """
+        return False
 
     def validate(self) -> None:
         """Raise a clear error for a bad hyper-parameter. Called at fit."""
@@ -141,10 +148,12 @@ class DistillationLoss(Callback):
         warmup = getattr(self, "warmup", 0)
         if not isinstance(warmup, (int, float)) or warmup < 0:
             raise ValueError(f"loss__warmup must be a number of epochs >= 0, got {warmup!r}.")
-
-    def make_teacher(self, net, X, y):
-        """Return a teacher built by the loss itself (e.g. Tf-KD self), or None."""
-        return None
+        if hasattr(self, "convention"):
+            check_choice(
+                self.convention, CONVENTIONS, "loss__convention",
+                f"'paper' is the published formula (skd's default); 'released' reproduces the "
+                f"authors' code (see help({type(self).__name__})).",
+            )
 
     # -- machinery ------------------------------------------------------------
     def initialize(self):
@@ -159,6 +168,12 @@ class DistillationLoss(Callback):
         warmup = getattr(self, "warmup", 0)
         epoch = len(net.history)  # 1 in the first epoch, as in mdistiller
         self.warmup_scale_ = min(epoch / warmup, 1.0) if warmup else 1.0
+        soft_schedule = find_schedule(net, SoftLossSchedule)
+        self.soft_scale_, self.ce_scale_ = soft_schedule.scales(net) if soft_schedule else (1.0, 1.0)
+        temperature_schedule = find_schedule(net, TemperatureSchedule)
+        if self.uses_temperature and hasattr(self, "temperature"):
+            scheduled = temperature_schedule is not None
+            self.temperature_ = float(temperature_schedule.value(net) if scheduled else self.temperature)
 
     def __call__(self, student_logits, teacher_logits, y) -> dict[str, torch.Tensor]:
         """The batch's terms with the schedules' scales applied."""

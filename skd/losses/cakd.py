@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from skd.losses.base import DistillationLoss, register_loss
-from skd.losses.functional import cakd_terms, strong_class_mask
+from skd.losses.functional import cakd_terms, check_choice, strong_class_mask
 
 __all__ = ["CAKD"]
 
@@ -80,7 +80,7 @@ class CAKD(DistillationLoss):
     def validate(self):
         super().validate()
         if self.strong_rule not in ("topk", "mass"):
-            raise ValueError(f"loss__strong_rule must be 'topk' or 'mass', got {self.strong_rule!r}.")
+            check_choice(self.strong_rule, ("topk", "mass"), "loss__strong_rule")
         k = self.strong_k
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
             raise ValueError(f"loss__strong_k must be None or an int >= 0, got {k!r}.")

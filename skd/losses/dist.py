@@ -18,6 +18,20 @@ class DIST(DistillationLoss):
     (``dist_t4``) uses T=4 and multiplies the distillation loss by 2, which is
     ``beta=gamma=2`` here; the paper's formulation is ``beta=gamma=1``.
 
+    ``convention`` (where the paper's formula and the released code,
+    ``lib/models/losses/dist_kd.py`` of hunto/image_classification_sota,
+    disagree):
+
+    - ``"paper"`` (default): the exact correlation ``Cov / (Std Std)``; where
+      it is undefined (a constant vector, e.g. every column of a one-sample
+      batch) the relation is 0 with zero gradient, so a batch of one sample
+      has ``intra = 0``. This is the formula of the paper, invariant to the
+      scale of the probabilities.
+    - ``"released"``: ``Cov / (|a_c| |b_c| + 1e-8)`` as the released code
+      computes it. The ``1e-8`` shrinks the correlation of small-variance
+      vectors (up to 1.7e-2 relative on small batches with a confident
+      teacher), and a one-sample batch gets ``intra = 1`` (so ``gamma * T**2``).
+
     Parameters
     ----------
     beta : float, default=1.0
@@ -26,21 +40,28 @@ class DIST(DistillationLoss):
         Weight of the intra-class (per-class, across the batch) relation loss.
     temperature : float, default=4.0
     ce_weight : float, default=1.0
+    convention : {"paper", "released"}, default="paper"
     """
 
     terms = ("ce", "inter", "intra")
 
     def __init__(
-        self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 4.0, ce_weight: float = 1.0
+        self,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        temperature: float = 4.0,
+        ce_weight: float = 1.0,
+        convention: str = "paper",
     ):
         self.beta = beta
         self.gamma = gamma
         self.temperature = temperature
         self.ce_weight = ce_weight
+        self.convention = convention
 
     def compute_terms(self, student_logits, teacher_logits, y):
         temperature = self.temperature_
-        inter, intra = dist_terms(student_logits, teacher_logits, temperature)
+        inter, intra = dist_terms(student_logits, teacher_logits, temperature, self.convention)
         return {
             "ce": self.ce_weight * self.cross_entropy(student_logits, y),
             "inter": self.beta * temperature**2 * inter,

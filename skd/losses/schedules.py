@@ -8,7 +8,7 @@ from skorch.callbacks import Callback
 
 from skd.losses.functional import check_temperature
 
-__all__ = ["SoftLossSchedule", "TemperatureSchedule"]
+__all__ = ["SoftLossSchedule", "TemperatureSchedule", "find_schedule"]
 
 
 def _progress(net, epochs, kind):
@@ -28,8 +28,34 @@ def _check_epochs(epochs, owner):
         raise ValueError(f"{owner} epochs must be None or an int >= 1, got {epochs!r}.")
 
 
+def find_schedule(net, kind: type[_EpochSchedule]) -> _EpochSchedule | None:
+    """The one callback of type ``kind`` among ``net.callbacks_``, or None.
+
+    A loss reads its schedules' values through this in its own
+    ``on_epoch_begin``, so no callback writes another's state and the
+    callbacks' order does not matter. Two schedules of one kind would
+    disagree on the value: that is an error.
+    """
+    found = [(name, cb) for name, cb in getattr(net, "callbacks_", None) or () if isinstance(cb, kind)]
+    if len(found) > 1:
+        names = ", ".join(repr(name) for name, _ in found)
+        raise ValueError(
+            f"Found {len(found)} {kind.__name__} callbacks ({names}); a loss follows one "
+            f"{kind.__name__}. Remove all but one from callbacks=[...]."
+        )
+    return found[0][1] if found else None
+
+
 class _EpochSchedule(Callback):
-    """A value moving from ``start`` to ``end`` over ``epochs``, set at each epoch begin."""
+    """A value moving from ``start`` to ``end`` over ``epochs``.
+
+    The schedule is pure: :meth:`value` computes the value at the net's
+    current epoch, and the loss reads it in its own ``on_epoch_begin``. The
+    schedule itself only records the value to ``history``.
+    """
+
+    #: Column of ``history`` where the value is recorded.
+    history_key = ""
 
     def _check_bound(self, name, value):
         raise NotImplementedError
@@ -44,8 +70,11 @@ class _EpochSchedule(Callback):
         return self
 
     def value(self, net) -> float:
-        """The scheduled value at the current epoch."""
+        """The scheduled value at the current epoch (``len(net.history)``)."""
         return self.start + (self.end - self.start) * _progress(net, self.epochs, self.kind)
+
+    def on_epoch_begin(self, net, **kwargs):
+        net.history.record(self.history_key, self.value(net))
 
 
 class SoftLossSchedule(_EpochSchedule):
@@ -56,6 +85,8 @@ class SoftLossSchedule(_EpochSchedule):
     (default: ``max_epochs``), linearly or along a half cosine. The CE term is
     multiplied by ``1 + (start - lambda)``: what the soft terms lose, the
     hard-label term gains. The paper's exact schedule is not published.
+    The loss reads both multipliers from :meth:`scales` at each epoch begin;
+    ``lambda`` is recorded in ``history`` as ``"soft_scale"``.
 
     Parameters
     ----------
@@ -75,15 +106,19 @@ class SoftLossSchedule(_EpochSchedule):
         if not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"SoftLossSchedule {name} must be a number >= 0, got {value!r}.")
 
-    def on_epoch_begin(self, net, **kwargs):
+    history_key = "soft_scale"
+
+    def scales(self, net) -> tuple[float, float]:
+        """``(soft, ce)`` multipliers at the current epoch: ``(lambda, 1 + start - lambda)``."""
         lam = self.value(net)
-        net.loss_.soft_scale_ = lam
-        net.loss_.ce_scale_ = 1.0 + (self.start - lam)
-        net.history.record("soft_scale", lam)
+        return lam, 1.0 + (self.start - lam)
 
 
 class TemperatureSchedule(_EpochSchedule):
     """Move the loss's temperature from ``start`` to ``end`` over the epochs.
+
+    The loss reads :meth:`value` at each epoch begin; the value is recorded
+    in ``history`` as ``"temperature"``.
 
     Parameters
     ----------
@@ -103,7 +138,4 @@ class TemperatureSchedule(_EpochSchedule):
     def _check_bound(self, name, value):
         check_temperature(value, f"TemperatureSchedule {name}")
 
-    def on_epoch_begin(self, net, **kwargs):
-        temperature = self.value(net)
-        net.loss_.temperature_ = temperature
-        net.history.record("temperature", temperature)
+    history_key = "temperature"

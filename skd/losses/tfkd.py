@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 from skd.losses.base import DistillationLoss, register_loss
-from skd.losses.functional import (
-    kd_divergence,
-    soften,
-    tempered_log_distribution,
-    tfkd_reg_distribution,
-)
+from skd.losses.functional import check_choice, kd_divergence, tfkd_reg_kl, tfkd_reg_released
 
 __all__ = ["TfKD"]
 
@@ -21,12 +16,30 @@ class TfKD(DistillationLoss):
 
     - ``mode="reg"`` (Tf-KD_reg): ``q`` is a hand-made teacher, ``a`` on the
       true class and ``(1 - a) / (C - 1)`` elsewhere, softened by ``T``. No
-      teacher is needed. skd softens it as Hinton softens any teacher, by
-      treating ``log p^d`` as its logits; the authors' code applies
-      ``softmax(p^d / T)`` to the probabilities, which at their T = 20 is
-      almost uniform (an entropy regulariser).
-    - ``mode="self"`` (Tf-KD_self): a copy of the student is first fitted with
-      cross-entropy alone, then serves as the teacher.
+      teacher is needed.
+    - ``mode="self"`` (Tf-KD_self): a first fit of the student with
+      cross-entropy alone is the teacher. :attr:`self_teaching` is True: the
+      classifier fits a clone of itself with ``loss="ce"`` first and passes
+      its module as the teacher.
+
+    ``convention`` (where the paper's formula and the authors' released code,
+    ``my_loss_function.py``, disagree):
+
+    - ``"paper"`` (default): the paper's ``D_KL(p^d_tau, p_tau)`` softened as
+      Hinton softens any teacher: ``q = softmax(log p^d / T)`` (``log p^d`` as
+      logits), student ``softmax(z / T)``, times ``T**2``, batch mean. It is
+      the formula the paper states, and keeps the soft term's scale
+      independent of ``T`` and ``C``, so ``kd_weight`` means the same at any
+      temperature and number of classes.
+    - ``"released"``: ``loss_kd_regularization`` as released, which differs
+      in four ways: the student's logits are not divided by ``T``; the
+      teacher is ``softmax(p^d / T)`` of the probabilities (nearly uniform at
+      the released T = 20-40: an entropy regulariser); there is no ``T**2``;
+      and ``nn.KLDivLoss()`` averages over B·C elements, not B. For
+      ``mode="self"``, the released ``loss_kd_self`` also averages over B·C
+      (``T**2 * KL / C`` per sample). The released weights map as
+      ``ce_weight = 1 - alpha`` and ``kd_weight = alpha * multiplier``
+      (ResNet18: alpha 0.1, multiplier 100, T 20).
 
     Parameters
     ----------
@@ -36,6 +49,7 @@ class TfKD(DistillationLoss):
     temperature : float, default=4.0
     ce_weight : float, default=0.1
     kd_weight : float, default=0.9
+    convention : {"paper", "released"}, default="paper"
     """
 
     terms = ("ce", "kd")
@@ -47,49 +61,40 @@ class TfKD(DistillationLoss):
         temperature: float = 4.0,
         ce_weight: float = 0.1,
         kd_weight: float = 0.9,
+        convention: str = "paper",
     ):
         self.mode = mode
         self.a = a
         self.temperature = temperature
         self.ce_weight = ce_weight
         self.kd_weight = kd_weight
+        self.convention = convention
 
     @property
     def requires_teacher(self):
         return self.mode == "self"
 
+    @property
+    def self_teaching(self) -> bool:
+        return self.mode == "self"
+
     def validate(self):
         super().validate()
-        if self.mode not in ("reg", "self"):
-            raise ValueError(f"loss__mode must be 'reg' or 'self', got {self.mode!r}.")
-        if not 0.0 < self.a < 1.0:
+        check_choice(self.mode, ("reg", "self"), "loss__mode")
+        if not isinstance(self.a, (int, float)) or not 0.0 < self.a < 1.0:
             raise ValueError(f"loss__a must be in (0, 1), got {self.a!r}.")
-
-    def make_teacher(self, net, X, y):
-        if self.mode != "self":
-            return None
-        from skd.teachers import TorchTeacher
-
-        params = {
-            key: value
-            for key, value in net.get_params(deep=False).items()
-            if not key.startswith("loss__")
-        }
-        params.update(loss="ce", teacher=None)
-        first = type(net)(**params)
-        first.fit(X, y)
-        return TorchTeacher(first.module_)
 
     def compute_terms(self, student_logits, teacher_logits, y):
         temperature = self.temperature_
-        if self.mode == "reg":
-            hand_made = tfkd_reg_distribution(y, student_logits.shape[1], self.a, student_logits.dtype)
-            log_teacher = tempered_log_distribution(hand_made, temperature)
-            log_student = soften(student_logits, temperature)
-            kl = (log_teacher.exp() * (log_teacher - log_student)).sum(1).mean()
+        released = self.convention == "released"
+        if self.mode == "reg" and released:
+            soft = tfkd_reg_released(student_logits, y, self.a, temperature)
+        elif self.mode == "reg":
+            soft = temperature**2 * tfkd_reg_kl(student_logits, y, self.a, temperature).mean()
         else:
             kl = kd_divergence(student_logits, teacher_logits, temperature).mean()
+            soft = temperature**2 * (kl / student_logits.shape[1] if released else kl)
         return {
             "ce": self.ce_weight * self.cross_entropy(student_logits, y),
-            "kd": self.kd_weight * temperature**2 * kl,
+            "kd": self.kd_weight * soft,
         }

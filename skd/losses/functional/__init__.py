@@ -1,0 +1,83 @@
+"""Pure, vectorised loss maths for knowledge distillation.
+
+Every function here is stateless torch code with no skorch in sight: it takes
+logits (or scores) and returns tensors. There is one function per formula, and
+its docstring names the paper and equation it implements. Per-sample functions
+return a tensor of shape ``(batch,)`` so that callers choose the reduction.
+
+Notation: ``z`` logits, ``T`` temperature, ``p = softmax(z / T)``, ``t`` the
+target class, superscripts T / S for teacher / student.
+
+Masking never uses a large negative constant (the ``-1000`` trick of the
+reference implementations overflows in half precision): masked entries are
+``-inf`` where only a maximum reads them, and are selected away with
+``torch.where`` before any product, so neither the values nor the gradients
+see ``inf - inf``.
+
+No function reads a tensor's value back to the host (no ``.item()``,
+``bool(tensor)``, data-dependent shapes): the forward and backward passes can
+be captured in a CUDA graph. Python branches depend only on shapes and
+hyper-parameters. ``tests/test_losses_functional.py`` checks this by running
+every loss on ``device="meta"`` tensors, which have no data to read.
+
+The package is split by method; every public name is re-exported here, so
+``from skd.losses import functional as Fn; Fn.<name>`` reaches all of them.
+"""
+
+from skd.losses.functional.basics import check_choice, check_temperature, kd_divergence, soften, target_mask
+from skd.losses.functional.correlation import (
+    CONVENTIONS,
+    RELEASED_EPS,
+    abs_cosine_distance,
+    correlation_distance,
+    dist_terms,
+    pearson_distance,
+    r2kd_value_terms,
+    relation_distances,
+)
+from skd.losses.functional.rank import hard_rank, soft_rank, spearman_distance
+from skd.losses.functional.split import (
+    CAKDTerms,
+    DKDTerms,
+    SplitKL,
+    cakd_terms,
+    dkd_terms,
+    split_kl,
+    strong_class_mask,
+)
+from skd.losses.functional.teacher_free import (
+    tempered_log_distribution,
+    tfkd_reg_distribution,
+    tfkd_reg_kl,
+    tfkd_reg_released,
+)
+
+__all__ = [
+    "CONVENTIONS",
+    "RELEASED_EPS",
+    "CAKDTerms",
+    "DKDTerms",
+    "SplitKL",
+    "abs_cosine_distance",
+    "cakd_terms",
+    "check_choice",
+    "check_temperature",
+    "correlation_distance",
+    "dist_terms",
+    "dkd_terms",
+    "hard_rank",
+    "kd_divergence",
+    "pearson_distance",
+    "r2kd_value_terms",
+    "relation_distances",
+    "soft_rank",
+    "soften",
+    "spearman_distance",
+    "split_kl",
+    "strong_class_mask",
+    "target_mask",
+    "tempered_log_distribution",
+    "tfkd_reg_distribution",
+    "tfkd_reg_kl",
+    "tfkd_reg_released",
+]
