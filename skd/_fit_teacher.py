@@ -53,7 +53,7 @@ def teacher_for_fit(teacher: Any, params: dict, loss: DistillationLoss, loss_spe
     """
     if not loss.requires_teacher or is_book(X):
         return None
-    if getattr(loss, "self_teaching", False):  # TODO(merge): loss.self_teaching
+    if loss.self_teaching:
         chosen = self_teacher()
     elif teacher is None:
         raise ValueError(

@@ -14,6 +14,9 @@ from skd.augment import BatchAugment
 
 REFERENCE = Path(__file__).parent / "data" / "reference_fits.npz"
 LOSSES = ["kd", "dkd", "cakd", "r2kd", "dist", "tfkd"]
+# R2KD's soft rank was replaced on purpose after the reference was saved (a sort-based
+# clipped-linear ramp, O(C log C), instead of the O(C^2) pairwise sigmoid), so its weights differ.
+UNCHANGED = [loss for loss in LOSSES if loss != "r2kd"]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
@@ -36,7 +39,7 @@ def reference_student(loss, teacher, **kwargs):
     return clf.set_params(loss__warmup=2) if loss in ("dkd", "cakd") else clf
 
 
-@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("loss", UNCHANGED)
 @pytest.mark.parametrize("step_mode", ["eager", "graph"])
 def test_fit_gives_the_saved_weights_of_the_code_before_the_split(loss, step_mode):
     reference, X, y, teacher = reference_setup()
