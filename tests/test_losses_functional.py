@@ -435,3 +435,12 @@ def test_functional_has_no_host_sync(rule):
     total = total + Fn.tfkd_reg_kl(student, target, 0.9, 2.0).sum() + Fn.tfkd_reg_released(student, target, 0.9, 2.0)
     total.backward()
     assert student.grad.device.type == "meta" and student.grad.shape == student.shape
+
+
+def test_relation_distances_propagate_nan_student_logits():
+    """A NaN student must give a NaN term (for the non-finite guard), not a distance of 1."""
+    student = torch.full((4, 5), float("nan"))
+    teacher = torch.randn(4, 5)
+    assert torch.isnan(torch.stack(Fn.dist_terms(student, teacher, 4.0))).all()
+    assert torch.isnan(torch.stack(Fn.r2kd_value_terms(student, teacher, 4.0))).all()
+    assert torch.isnan(Fn.spearman_distance(student, teacher, sharpness=1.0)).all()

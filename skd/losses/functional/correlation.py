@@ -44,7 +44,9 @@ class _CorrelationDistance(torch.autograd.Function):
         sab = (a_c * b_c).sum(dim, keepdim=True)
         if eps is None:
             product = saa * sbb
-            defined = product > _UNDEFINED
+            # NaN is not 'undefined': a NaN input must give a NaN distance, so that the
+            # non-finite guard sees it instead of a silent distance of 1
+            defined = ~(product <= _UNDEFINED)
             denominator = product.clamp_min(_UNDEFINED).sqrt()
             rho = torch.where(defined, sab / denominator, 0.0)
             # d den / d a_c = den a_c / saa, so d rho / d a_c = (b_c - rho den a_c / saa) / den
