@@ -11,6 +11,7 @@ from skorch.callbacks import Callback
 
 from skd import MLP, DistillationClassifier
 from skd.augment import BatchAugment
+from tests.poison import PoisonableMLP, PoisonAt
 
 REFERENCE = Path(__file__).parent / "data" / "reference_fits.npz"
 LOSSES = ["kd", "dkd", "cakd", "r2kd", "dist", "tfkd"]
@@ -96,37 +97,6 @@ def test_per_batch_records_are_off_when_not_asked(digits, make_teacher, make_stu
     clf = make_student(teacher=make_teacher(), record_batches=False).fit(X, y)
     assert "kd" not in clf.history[-1, "batches"][0] and clf.history[-1, "kd"] > 0
     assert clf.history[-1, "train_loss_best"] in (True, False)
-
-
-class PoisonableMLP(MLP):
-    """An MLP whose next forward returns NaN when ``poison`` is set."""
-
-    poison = False
-
-    def forward(self, X):
-        out = super().forward(X)
-        if self.poison:
-            self.poison = False
-            out = out * float("nan")
-        return out
-
-
-class PoisonAt(Callback):
-    """Makes the student's output NaN at one (epoch, batch), 1-based, and keeps the weights
-    as they were at the end of every training batch."""
-
-    def __init__(self, epoch, batch):
-        self.epoch = epoch
-        self.batch = batch
-
-    def on_epoch_begin(self, net, **kwargs):
-        self.seen = 0
-
-    def on_batch_begin(self, net, training=False, **kwargs):
-        if training:
-            self.seen += 1
-            if (len(net.history), self.seen) == (self.epoch, self.batch):
-                net.module_.poison = True
 
 
 def test_raise_every_n_batches_restores_the_last_passing_check(digits, make_teacher, make_student):
