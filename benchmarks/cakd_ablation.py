@@ -34,7 +34,10 @@ def main(argv=None):
         settings.append(("cakd", dict(strong_k=strong_k, w_bcd=w_bcd, w_scd=w_scd, w_wcd=w_wcd)))
     rows = []
     for loss, params in settings:
-        accs = [fit_student(split, loss, seed, teacher, config, **params)["accuracy"] for seed in range(args.seeds)]
+        accs = [
+            fit_student(split, loss, seed, teacher, config, **params)["accuracy"]
+            for seed in range(args.seeds)
+        ]
         rows.append((loss, params, float(np.mean(accs)), float(np.std(accs))))
         print(loss, params, f"{np.mean(accs):.4f} ± {np.std(accs):.4f}", file=sys.stderr, flush=True)
     lines = [

@@ -99,7 +99,8 @@ def main(argv=None):
         )
     lines += [
         "",
-        f"Pruned / unpruned accuracy: {acc_ratio:.3f} (goal ≥ 0.98: {'met' if acc_ratio >= 0.98 else 'missed'}); "
+        f"Pruned / unpruned accuracy: {acc_ratio:.3f} "
+        f"(goal ≥ 0.98: {'met' if acc_ratio >= 0.98 else 'missed'}); "
         f"predict speed-up: {speedup:.2f}× (goal ≥ 1.5×: {'met' if speedup >= 1.5 else 'missed'}).",
     ]
     table = "\n".join(lines)

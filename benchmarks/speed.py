@@ -78,8 +78,10 @@ def pure_kd(X, y, teacher, batch_size, epochs, temperature=4.0):
     for _ in range(epochs):
         for idx in torch.randperm(len(Xt)).split(batch_size):
             out = student(Xt[idx])
-            kl = F.kl_div(F.log_softmax(out / temperature, 1), F.log_softmax(teacher_logits[idx] / temperature, 1),
-                          log_target=True, reduction="batchmean")
+            kl = F.kl_div(
+                F.log_softmax(out / temperature, 1), F.log_softmax(teacher_logits[idx] / temperature, 1),
+                log_target=True, reduction="batchmean",
+            )
             loss = 0.1 * F.cross_entropy(out, yt[idx]) + 0.9 * temperature**2 * kl
             opt.zero_grad()
             loss.backward()
@@ -160,7 +162,8 @@ def main(argv=None):
         f"median of {args.repeats} runs; memory: peak RSS of a fresh process per variant, and its growth "
         "over a process that only loads the data and the teacher).",
         "",
-        "| batch | (a) pure KD s | (b) skd book s | (c) skorch CE s | (d) skd online s | (b)/(a) | (b)/(c) | (d)/(b) "
+        "| batch | (a) pure KD s | (b) skd book s | (c) skorch CE s | (d) skd online s "
+        "| (b)/(a) | (b)/(c) | (d)/(b) "
         "| teacher samples (b) | teacher samples (d) | peak MiB (a) | peak MiB (b) | growth MiB (a) "
         "| growth MiB (b) |",
         "|" + "---|" * 14,

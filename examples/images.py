@@ -15,10 +15,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from _common import QUICK, figure_path
 from skd import MLP, DistillationClassifier, SmallCNN
 from skd.bench import BenchConfig, train_teacher
 from skd.data import load_split
+
+from _common import QUICK, figure_path
 
 
 def main():

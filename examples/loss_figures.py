@@ -17,8 +17,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from _common import figure_path
 from skd.losses import functional as Fn
+
+from _common import figure_path
 
 
 def main():
@@ -36,7 +37,8 @@ def main():
         mask = Fn.strong_class_mask(teacher, target, strong_k=4)
         cakd = Fn.cakd_terms(student, teacher, mask, temperature)
         rows.append([
-            dkd.teacher_target_prob.item(), dkd.tckd.item(), ((1 - dkd.teacher_target_prob) * dkd.nckd).item(),
+            dkd.teacher_target_prob.item(), dkd.tckd.item(),
+            ((1 - dkd.teacher_target_prob) * dkd.nckd).item(),
             cakd.bcd.item(), (cakd.mass_strong * cakd.scd).item(), (cakd.mass_weak * cakd.wcd).item(),
             Fn.kd_divergence(student, teacher, temperature).item(),
         ])

@@ -40,7 +40,8 @@ def main(seed: int = 0) -> dict:
     mlp_teacher = DistillationClassifier(MLP, loss="ce", module__hidden_units=(512, 512), **common)
     mlp_teacher.fit(X_train, y_train)
     # teacher 2: a random forest, fitted once and frozen
-    forest = FrozenEstimator(RandomForestClassifier(n_estimators=300, random_state=seed).fit(X_train, y_train))
+    forest = RandomForestClassifier(n_estimators=300, random_state=seed).fit(X_train, y_train)
+    forest = FrozenEstimator(forest)
 
     student = dict(module__hidden_units=(32,), **common)
     alone = DistillationClassifier(MLP, loss="ce", **student).fit(X_train, y_train)

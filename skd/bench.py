@@ -191,7 +191,7 @@ def bar_chart(rows: list[dict], teacher: dict, path: Path, title: str) -> None:
     stds = [100 * r["std"] for r in rows]
     ax.bar(names, means, yerr=stds, capsize=4, color="#4c72b0")
     ax.axhline(100 * teacher["accuracy"], color="#c44e52", linestyle="--", label="teacher")
-    low = min(m - s for m, s in zip(means, stds))
+    low = min(m - s for m, s in zip(means, stds, strict=True))
     ax.set_ylim(max(0.0, low - 2.0), 100.0)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)

@@ -27,7 +27,9 @@ class MLP(nn.Module):
     dropout : float, default=0.0
     """
 
-    def __init__(self, n_features: int, n_classes: int, hidden_units: Sequence[int] = (128,), dropout: float = 0.0):
+    def __init__(
+        self, n_features: int, n_classes: int, hidden_units: Sequence[int] = (128,), dropout: float = 0.0
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = n_features
@@ -60,7 +62,9 @@ class SmallCNN(nn.Module):
     hidden : int, default=128
     """
 
-    def __init__(self, n_features: int, n_classes: int, channels: Sequence[int] = (32, 64), hidden: int = 128):
+    def __init__(
+        self, n_features: int, n_classes: int, channels: Sequence[int] = (32, 64), hidden: int = 128
+    ):
         super().__init__()
         side = int(round(n_features**0.5))
         if side * side != n_features:
