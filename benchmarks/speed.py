@@ -1,6 +1,6 @@
 """Is distillation free? Fit time and memory of skd against plain loops.
 
-    python benchmarks/speed.py [--samples 50000] [--epochs 5] [--no-write]
+    python benchmarks/speed.py [--samples 50000] [--epochs 5] [--write]
 
 On a tabular task (sklearn ``make_classification``, 50k x 100, 10 classes),
 an MLP student (100 -> 128 -> 10) is fitted for 5 epochs, side by side in one
@@ -13,8 +13,8 @@ process, at batch sizes 32 and 256:
 
 The teacher is an MLP (100 -> 512 -> 512 -> 10) trained for 2 epochs. Each
 variant runs ``--repeats`` times; the median is reported. Peak memory is the
-growth of ru_maxrss of a fresh subprocess per variant. Writes the table to
-docs/benchmarks.md unless --no-write.
+growth of ru_maxrss of a fresh subprocess per variant. Prints the table and
+saves it under bench-out/; ``--write`` puts it into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from sklearn.datasets import make_classification
 from skorch import NeuralNetClassifier
 
 from skd import MLP, DistillationClassifier
+
+from _report import add_write_flag, update_section
 
 
 class CountingTeacher(torch.nn.Module):
@@ -147,7 +149,7 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-write", action="store_true")
+    add_write_flag(parser)
     args = parser.parse_args(argv)
     X, y = make_data(args.samples)
     teacher = make_teacher(X, y)
@@ -201,10 +203,7 @@ def main(argv=None):
     table = "\n".join(lines)
     print(table)
     print(json.dumps(results, indent=1))
-    if not args.no_write:
-        from _report import update_section
-
-        update_section("speed", table)
+    print(f"wrote {update_section('speed', table, write=args.write)}")
 
 
 if __name__ == "__main__":
