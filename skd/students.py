@@ -48,10 +48,10 @@ class MLP(nn.Module):
 class SmallCNN(nn.Module):
     """conv-conv-fc network for square grey images, returning logits.
 
-    With ``channels=(32, 64)`` and ``hidden=128`` on 28x28 inputs it is the
-    225k-parameter MNIST teacher of ``../shared/data.md``; ``channels=(8, 16)``
-    makes a tiny student. Flat inputs of ``side * side`` features are
-    reshaped.
+    With ``channels=(32, 64)`` and ``hidden=128`` on 28x28 inputs it has 422k
+    parameters and reaches about 97% test accuracy on MNIST-5k after 15
+    epochs (``skd bench``'s teacher); ``channels=(8, 16)`` makes a tiny
+    student. Flat inputs of ``side * side`` features are reshaped.
 
     Parameters
     ----------
