@@ -27,7 +27,9 @@ def test_example_runs_in_quick_mode(script, tmp_path):
         pytest.importorskip("mlxtend")
     pytest.importorskip("matplotlib")
     before = _git_status()
-    env = {**os.environ, "SKD_QUICK": "1", "SKD_FIGURES_DIR": str(tmp_path / "img"), "MPLBACKEND": "Agg"}
+    env = {**os.environ, "SKD_QUICK": "1", "SKD_FIGURES_DIR": str(tmp_path / "img"), "MPLBACKEND": "Agg",
+           # the examples import this checkout's skd, whatever the environment has installed
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
