@@ -1,6 +1,6 @@
 """A compact student: structured pruning during distillation on MNIST-5k.
 
-    python benchmarks/pruning.py [--seeds 2] [--epochs 60] [--amount 0.5] [--no-write]
+    python benchmarks/pruning.py [--seeds 2] [--epochs 60] [--amount 0.5] [--write]
 
 Distils the bench's SmallCNN teacher into an MLP student (784-512-256-10)
 with KD, once unpruned and once with ``StudentPruning(amount, structured=True)``
@@ -23,6 +23,8 @@ from skd import MLP, DistillationClassifier
 from skd.bench import BenchConfig, train_teacher
 from skd.callbacks import StudentPruning
 from skd.data import load_split
+
+from _report import add_write_flag, update_section
 
 
 def fit(split, teacher, seed, epochs, amount):
@@ -55,7 +57,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--amount", type=float, default=0.5)
-    parser.add_argument("--no-write", action="store_true")
+    add_write_flag(parser)
     args = parser.parse_args(argv)
     split = load_split("mnist5k", 0)
     teacher, info = train_teacher(split, BenchConfig(dataset="mnist5k"))
@@ -99,15 +101,13 @@ def main(argv=None):
         )
     lines += [
         "",
-        f"Pruned / unpruned accuracy: {acc_ratio:.3f} (goal ≥ 0.98: {'met' if acc_ratio >= 0.98 else 'missed'}); "
+        f"Pruned / unpruned accuracy: {acc_ratio:.3f} "
+        f"(goal ≥ 0.98: {'met' if acc_ratio >= 0.98 else 'missed'}); "
         f"predict speed-up: {speedup:.2f}× (goal ≥ 1.5×: {'met' if speedup >= 1.5 else 'missed'}).",
     ]
     table = "\n".join(lines)
     print(table)
-    if not args.no_write:
-        from _report import update_section
-
-        update_section("pruning", table)
+    print(f"wrote {update_section('pruning', table, write=args.write)}")
 
 
 if __name__ == "__main__":

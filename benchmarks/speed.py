@@ -1,6 +1,6 @@
 """Is distillation free? Fit time and memory of skd against plain loops.
 
-    python benchmarks/speed.py [--samples 50000] [--epochs 5] [--no-write]
+    python benchmarks/speed.py [--samples 50000] [--epochs 5] [--write]
 
 On a tabular task (sklearn ``make_classification``, 50k x 100, 10 classes),
 an MLP student (100 -> 128 -> 10) is fitted for 5 epochs, side by side in one
@@ -13,8 +13,8 @@ process, at batch sizes 32 and 256:
 
 The teacher is an MLP (100 -> 512 -> 512 -> 10) trained for 2 epochs. Each
 variant runs ``--repeats`` times; the median is reported. Peak memory is the
-growth of ru_maxrss of a fresh subprocess per variant. Writes the table to
-docs/benchmarks.md unless --no-write.
+growth of ru_maxrss of a fresh subprocess per variant. Prints the table and
+saves it under bench-out/; ``--write`` puts it into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from sklearn.datasets import make_classification
 from skorch import NeuralNetClassifier
 
 from skd import MLP, DistillationClassifier
+
+from _report import add_write_flag, update_section
 
 
 class CountingTeacher(torch.nn.Module):
@@ -78,8 +80,10 @@ def pure_kd(X, y, teacher, batch_size, epochs, temperature=4.0):
     for _ in range(epochs):
         for idx in torch.randperm(len(Xt)).split(batch_size):
             out = student(Xt[idx])
-            kl = F.kl_div(F.log_softmax(out / temperature, 1), F.log_softmax(teacher_logits[idx] / temperature, 1),
-                          log_target=True, reduction="batchmean")
+            kl = F.kl_div(
+                F.log_softmax(out / temperature, 1), F.log_softmax(teacher_logits[idx] / temperature, 1),
+                log_target=True, reduction="batchmean",
+            )
             loss = 0.1 * F.cross_entropy(out, yt[idx]) + 0.9 * temperature**2 * kl
             opt.zero_grad()
             loss.backward()
@@ -145,7 +149,7 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-write", action="store_true")
+    add_write_flag(parser)
     args = parser.parse_args(argv)
     X, y = make_data(args.samples)
     teacher = make_teacher(X, y)
@@ -160,7 +164,8 @@ def main(argv=None):
         f"median of {args.repeats} runs; memory: peak RSS of a fresh process per variant, and its growth "
         "over a process that only loads the data and the teacher).",
         "",
-        "| batch | (a) pure KD s | (b) skd book s | (c) skorch CE s | (d) skd online s | (b)/(a) | (b)/(c) | (d)/(b) "
+        "| batch | (a) pure KD s | (b) skd book s | (c) skorch CE s | (d) skd online s "
+        "| (b)/(a) | (b)/(c) | (d)/(b) "
         "| teacher samples (b) | teacher samples (d) | peak MiB (a) | peak MiB (b) | growth MiB (a) "
         "| growth MiB (b) |",
         "|" + "---|" * 14,
@@ -198,10 +203,7 @@ def main(argv=None):
     table = "\n".join(lines)
     print(table)
     print(json.dumps(results, indent=1))
-    if not args.no_write:
-        from _report import update_section
-
-        update_section("speed", table)
+    print(f"wrote {update_section('speed', table, write=args.write)}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Shared switches of the examples: quick mode and where figures go."""
 
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -8,8 +9,15 @@ import torch
 #: SKD_QUICK=1 cuts epochs and seeds so that every example runs in seconds (the tests use it).
 QUICK = os.environ.get("SKD_QUICK") == "1"
 
-#: Figures go to docs/img unless SKD_FIGURES_DIR says otherwise (the tests use a temporary folder).
-FIGURES = Path(os.environ.get("SKD_FIGURES_DIR", Path(__file__).resolve().parent.parent / "docs" / "img"))
+ROOT = Path(__file__).resolve().parent.parent
+
+#: ``--write`` (ignored in quick mode) refreshes the tracked figures in docs/img; without it
+#: figures go to the ignored bench-out/img, or to SKD_FIGURES_DIR when that is set.
+WRITE = "--write" in sys.argv[1:] and not QUICK
+if WRITE:
+    FIGURES = ROOT / "docs" / "img"
+else:
+    FIGURES = Path(os.environ.get("SKD_FIGURES_DIR", ROOT / "bench-out" / "img"))
 
 
 def figure_path(name: str) -> Path:

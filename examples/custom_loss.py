@@ -10,9 +10,10 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
-from _common import QUICK
 from skd import MLP, DistillationClassifier
 from skd.losses import DistillationLoss
+
+from _common import QUICK
 
 
 class LogitMatching(DistillationLoss):

@@ -1,12 +1,14 @@
 """Images: a CNN teacher on MNIST-5k distilled into an MLP and a tiny CNN.
 
 Run:  python examples/images.py              (a few minutes on 2 CPU cores)
+      python examples/images.py --write      (also refreshes docs/img/cakd_terms.png)
       SKD_QUICK=1 python examples/images.py  (a smoke test)
 
 The teacher is ``skd bench``'s SmallCNN (conv32-conv64-fc128), trained once
 and cached. Two students learn from it with CAKD: an MLP (784-128-10) and a
 tiny CNN (conv8-conv16-fc32). The script plots CAKD's three divergences per
-epoch from ``history`` (docs/img/cakd_terms.png).
+epoch from ``history`` into bench-out/img/cakd_terms.png (git-ignored);
+``--write`` replaces the figure in docs/img instead.
 """
 
 import matplotlib
@@ -15,10 +17,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from _common import QUICK, figure_path
 from skd import MLP, DistillationClassifier, SmallCNN
 from skd.bench import BenchConfig, train_teacher
 from skd.data import load_split
+
+from _common import QUICK, figure_path
 
 
 def main():

@@ -1,6 +1,7 @@
 """Figures for "The losses, explained": how the KL splits as the teacher grows confident.
 
-Run:  python examples/loss_figures.py   (seconds; writes docs/img/kl_split.png)
+Run:  python examples/loss_figures.py           (seconds; writes bench-out/img/kl_split.png)
+      python examples/loss_figures.py --write   (refreshes the tracked docs/img/kl_split.png)
 
 A 10-class example: a fixed student, and a teacher whose target logit rises
 so that its confidence p_t goes from 0.1 to 0.999. Left: DKD's split
@@ -17,8 +18,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from _common import figure_path
 from skd.losses import functional as Fn
+
+from _common import figure_path
 
 
 def main():
@@ -36,7 +38,8 @@ def main():
         mask = Fn.strong_class_mask(teacher, target, strong_k=4)
         cakd = Fn.cakd_terms(student, teacher, mask, temperature)
         rows.append([
-            dkd.teacher_target_prob.item(), dkd.tckd.item(), ((1 - dkd.teacher_target_prob) * dkd.nckd).item(),
+            dkd.teacher_target_prob.item(), dkd.tckd.item(),
+            ((1 - dkd.teacher_target_prob) * dkd.nckd).item(),
             cakd.bcd.item(), (cakd.mass_strong * cakd.scd).item(), (cakd.mass_weak * cakd.wcd).item(),
             Fn.kd_divergence(student, teacher, temperature).item(),
         ])

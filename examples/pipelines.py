@@ -22,9 +22,10 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from _common import QUICK, CountingTeacher
 from skd import MLP, DistillationClassifier, SoftLossSchedule
 from skd.teachers import PrunedTeacher
+
+from _common import QUICK, CountingTeacher
 
 
 def train_teacher(X, y):
@@ -51,8 +52,11 @@ def main():
     # 1. the loss and its parameters, like any other hyper-parameter
     search = GridSearchCV(
         Pipeline([("scale", StandardScaler()), ("clf", student.set_params(teacher=teacher))]),
-        [{"clf__loss": ["kd", "dkd"], "clf__loss__temperature": [2.0, 4.0], "clf__callbacks__gslr__end": [0.0, 0.5]},
-         {"clf__loss": ["ce"]}],
+        [
+            {"clf__loss": ["kd", "dkd"], "clf__loss__temperature": [2.0, 4.0],
+             "clf__callbacks__gslr__end": [0.0, 0.5]},
+            {"clf__loss": ["ce"]},
+        ],
         cv=3, n_jobs=2,
     ).fit(X, y)
     print("1. best:", search.best_params_, f"cv accuracy {search.best_score_:.4f}")
@@ -74,8 +78,10 @@ def main():
         print("   pruning amount:", search.best_params_, f"cv accuracy {search.best_score_:.4f}")
 
     # 4. an unfitted scikit-learn teacher is fitted inside each training fold
-    honest = DistillationClassifier(MLP, teacher=LogisticRegression(max_iter=500), loss="kd", max_epochs=epochs,
-                                    optimizer=torch.optim.Adam, lr=3e-3, verbose=0, random_state=0)
+    honest = DistillationClassifier(
+        MLP, teacher=LogisticRegression(max_iter=500), loss="kd", max_epochs=epochs,
+        optimizer=torch.optim.Adam, lr=3e-3, verbose=0, random_state=0,
+    )
     scores = cross_val_score(Pipeline([("scale", StandardScaler()), ("clf", honest)]), X, y, cv=3)
     print(f"4. honest CV accuracy {scores.mean():.4f} ± {scores.std():.4f}")
 

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from _common import QUICK
 from skd import MLP, DistillationClassifier
 from skd.augment import BatchAugment
 from skd.bench import BenchConfig, train_teacher
 from skd.data import load_split
 from skd.teachers import PrunedTeacher
+
+from _common import QUICK
 
 
 def main(seeds=(0,) if QUICK else (0, 1)):

