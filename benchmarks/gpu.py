@@ -33,6 +33,8 @@ from skorch import NeuralNetClassifier
 
 from skd import MLP, DistillationClassifier, SmallCNN
 
+from _report import add_write_flag, update_section
+
 TEMPERATURE = 4.0
 
 
@@ -128,13 +130,15 @@ def measure(case, batch_size, args):
             criterion=torch.nn.CrossEntropyLoss, iterator_train__shuffle=True, **module_args, **common),
             X_np, y_np, batch_size, device)[0],
         "skd eager": lambda: fit_time(lambda: DistillationClassifier(
-            module, loss="kd", step_mode="eager", **module_args, **common), book, y_np, batch_size, device)[0],
+            module, loss="kd", step_mode="eager", **module_args, **common),
+            book, y_np, batch_size, device)[0],
     }
     if torch.device(device).type == "cuda":
         variants["hand graph"] = lambda: hand_loop(make_student, X, y, logits, batch_size, args.steps,
                                                    device, True)
         variants["skd graph"] = lambda: fit_time(lambda: DistillationClassifier(
-            module, loss="kd", step_mode="auto", **module_args, **common), book, y_np, batch_size, device)[0]
+            module, loss="kd", step_mode="auto", **module_args, **common),
+            book, y_np, batch_size, device)[0]
     times = {name: [] for name in variants}
     for _ in range(args.repeats):  # interleaved, so that drifts hit every variant alike
         for name, run in variants.items():
@@ -148,7 +152,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cases", default="mlp:32,mlp:256,mlp:2048,cnn:128")
-    parser.add_argument("--write", action="store_true", help="replace the section of docs/benchmarks.md")
+    add_write_flag(parser)
     args = parser.parse_args(argv)
     names = ["hand eager", "hand graph", "skorch CE", "skd eager", "skd graph"]
     lines = [f"µs per training step on {torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'} "
@@ -160,15 +164,15 @@ def main(argv=None):
         result = measure(kind, int(batch), args)
         cells = [f"{result[n]:.0f}" if n in result else "—" for n in names]
         eager_ratio = result["skd eager"] / result["hand eager"]
-        graph_ratio = (f"{result['hand graph'] / result['skd graph']:.2f}" if "skd graph" in result else "—")
-        lines.append(f"| {kind} batch {batch} | " + " | ".join(cells) + f" | {eager_ratio:.2f} | {graph_ratio} |")
+        graph_ratio = "—"
+        if "skd graph" in result:
+            graph_ratio = f"{result['hand graph'] / result['skd graph']:.2f}"
+        cells_text = " | ".join(cells)
+        lines.append(f"| {kind} batch {batch} | {cells_text} | {eager_ratio:.2f} | {graph_ratio} |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)
     print("\n" + table)
-    if args.write:
-        from _report import update_section  # a sibling script, run from benchmarks/
-
-        update_section("gpu-steps", table)
+    print(f"saved to {update_section('gpu-steps', table, write=args.write)}")
 
 
 if __name__ == "__main__":

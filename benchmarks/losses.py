@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 from skd.losses import CAKD, DIST, DKD, KD, R2KD, TfKD
 
+from _report import add_write_flag, update_section
+
 LOSSES = {"kd": KD, "dkd": DKD, "cakd": CAKD, "r2kd": R2KD, "dist": DIST, "tfkd": TfKD}
 SHAPES = ((256, 100), (256, 1000), (1024, 1000))
 WARMUP_ROUNDS = 2
@@ -85,7 +87,7 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default)")
     parser.add_argument("--repeats", type=int, default=20, help="timed rounds per case (at most)")
     parser.add_argument("--budget", type=float, default=4.0, help="seconds per case before stopping early")
-    parser.add_argument("--write", action="store_true", help="write the table into docs/benchmarks.md")
+    add_write_flag(parser)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     torch.manual_seed(0)
@@ -102,8 +104,9 @@ def main(argv=None):
     where = f"{device.type}, {torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
     lines = [
         (f"Command: `python benchmarks/losses.py --device {args.device}` (median of up to {args.repeats} "
-        f"interleaved forward+backward rounds, {where}, torch {torch.__version__}). Ratios are to plain "
-        "`T² · KL` timed in the same rounds; each loss's time covers its distillation terms (CE is left out)."),
+        f"interleaved forward+backward rounds, {where}, torch {torch.__version__}). "
+        "Ratios are to plain `T² · KL` timed in the same rounds; each loss's time covers "
+        "its distillation terms (CE is left out)."),
         "",
         "| B | C | plain KL (µs) | " + " | ".join(LOSSES) + " |",
         "|" + "---|" * (3 + len(LOSSES)),
@@ -114,10 +117,7 @@ def main(argv=None):
         lines.append(f"| {batch} | {n_classes} | {base * 1e6:.0f} | {cells} |")
     table = "\n".join(lines)
     print(table)
-    if args.write:
-        from _report import update_section  # benchmarks/ helper, only needed to write
-
-        update_section("losses", table)
+    print(f"saved to {update_section('losses', table, write=args.write)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """skd: scikit-learn-native knowledge distillation on skorch and PyTorch."""
 
+from skd.augment import BatchAugment
+from skd.callbacks import StudentPruning
 from skd.classifier import DistillationClassifier
 from skd.losses import (
     CAKD,
@@ -14,8 +16,6 @@ from skd.losses import (
     TfKD,
     available_losses,
 )
-from skd.augment import BatchAugment
-from skd.callbacks import StudentPruning
 from skd.students import MLP, SmallCNN
 from skd.teachers import EnsembleTeacher, PrunedTeacher, Teacher
 

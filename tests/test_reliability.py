@@ -210,7 +210,7 @@ def test_concurrent_fits_equal_sequential_and_leave_the_teacher_alone(digits, ba
 
     sequential = [fit(clone(clf)) for clf in estimators]
     parallel = joblib.Parallel(n_jobs=3, backend=backend)(joblib.delayed(fit)(clf) for clf in estimators)
-    for a, b in zip(sequential, parallel):
+    for a, b in zip(sequential, parallel, strict=False):
         assert np.allclose(a, b, atol=1e-6)
     for key, value in teacher.state_dict().items():
         assert torch.equal(value, before[key])

@@ -158,7 +158,8 @@ class DistillationLoss(Callback):
     # -- machinery ------------------------------------------------------------
     def initialize(self):
         self.validate()
-        self.temperature_ = float(self.temperature) if self.uses_temperature and hasattr(self, "temperature") else 1.0
+        scheduled = self.uses_temperature and hasattr(self, "temperature")
+        self.temperature_ = float(self.temperature) if scheduled else 1.0
         self.soft_scale_ = 1.0
         self.ce_scale_ = 1.0
         self.warmup_scale_ = 1.0

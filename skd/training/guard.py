@@ -93,7 +93,7 @@ class NonFiniteGuard:
         step()
         kept = finite()
         with torch.no_grad():
-            for tensor, old in zip(tensors, saved):
+            for tensor, old in zip(tensors, saved, strict=False):
                 tensor.copy_(torch.where(kept, tensor, old))
             for tensor in _optimizer_tensors(self.get_optimizer()):
                 if id(tensor) not in known:
@@ -134,10 +134,10 @@ class NonFiniteGuard:
             return
         batch = int(self.first_bad) + 1
         values = self.bad_values.tolist()
-        details = ", ".join(f"{n}={v}" for n, v in zip(names, values) if not _finite(v))
+        details = ", ".join(f"{n}={v}" for n, v in zip(names, values, strict=False) if not _finite(v))
         if restored and self._snapshot is not None:
             with torch.no_grad():
-                for tensor, old in zip(self._state_tensors(), self._snapshot):
+                for tensor, old in zip(self._state_tensors(), self._snapshot, strict=False):
                     tensor.copy_(old)
             kept = ("The student, its buffers and the optimizer state are restored to the "
                     f"last check before that batch (at most {self.check_every} batches earlier)")

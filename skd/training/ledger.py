@@ -75,11 +75,13 @@ class EpochLedger:
     def batch_record(self, row: torch.Tensor) -> dict[str, float]:
         """One batch's values as host floats (a device-to-host copy)."""
         values = row.tolist()
-        return {self.loss_name: values[0], **{self.prefix + n: v for n, v in zip(self.names, values[1:])}}
+        terms = zip(self.names, values[1:], strict=True)
+        return {self.loss_name: values[0], **{self.prefix + name: value for name, value in terms}}
 
     def means(self) -> dict[str, float]:
         """The epoch's means (one device-to-host copy); empty if no batch ran."""
         if self.names is None or self.n_samples == 0:
             return {}
         values = (self.sums / self.n_samples).tolist()
-        return {self.loss_name: values[0], **{self.prefix + n: v for n, v in zip(self.names, values[1:])}}
+        terms = zip(self.names, values[1:], strict=True)
+        return {self.loss_name: values[0], **{self.prefix + name: value for name, value in terms}}

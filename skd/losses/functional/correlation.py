@@ -107,7 +107,9 @@ def correlation_distance(
     return _CorrelationDistance.apply(a, b, dim, bool(centred), bool(absolute), eps)
 
 
-def pearson_distance(a: torch.Tensor, b: torch.Tensor, dim: int = -1, eps: float | None = None) -> torch.Tensor:
+def pearson_distance(
+    a: torch.Tensor, b: torch.Tensor, dim: int = -1, eps: float | None = None
+) -> torch.Tensor:
     """Pearson correlation distance ``1 - rho(a, b)`` along ``dim``.
 
     Huang, You, Wang, Qian & Xu (2022), "Knowledge Distillation from A
