@@ -60,10 +60,37 @@ class NonFiniteGuard:
         self.bad_values: torch.Tensor | None = None
         self._snapshot: list[torch.Tensor] | None = None
         self._since_check = 0
+        self._host_batch = 0
+
+    @property
+    def checks_on_host(self) -> bool:
+        """Whether every batch is checked on the host before its step (``"raise"``, every 1)."""
+        return self.mode == "raise" and self.check_every == 1
+
+    def check_now(self, values: torch.Tensor, epoch: int, names: Sequence[str]) -> None:
+        """The per-batch host check: raise before the step if a term is not finite.
+
+        One device-to-host copy of the batch's values and no device work: on
+        the CPU this costs less than the device-side flag.
+        """
+        host = values.tolist()
+        if not all(_finite(value) for value in host):
+            details = ", ".join(f"{n}={v}" for n, v in zip(names, host, strict=True) if not _finite(v))
+            raise RuntimeError(
+                f"Non-finite loss at epoch {epoch}, batch {self._host_batch}: {details}. The student "
+                "keeps its weights from before this batch, and history is kept. " + _ADVICE
+            )
 
     # -- device work (capturable: no host reads) -------------------------------
-    def observe(self, values: torch.Tensor) -> torch.Tensor:
-        """Record one batch's term values; return whether they are all finite."""
+    def observe(self, values: torch.Tensor) -> torch.Tensor | None:
+        """Record one batch's term values; return whether they are all finite.
+
+        With :attr:`checks_on_host` the check happens in :meth:`check_now`
+        instead, and this only counts the batch.
+        """
+        if self.checks_on_host:
+            self._host_batch += 1
+            return None
         finite = torch.isfinite(values).all()
         if self.bad_values is None:
             self.bad_values = torch.zeros_like(values)
@@ -100,11 +127,6 @@ class NonFiniteGuard:
                     tensor.copy_(torch.where(kept, tensor, torch.zeros_like(tensor)))
 
     # -- host checks ----------------------------------------------------------
-    def check_before_step(self, epoch: int, names: Sequence[str]) -> None:
-        """With ``check_every == 1`` in ``"raise"`` mode: raise before the step."""
-        if self.mode == "raise" and self.check_every == 1:
-            self._raise_if_bad(epoch, names, restored=False)
-
     def after_step(self, epoch: int, names: Sequence[str], end_of_epoch: bool = False) -> None:
         """Every ``check_every`` batches and at the epoch's end: check, then snapshot."""
         if self.mode != "raise" or self.check_every == 1:
@@ -113,7 +135,7 @@ class NonFiniteGuard:
         if self._since_check < self.check_every and not end_of_epoch:
             return
         self._since_check = 0
-        self._raise_if_bad(epoch, names, restored=True)
+        self._raise_if_bad(epoch, names)
         self.take_snapshot()
 
     def take_snapshot(self) -> None:
@@ -129,24 +151,20 @@ class NonFiniteGuard:
     def _state_tensors(self) -> list[torch.Tensor]:
         return [*self.module.parameters(), *self.module.buffers(), *_optimizer_tensors(self.get_optimizer())]
 
-    def _raise_if_bad(self, epoch: int, names: Sequence[str], restored: bool) -> None:
+    def _raise_if_bad(self, epoch: int, names: Sequence[str]) -> None:
         if bool(self.ok):  # the one host read of a check
             return
         batch = int(self.first_bad) + 1
         values = self.bad_values.tolist()
         details = ", ".join(f"{n}={v}" for n, v in zip(names, values, strict=False) if not _finite(v))
-        if restored and self._snapshot is not None:
-            with torch.no_grad():
-                for tensor, old in zip(self._state_tensors(), self._snapshot, strict=False):
-                    tensor.copy_(old)
-            kept = ("The student, its buffers and the optimizer state are restored to the "
-                    f"last check before that batch (at most {self.check_every} batches earlier)")
-        else:
-            kept = "The student keeps its weights from before this batch"
+        with torch.no_grad():
+            for tensor, old in zip(self._state_tensors(), self._snapshot, strict=True):
+                tensor.copy_(old)
+        kept = ("The student, its buffers and the optimizer state are restored to the "
+                f"last check before that batch (at most {self.check_every} batches earlier)")
         raise RuntimeError(
             f"Non-finite loss at epoch {epoch}, batch {batch}: {details}. {kept}, and history "
-            "is kept. Lower the learning rate, check X and the teacher's logits, or pass "
-            "on_nonfinite='skip' to drop such batches."
+            "is kept. " + _ADVICE
         )
 
     def reset_epoch(self) -> None:
@@ -155,6 +173,11 @@ class NonFiniteGuard:
         self.first_bad.fill_(-1)
         self.skipped.zero_()
         self._since_check = 0
+        self._host_batch = 0
+
+
+_ADVICE = ("Lower the learning rate, check X and the teacher's logits, or pass "
+           "on_nonfinite='skip' to drop such batches.")
 
 
 def _finite(value: float) -> bool:

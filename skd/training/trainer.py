@@ -100,6 +100,8 @@ class Trainer:
             return None
         data = iterator if isinstance(iterator, DeviceBatches) else None
         blockers = graph_blockers(self.parts, data, self.callbacks, self.optimizer_blocker)
+        if self.guard.checks_on_host:
+            blockers.append("nonfinite_check_every=1 checks every batch on the host")
         if self.step_mode == "graph":
             blockers = [b for b in blockers if b != "the device is not CUDA"]
         if blockers:
@@ -205,7 +207,8 @@ class Trainer:
             if not first:  # the batch's first evaluation is the one recorded and guarded
                 ledger.start(terms)
                 first.update(values=values, total=total, y_pred=y_pred, finite=guard.observe(values))
-                guard.check_before_step(epoch, ledger.names)
+                if guard.checks_on_host:
+                    guard.check_now(values, epoch, ledger.names)
             total.backward()
             self.notify("on_grad_computed", named_parameters=TeeGenerator(self.module.named_parameters()),
                         batch=batch, training=True)
