@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from torchvision.transforms import v2
 
 __all__ = ["BatchAugment"]
 
@@ -34,10 +35,6 @@ class BatchAugment:
         self.image_shape = image_shape
 
     def _needs_labels(self):
-        try:
-            from torchvision.transforms import v2
-        except ImportError:  # pragma: no cover - torchvision is a dependency
-            return False
         return isinstance(self.transform, (v2.MixUp, v2.CutMix))
 
     def __call__(self, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

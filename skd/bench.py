@@ -27,6 +27,7 @@ import torch
 
 from skd.classifier import DistillationClassifier
 from skd.data import DATASETS, Split, load_split
+from skd.losses import available_losses
 from skd.students import MLP, SmallCNN
 
 __all__ = ["BenchConfig", "run_bench", "train_teacher", "fit_student", "main", "BENCH_LOSSES"]
@@ -71,7 +72,7 @@ class BenchConfig:
 
 
 def _progress(iterable, total, desc):
-    try:
+    try:  # deferred: tqdm is optional (the bench extra)
         from tqdm import tqdm
     except ImportError:
         return iterable
@@ -191,6 +192,7 @@ def markdown_table(rows: list[dict], teacher: dict, config: BenchConfig) -> str:
 
 
 def bar_chart(rows: list[dict], teacher: dict, path: Path, title: str) -> None:
+    # deferred: matplotlib is optional (the bench extra) and slow to import
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,8 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1 or args.epochs < 1 or args.teacher_epochs < 1:
         print("skd bench: --seeds, --epochs and --teacher-epochs must be >= 1", file=sys.stderr)
         return 2
-    from skd.losses import available_losses
-
     unknown = sorted(set(args.losses) - set(available_losses()))
     if unknown:
         print(f"skd bench: unknown losses {unknown}; choose from {available_losses()}", file=sys.stderr)

