@@ -112,8 +112,10 @@ class DistillationClassifier(NeuralNetClassifier):
         DataLoader's. It is used with the default ``DataLoader`` iterators
         and no iterator options other than ``batch_size``, ``shuffle`` and
         ``drop_last``. ``"loader"`` always uses skorch's ``DataLoader``. A
-        torch ``Dataset`` always goes through the ``DataLoader``. Training
-        batches are shuffled each epoch unless ``iterator_train__shuffle=False``
+        torch ``Dataset`` always goes through the ``DataLoader``. Sparse X
+        (scipy CSR/CSC) always goes through the device batches: it is kept on
+        the device as a sparse tensor and densified one batch at a time.
+        Training batches are shuffled each epoch unless ``iterator_train__shuffle=False``
         (skorch does not shuffle by default).
     random_state : int or None, default=None
         Seeds torch's generators during ``fit`` (initial weights, shuffling),
