@@ -7,17 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cloudpickle
 import joblib
 import numpy as np
 import pytest
 import torch
+from joblib.externals import cloudpickle
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
 import skd._pickling
 from skd._book_cache import book_key, check_book_cache
+from skd.distributed import GradientAllReduce, shard
 from skd.teachers import TorchTeacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def run_script(name, *args, timeout):
     """Run ``tests/scripts/<name>`` as ``__main__`` (the notebook case); its JSON lines."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, check=False, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
@@ -135,3 +136,48 @@ def test_book_cache_must_be_a_path(tmp_path):
     assert check_book_cache(tmp_path / "books").is_dir()
     with pytest.raises(TypeError, match="book_cache must be None or a directory path"):
         check_book_cache(3)
+
+
+# ------------------------------------------------------- data-parallel fits
+@pytest.mark.slow
+def test_data_parallel_fit_on_two_gloo_processes_equals_one_process(tmp_path):
+    # ~20 s on an idle 2-core machine, minutes on a busy one: two spawned processes import torch
+    (result,) = run_script("ddp_fit.py", "--workdir", tmp_path, timeout=400)
+    assert result["ranks_equal"] and result["saved_matches_rank0"]
+    assert result["data_parallel_accuracy"] > 0.9
+    assert abs(result["data_parallel_accuracy"] - result["single_process_accuracy"]) < 0.03
+
+
+@pytest.fixture
+def world_of_one(tmp_path):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/rendezvous",
+                                         rank=0, world_size=1)
+    yield
+    torch.distributed.destroy_process_group()
+
+
+def test_gradient_all_reduce_in_a_world_of_one_changes_nothing(digits, make_student, world_of_one):
+    X, y = digits
+    plain = make_student(max_epochs=2).fit(X, y)
+    reduced = make_student(max_epochs=2, callbacks=[("allreduce", GradientAllReduce())]).fit(X, y)
+    assert np.allclose(reduced.predict_proba(X), plain.predict_proba(X), atol=1e-6)
+
+
+def test_gradient_all_reduce_needs_a_process_group(digits, make_student):
+    X, y = digits
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        make_student(max_epochs=1, callbacks=[("allreduce", GradientAllReduce())]).fit(X, y)
+
+
+def test_shards_are_disjoint_equal_and_cover_the_data(digits):
+    X, y = digits  # 1797 rows: one dropped
+    book = {"X": X, "teacher_logits": np.arange(len(X) * 2.0).reshape(-1, 2)}
+    shards = [shard(book, y, rank, 2) for rank in range(2)]
+    assert [len(y_rank) for _, y_rank in shards] == [898, 898]
+    rows = np.concatenate([book_rank["teacher_logits"][:, 0] // 2 for book_rank, _ in shards])
+    assert sorted(rows.astype(int).tolist()) == list(range(1796))
+    assert np.array_equal(shards[1][0]["X"], X[1:1796:2])
+    X_rank, _ = shard(X, y, 1, 3)
+    assert np.array_equal(X_rank, X[1::3])
+    with pytest.raises(ValueError, match="rank must be in"):
+        shard(X, y, 2, 2)

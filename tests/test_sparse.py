@@ -37,7 +37,7 @@ class RecordingSklearnTeacher(SklearnTeacher):
 
 def test_sklearn_teachers_get_sparse_rows_and_torch_teachers_dense_tensors(digits, make_student,
                                                                           make_teacher):
-    X, X_sparse, y = sparse_digits(digits)
+    _, X_sparse, y = sparse_digits(digits)
     clf = make_student(teacher=RecordingSklearnTeacher(LogisticRegression(max_iter=200)),
                        max_epochs=1).fit(X_sparse, y)
     assert clf.teacher_.sparse_batches == [True, True]  # 1797 rows in books of 1024
