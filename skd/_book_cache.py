@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse
 import torch
 from filelock import FileLock
+from skorch import NeuralNet
 
 __all__ = ["book_key", "cached_book_logits", "check_book_cache", "teacher_fingerprint"]
 
@@ -50,6 +51,11 @@ def teacher_fingerprint(teacher):
     if isinstance(teacher, torch.nn.Module):
         state = {key: value.detach().cpu().numpy() for key, value in teacher.state_dict().items()}
         return ("module", type(teacher).__module__, type(teacher).__qualname__, state)
+    if isinstance(teacher, NeuralNet):  # its pickle holds torch.save's random ids
+        if getattr(teacher, "initialized_", False):
+            return ("skorch", type(teacher).__qualname__, teacher_fingerprint(teacher.module_),
+                    getattr(teacher, "classes_", None))
+        return ("skorch", type(teacher).__qualname__, teacher_fingerprint(teacher.get_params(deep=False)))
     if isinstance(teacher, torch.Tensor):
         return ("tensor", teacher.detach().cpu().numpy())
     if isinstance(teacher, types.FunctionType):

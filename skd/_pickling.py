@@ -20,6 +20,7 @@ import types
 from itertools import chain
 
 import torch
+from skorch import NeuralNet
 
 __all__ = ["cpu_portable"]
 
@@ -27,8 +28,10 @@ __all__ = ["cpu_portable"]
 _MAX_DEPTH = 8
 
 
-#: Pickled as they are: functions (lambdas, closures) and modules are not searched.
-_NOT_SEARCHED = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, types.ModuleType)
+#: Pickled as they are: functions (lambdas, closures) and modules are not searched, and
+#: skorch nets map their own CUDA state to the CPU when unpickled.
+_NOT_SEARCHED = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, types.ModuleType,
+                 NeuralNet)
 
 
 def _on_accelerator(tensor: torch.Tensor) -> bool:

@@ -243,6 +243,11 @@ class DistillationClassifier(NeuralNetClassifier):
             super().set_params(**kwargs)
         return self
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # scipy sparse X is densified per batch (skd._batching)
+        return tags
+
     @property
     def _default_callbacks(self):
         # train_loss, valid_loss and the loss terms are recorded per epoch by

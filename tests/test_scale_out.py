@@ -15,11 +15,12 @@ from joblib.externals import cloudpickle
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
+from skorch import NeuralNetClassifier
 
 import skd._pickling
 from skd._book_cache import book_key, check_book_cache
 from skd.distributed import GradientAllReduce, shard
-from skd.teachers import TorchTeacher
+from skd.teachers import TorchTeacher, as_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -129,6 +130,13 @@ def test_book_key_follows_content_not_identity(digits, make_teacher):
     assert key(make_teacher(seed=0)) == key(make_teacher(seed=0))
     assert key(make_teacher(seed=0)) != key(make_teacher(seed=1))
     assert key(make_teacher(seed=0)) != key(make_teacher(seed=0), X[:100])
+
+    def skorch_key(seed):  # a fitted skorch net is keyed by its module's weights
+        torch.manual_seed(seed)
+        net = NeuralNetClassifier(torch.nn.Linear(64, 10), max_epochs=1, verbose=0, train_split=None)
+        return book_key(X, y, as_teacher(net.fit(X, y)).setup(X, y, classes, "cpu"))
+
+    assert skorch_key(0) == skorch_key(0) != skorch_key(1)
 
 
 def test_book_cache_must_be_a_path(tmp_path):
