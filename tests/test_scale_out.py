@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cloudpickle  # joblib's own dependency, as loky pickles with it
 import joblib
 import numpy as np
 import pytest
 import torch
-from joblib.externals import cloudpickle
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
