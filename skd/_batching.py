@@ -5,6 +5,10 @@ for arrays, tensors and books already in memory that per-sample work costs
 more than a small student's step. :class:`DeviceBatches` moves the data to
 the device once and yields batches by slicing, with the same order and
 contents as the ``DataLoader`` when shuffling is off.
+
+Sparse X (scipy CSR/CSC) is kept on the device as a torch sparse COO tensor;
+each batch's rows are selected there and densified, so the dense matrix never
+exists whole.
 """
 
 from __future__ import annotations
@@ -12,30 +16,72 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import scipy.sparse
 import torch
 from skorch.dataset import Dataset as SkorchDataset
 from torch.utils.data import DataLoader, Subset
 
-__all__ = ["DeviceBatches", "in_memory_tensors", "make_iterator"]
+__all__ = ["DeviceBatches", "holds_sparse", "in_memory_tensors", "make_iterator", "sparse_tensor"]
+
+
+def _is_array(data) -> bool:
+    return isinstance(data, (np.ndarray, torch.Tensor)) or scipy.sparse.issparse(data)
 
 
 def _is_in_memory(data) -> bool:
     if isinstance(data, Mapping):
-        return all(isinstance(v, (np.ndarray, torch.Tensor)) for v in data.values())
-    return isinstance(data, (np.ndarray, torch.Tensor))
+        return all(_is_array(v) for v in data.values())
+    return _is_array(data)
+
+
+def sparse_tensor(matrix) -> torch.Tensor:
+    """A scipy sparse matrix as a coalesced float32 torch sparse COO tensor (on the CPU)."""
+    coo = matrix.tocoo()
+    indices = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    values = torch.from_numpy(coo.data.astype(np.float32, copy=False))
+    return torch.sparse_coo_tensor(indices, values, coo.shape, check_invariants=True).coalesce()
 
 
 def _to_device(data, device):
     if isinstance(data, Mapping):
         return {key: _to_device(value, device) for key, value in data.items()}
-    tensor = torch.from_numpy(data) if isinstance(data, np.ndarray) else data
+    if scipy.sparse.issparse(data):
+        tensor = sparse_tensor(data)
+    else:
+        tensor = torch.from_numpy(data) if isinstance(data, np.ndarray) else data
     return tensor.to(device) if device is not None else tensor
 
 
-def _take(data, index):
+def _take(data, index, dense: bool = True):
+    """Rows ``index`` of ``data``; sparse rows are densified unless ``dense=False``."""
     if isinstance(data, Mapping):
-        return {key: _take(value, index) for key, value in data.items()}
-    return data[index]
+        return {key: _take(value, index, dense) for key, value in data.items()}
+    if not data.is_sparse:
+        return data[index]
+    if isinstance(index, slice):
+        index = torch.arange(*index.indices(data.shape[0]), device=data.device)
+    rows = data.index_select(0, index)
+    return rows.to_dense() if dense else rows.coalesce()
+
+
+def _is_sparse(data) -> bool:
+    if isinstance(data, Mapping):
+        return any(_is_sparse(value) for value in data.values())
+    return data.is_sparse
+
+
+def _unwrapped(dataset):
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+def holds_sparse(dataset) -> bool:
+    """Whether ``dataset`` is a skorch Dataset (or a Subset of one) over sparse X or a sparse book."""
+    X = getattr(_unwrapped(dataset), "X", None)
+    if isinstance(X, Mapping):
+        return any(scipy.sparse.issparse(value) for value in X.values())
+    return scipy.sparse.issparse(X)
 
 
 def in_memory_tensors(dataset, device):
@@ -55,7 +101,7 @@ def in_memory_tensors(dataset, device):
     y = None if y is None else _to_device(y, device)
     if indices is not None:
         indices = indices.to(device) if device is not None else indices
-        X = _take(X, indices)
+        X = _take(X, indices, dense=False)
         y = None if y is None else y[indices]
     return X, y
 
@@ -85,8 +131,10 @@ class DeviceBatches:
         self.drop_last = drop_last
         self.generator = generator
         first = next(iter(X.values())) if isinstance(X, Mapping) else X
-        self.n_samples = len(first)
+        self.n_samples = first.shape[0]
         self.device = first.device
+        #: Whether some of X is a sparse tensor (its batches are densified by ``take``).
+        self.sparse = _is_sparse(X)
 
     def __len__(self):
         if self.drop_last:
@@ -141,7 +189,14 @@ def make_iterator(dataset, iterator, kwargs: dict, batch_size: int, device, trai
     kwargs = dict(kwargs)
     if training:
         kwargs.setdefault("shuffle", True)
-    usable = fast and iterator is DataLoader and set(kwargs) <= FAST_ITERATOR_OPTIONS
+    usable = iterator is DataLoader and set(kwargs) <= FAST_ITERATOR_OPTIONS
+    if holds_sparse(dataset) and not usable:
+        raise ValueError(
+            "Sparse X is batched only by skd's device batches (the DataLoader cannot collate "
+            "sparse rows): keep the default iterator_train/iterator_valid and only the "
+            f"options {sorted(FAST_ITERATOR_OPTIONS)}, or densify X first."
+        )
+    usable = usable and (fast or holds_sparse(dataset))  # batching="loader" cannot take sparse X
     tensors = in_memory_tensors(dataset, device) if usable else None
     batch_size = kwargs.pop("batch_size", batch_size)
     if batch_size == -1:

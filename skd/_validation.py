@@ -51,7 +51,10 @@ def validate_features(estimator, X, reset: bool):
                 f"{estimator.n_features_in_} features as input."
             )
         return X
-    X = validate_data(estimator, X, reset=reset, dtype=np.float32, allow_nd=True)
+    X = validate_data(estimator, X, reset=reset, dtype=np.float32, allow_nd=True,
+                      accept_sparse="csr")
+    if scipy.sparse.issparse(X):  # CSR: rows are sliced per batch; never densified whole
+        return X.tocsr()
     if not X.flags.writeable:  # e.g. pandas copy-on-write views; torch needs writable
         X = X.copy()
     return X

@@ -52,7 +52,8 @@ def check_book_logits(book: Mapping, n_classes: int) -> dict:
     """
     logits = book[BOOK_LOGITS]
     logits = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
-    expected = (len(book[BOOK_X]), n_classes)
+    features = book[BOOK_X]
+    expected = (features.shape[0] if hasattr(features, "shape") else len(features), n_classes)
     if logits.shape != expected:
         raise ValueError(
             f"X['teacher_logits'] has shape {logits.shape}, expected {expected} "

@@ -19,9 +19,11 @@ from skorch.callbacks import EpochScoring, EpochTimer, PrintLog
 from skorch.utils import to_numpy, to_tensor
 
 from skd._batching import make_iterator
+from skd._book_cache import book_key, cached_book_logits, check_book_cache
 from skd._device import checked_seed, epoch_generator, resolve_device, resolved_device, seeded
 from skd._export import lean_copy
 from skd._fit_teacher import teacher_for_fit, writes_book
+from skd._pickling import cpu_portable
 from skd._validation import check_options, data_dims, validate_labels, validate_X, with_data_dims
 from skd.book import check_book_logits, features_of, is_book, make_book
 from skd.losses.base import DistillationLoss, make_loss
@@ -110,8 +112,10 @@ class DistillationClassifier(NeuralNetClassifier):
         DataLoader's. It is used with the default ``DataLoader`` iterators
         and no iterator options other than ``batch_size``, ``shuffle`` and
         ``drop_last``. ``"loader"`` always uses skorch's ``DataLoader``. A
-        torch ``Dataset`` always goes through the ``DataLoader``. Training
-        batches are shuffled each epoch unless ``iterator_train__shuffle=False``
+        torch ``Dataset`` always goes through the ``DataLoader``. Sparse X
+        (scipy CSR/CSC) always goes through the device batches: it is kept on
+        the device as a sparse tensor and densified one batch at a time.
+        Training batches are shuffled each epoch unless ``iterator_train__shuffle=False``
         (skorch does not shuffle by default).
     random_state : int or None, default=None
         Seeds torch's generators during ``fit`` (initial weights, shuffling),
@@ -137,6 +141,13 @@ class DistillationClassifier(NeuralNetClassifier):
         ``"bf16"`` runs the student's training forward under bfloat16
         autocast (for CNN students on GPUs); the loss terms are always
         computed in float32.
+    book_cache : str, os.PathLike or None, default=None
+        A directory where books are kept, keyed by a hash of the training
+        features, the labels and the teacher (by content). A fit whose book is
+        there reads it instead of running the teacher, so in a grid search
+        the teacher runs once per fold, not once per candidate. Concurrent
+        workers (joblib, Dask) wait on a file lock for the one writing a
+        book; give a folder all of them can reach. See "Scale out" in the docs.
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
         Kept for skorch compatibility; the loss callback computes the loss.
     train_split : callable or None, default=None
@@ -170,7 +181,9 @@ class DistillationClassifier(NeuralNetClassifier):
     """
 
     prefixes_ = NeuralNetClassifier.prefixes_ + ["loss", "teacher"]
-    cuda_dependent_attributes_ = NeuralNetClassifier.cuda_dependent_attributes_ + ["teacher"]
+    # The teacher is not a cuda_dependent_attribute: skorch pickles those in a
+    # nested stream that stores classes by reference, which breaks teachers
+    # defined in __main__ (notebooks) in joblib/Dask workers; see skd._pickling.
 
     def __init__(
         self,
@@ -188,6 +201,7 @@ class DistillationClassifier(NeuralNetClassifier):
         step_mode: str = "auto",
         record_batches: str | bool = "auto",
         precision: str = "32",
+        book_cache=None,
         criterion=torch.nn.CrossEntropyLoss,
         train_split=None,
         device: str | None = "auto",
@@ -208,6 +222,7 @@ class DistillationClassifier(NeuralNetClassifier):
         self.step_mode = step_mode
         self.record_batches = record_batches
         self.precision = precision
+        self.book_cache = book_cache
 
     # ------------------------------------------------------------------ setup
     def get_params(self, deep=True, **kwargs):
@@ -227,6 +242,11 @@ class DistillationClassifier(NeuralNetClassifier):
         if kwargs:
             super().set_params(**kwargs)
         return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # scipy sparse X is densified per batch (skd._batching)
+        return tags
 
     @property
     def _default_callbacks(self):
@@ -386,7 +406,9 @@ class DistillationClassifier(NeuralNetClassifier):
         )
         if self.teacher_ is not None and writes_book(self.teacher_cache, self.augment,
                                                      self.augment_mode, X):
-            X = make_book(X, self.teacher_.book_logits(X))
+            cache = check_book_cache(self.book_cache)
+            key = book_key(X, y_raw, self.teacher_) if cache is not None else None
+            X = make_book(X, cached_book_logits(cache, key, lambda: self.teacher_.book_logits(X)))
         self.trainer_ = Trainer(
             self._step_parts(), self.module_, lambda: self.optimizer_, lambda: self.history, self.notify,
             self.callbacks_, self._set_training, on_nonfinite=self.on_nonfinite,
@@ -475,6 +497,12 @@ class DistillationClassifier(NeuralNetClassifier):
     def load_params(self, *args, **kwargs):
         with resolved_device(self):
             return super().load_params(*args, **kwargs)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        for key in [key for key in state if key.startswith("teacher")]:
+            state[key] = cpu_portable(state[key])
+        return state
 
     def __setstate__(self, state):
         requested = state.get("device")

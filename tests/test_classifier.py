@@ -222,13 +222,6 @@ def test_teacher_cache_value(digits, student):
         student(teacher_cache="yes").fit(X[:50], y[:50])
 
 
-def test_sparse_input_is_refused(digits, student):
-    import scipy.sparse
-
-    X, y = digits
-    with pytest.raises(TypeError, match="Sparse data was passed"):
-        student().fit(scipy.sparse.csr_matrix(X), y)
-
 
 def test_student_with_wrong_output_size(digits, student):
     X, y = digits

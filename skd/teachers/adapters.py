@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import scipy.sparse
 import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
@@ -148,11 +149,14 @@ class SklearnTeacher(Teacher):
                 "multi-class decision_function, so skd cannot get logits from it."
             )
 
+    def _as_input(self, X):
+        # scikit-learn takes sparse rows as they are and wants everything else in numpy
+        return X if scipy.sparse.issparse(X) else _to_numpy_input(X)
+
     def raw_logits(self, X):
-        X_np = X.detach().cpu().numpy()
         if self._use_decision:
-            return torch.as_tensor(np.asarray(self.estimator_.decision_function(X_np), dtype=np.float32))
-        proba = np.asarray(self.estimator_.predict_proba(X_np), dtype=np.float32)
+            return torch.as_tensor(np.asarray(self.estimator_.decision_function(X), dtype=np.float32))
+        proba = np.asarray(self.estimator_.predict_proba(X), dtype=np.float32)
         return torch.log(torch.as_tensor(proba).clamp_min(PROBA_FLOOR))
 
 

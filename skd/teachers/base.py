@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import scipy.sparse
 import torch
 
 __all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher"]
@@ -124,13 +125,20 @@ class Teacher:
         """Teacher outputs for a batch, in the teacher's own column order."""
         raise NotImplementedError
 
+    def _as_input(self, X):
+        """A batch as this teacher takes it: a float32 tensor on the device (sparse densified)."""
+        if scipy.sparse.issparse(X):
+            X = X.toarray()
+        return torch.as_tensor(X).to(self.device_)
+
     def predict_logits(self, X: torch.Tensor) -> torch.Tensor:
         """Logits for a batch, aligned to the student's ``classes_``.
 
         Parameters
         ----------
         X : Tensor of shape (n_samples, ...)
-            A float32 batch on the student's device.
+            A float32 batch on the student's device (or rows of the training
+            X, e.g. scipy sparse rows, converted by ``_as_input``).
 
         Returns
         -------
@@ -138,7 +146,7 @@ class Teacher:
             float32, on the student's device, without gradient.
         """
         with torch.no_grad():
-            out = self.raw_logits(X)
+            out = self.raw_logits(self._as_input(X))
             out = torch.as_tensor(out).to(device=self.device_, dtype=torch.float32)
             if out.ndim != 2 or out.shape[0] != X.shape[0]:
                 raise ValueError(
@@ -153,13 +161,16 @@ class Teacher:
         return out
 
     def book_logits(self, X, batch_size: int = BOOK_BATCH_SIZE) -> np.ndarray:
-        """Aligned logits for all of ``X`` (array or tensor), in batches on the device.
+        """Aligned logits for all of ``X`` (array, tensor or scipy sparse), in batches.
 
         This is how a book is written: one pass of the teacher over the data.
 
         Parameters
         ----------
-        X : ndarray or Tensor of shape (n_samples, ...)
+        X : ndarray, Tensor or scipy sparse matrix of shape (n_samples, ...)
+            Each batch of rows goes through ``_as_input``: torch teachers get
+            dense float32 tensors on the device, scikit-learn teachers the
+            rows as they are (sparse rows stay sparse).
         batch_size : int, default=BOOK_BATCH_SIZE
             Rows per teacher call.
 
@@ -168,8 +179,8 @@ class Teacher:
         logits : ndarray of shape (n_samples, n_classes)
         """
         chunks = [
-            self.predict_logits(torch.as_tensor(X[start : start + batch_size]).to(self.device_)).cpu()
-            for start in range(0, len(X), batch_size)
+            self.predict_logits(X[start : start + batch_size]).cpu()
+            for start in range(0, X.shape[0], batch_size)
         ]
         return torch.cat(chunks).numpy()
 

@@ -1,0 +1,117 @@
+"""Data-parallel fits: one student trained by several processes with ``torch.distributed``.
+
+Every process (rank) fits its own :class:`skd.DistillationClassifier` on its
+shard of the book (:func:`shard`), with the :class:`GradientAllReduce`
+callback. The callback starts all students from rank 0's weights and, after
+each backward pass, replaces every gradient by its mean over the ranks, so
+every rank takes the same optimizer step on the gradient of the union of the
+batches: the students stay equal, as with ``DistributedDataParallel``.
+
+Why a callback and not ``DistributedDataParallel``: skd's trainer runs its
+own step (guard, ledger, CUDA graph), and ``on_grad_computed`` is the one
+hook between backward and the optimizer step. The student stays a plain
+module, so the saved student loads anywhere without ``torch.distributed``
+(DDP would prefix its weights with ``module.``). The price is that
+communication does not overlap the backward pass (one flat all-reduce per
+step), which is small for students of distillation size.
+
+The teacher runs once, before the processes start: write the book once
+(e.g. ``PrunedTeacher(teacher, amount=0).fit_transform(X, y)``) and give
+every rank its shard. See "Scale out" in the docs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from skorch.callbacks import Callback
+
+from skd.book import features_of, is_book
+
+__all__ = ["GradientAllReduce", "shard"]
+
+
+def _world(group=None) -> tuple[int, int]:
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError(
+            "No torch.distributed process group: call torch.distributed.init_process_group(...) "
+            "in every process before fitting with GradientAllReduce or calling shard()."
+        )
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+class GradientAllReduce(Callback):
+    """Average the student's gradients over the processes of a ``torch.distributed`` group.
+
+    Add it to every rank's classifier, e.g.
+    ``callbacks=[("allreduce", GradientAllReduce())]``, and fit each rank on
+    its :func:`shard` with the same settings. With ``batch_size=b`` on ``k``
+    ranks, each step uses the gradient of ``k * b`` samples.
+
+    Parameters
+    ----------
+    group : torch.distributed.ProcessGroup or None, default=None
+        The group to average over; None is the default (world) group.
+
+    Notes
+    -----
+    A rank that stops early (an error, ``on_nonfinite="raise"``, an
+    ``EarlyStopping`` on per-rank scores) leaves the others waiting in the
+    all-reduce until the group's timeout; give ``init_process_group`` a
+    ``timeout``.
+    """
+
+    def __init__(self, group=None):
+        self.group = group
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        _world(self.group)
+        source = dist.get_global_rank(self.group, 0) if self.group is not None else 0
+        for tensor in net.module_.state_dict().values():  # views: broadcast writes the weights
+            dist.broadcast(tensor, src=source, group=self.group)
+
+    def on_grad_computed(self, net, named_parameters, X=None, y=None, training=None, **kwargs):
+        grads = [param.grad for _, param in named_parameters if param.grad is not None]
+        if not grads:
+            return
+        _, world_size = _world(self.group)
+        flat = torch.cat([grad.reshape(-1) for grad in grads])
+        dist.all_reduce(flat, group=self.group)
+        flat /= world_size
+        offset = 0
+        for grad in grads:
+            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
+
+
+def shard(X, y, rank: int | None = None, world_size: int | None = None):
+    """This rank's rows of ``X`` (array, sparse matrix or book) and ``y``.
+
+    Every ``world_size``-th row from ``rank`` on; the last ``n % world_size``
+    rows are dropped so that every rank has as many rows, hence as many
+    batches (the all-reduce needs every rank at every step).
+
+    Parameters
+    ----------
+    X : ndarray, scipy sparse matrix, Tensor or book
+    y : array-like
+    rank, world_size : int or None
+        Default: those of the initialised default process group.
+
+    Returns
+    -------
+    X_shard, y_shard
+    """
+    if rank is None or world_size is None:
+        rank, world_size = _world()
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}.")
+    y = np.asarray(y)
+    n_rows = features_of(X).shape[0]
+    rows = np.arange(rank, n_rows // world_size * world_size, world_size)
+    if is_book(X) or isinstance(X, Mapping):
+        return {key: value[rows] for key, value in X.items()}, y[rows]
+    return X[rows], y[rows]
