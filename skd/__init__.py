@@ -17,6 +17,7 @@ from skd.losses import (
 from skd.augment import BatchAugment
 from skd.callbacks import StudentPruning
 from skd.students import MLP, SmallCNN
+from skd.pipeline import OnFeatures
 from skd.teachers import EnsembleTeacher, PrunedTeacher, Teacher
 
 __version__ = "0.1.0"
@@ -29,6 +30,7 @@ __all__ = [
     "DKD",
     "KD",
     "MLP",
+    "OnFeatures",
     "PrunedTeacher",
     "R2KD",
     "DistillationClassifier",

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import torch
 
-__all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher"]
+__all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher", "TeacherScoreWarning", "rows_of"]
 
 TEACHER_KINDS = (
     "a trained torch.nn.Module, a fitted skorch net, a scikit-learn classifier "
@@ -27,6 +27,19 @@ PROBA_FLOOR = 1e-7
 
 #: Rows per teacher call while writing a book.
 BOOK_BATCH_SIZE = 1024
+
+
+class TeacherScoreWarning(UserWarning):
+    """The teacher scores near chance on the training rows it labels.
+
+    Usually the teacher was fitted on other features than it is given, e.g. a
+    prefit teacher after a scaler in a Pipeline (see the Pipelines page).
+    """
+
+
+def rows_of(X, start: int, stop: int):
+    """Rows ``start:stop`` of an array, tensor or DataFrame (positional)."""
+    return X.iloc[start:stop] if hasattr(X, "iloc") else X[start:stop]
 
 
 def _looks_like_probabilities(out: torch.Tensor) -> bool:
@@ -56,13 +69,19 @@ class Teacher:
         The student's ``classes_`` (set by :meth:`setup`).
     n_forward_samples_ : int
         Samples the teacher has been asked about since :meth:`setup`.
+    fitted_in_setup_ : bool
+        Whether :meth:`setup` fitted the teacher (an unfitted scikit-learn or
+        skorch model), or found it fitted.
     """
 
     classes_: np.ndarray | None = None
     #: Whether outputs that look like probabilities are expected (no warning).
     outputs_probabilities = False
+    #: Whether the teacher is given the user's own rows (e.g. a DataFrame) when they are known.
+    uses_original_X = False
+    fitted_in_setup_ = False
 
-    def setup(self, X, y, classes, device) -> Teacher:
+    def setup(self, X, y, classes, device, original=None) -> Teacher:
         """Fit the teacher if needed, place it on ``device`` and align it.
 
         Parameters
@@ -75,6 +94,9 @@ class Teacher:
         classes : ndarray
             The student's ``classes_``.
         device : str or torch.device
+        original : array-like, DataFrame or None, default=None
+            ``X`` as the user gave it (before conversion to float32), for
+            teachers that take it (scikit-learn ones); not kept.
 
         Returns
         -------
@@ -83,7 +105,11 @@ class Teacher:
         self.device_ = torch.device(device)
         self.student_classes_ = np.asarray(classes)
         self.n_forward_samples_ = 0
-        self._prepare(X, y)
+        self.original_X_ = original
+        try:
+            self._prepare(X, y)
+        finally:
+            del self.original_X_  # the training data must not live on in the fitted estimator
         return self
 
     def _prepare(self, X, y):
@@ -124,21 +150,48 @@ class Teacher:
         """Teacher outputs for a batch, in the teacher's own column order."""
         raise NotImplementedError
 
-    def predict_logits(self, X: torch.Tensor) -> torch.Tensor:
+    def raw_logits_original(self, rows):
+        """Teacher outputs for the user's own rows (when ``uses_original_X``)."""
+        raise NotImplementedError
+
+    def _first_call(self, X, original):
+        """Outputs of the first batch; a failure names the teacher, the shapes and the likely cause."""
+        try:
+            return self.raw_logits(X) if original is None else self.raw_logits_original(original)
+        except RuntimeError as error:
+            shape = tuple(X.shape)
+            raise ValueError(
+                f"The teacher ({self.describe()}) failed on its first batch, of shape {shape} "
+                f"({shape[1] if len(shape) > 1 else '?'} features per sample): {error}. Most "
+                "likely it expects another number of features: was it trained on other "
+                "features, or are they transformed by an earlier Pipeline step? See "
+                "'Which X the teacher sees' in the Pipelines docs."
+            ) from error
+
+    def predict_logits(self, X: torch.Tensor, original=None) -> torch.Tensor:
         """Logits for a batch, aligned to the student's ``classes_``.
 
         Parameters
         ----------
         X : Tensor of shape (n_samples, ...)
             A float32 batch on the student's device.
+        original : array-like, DataFrame or None, default=None
+            The same rows as the user gave them; teachers with
+            ``uses_original_X`` (scikit-learn ones) are asked about these.
 
         Returns
         -------
         logits : Tensor of shape (n_samples, n_classes)
             float32, on the student's device, without gradient.
         """
+        original = original if self.uses_original_X else None
         with torch.no_grad():
-            out = self.raw_logits(X)
+            if not self._checked:
+                out = self._first_call(X, original)
+            elif original is not None:
+                out = self.raw_logits_original(original)
+            else:
+                out = self.raw_logits(X)
             out = torch.as_tensor(out).to(device=self.device_, dtype=torch.float32)
             if out.ndim != 2 or out.shape[0] != X.shape[0]:
                 raise ValueError(
@@ -152,7 +205,7 @@ class Teacher:
         self.n_forward_samples_ += X.shape[0]
         return out
 
-    def book_logits(self, X, batch_size: int = BOOK_BATCH_SIZE) -> np.ndarray:
+    def book_logits(self, X, batch_size: int = BOOK_BATCH_SIZE, original=None) -> np.ndarray:
         """Aligned logits for all of ``X`` (array or tensor), in batches on the device.
 
         This is how a book is written: one pass of the teacher over the data.
@@ -162,13 +215,18 @@ class Teacher:
         X : ndarray or Tensor of shape (n_samples, ...)
         batch_size : int, default=BOOK_BATCH_SIZE
             Rows per teacher call.
+        original : array-like, DataFrame or None, default=None
+            ``X`` as the user gave it, for teachers that take it.
 
         Returns
         -------
         logits : ndarray of shape (n_samples, n_classes)
         """
         chunks = [
-            self.predict_logits(torch.as_tensor(X[start : start + batch_size]).to(self.device_)).cpu()
+            self.predict_logits(
+                torch.as_tensor(X[start : start + batch_size]).to(self.device_),
+                None if original is None else rows_of(original, start, start + batch_size),
+            ).cpu()
             for start in range(0, len(X), batch_size)
         ]
         return torch.cat(chunks).numpy()
