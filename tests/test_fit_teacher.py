@@ -141,3 +141,10 @@ def test_frozen_forest_fitted_on_a_dataframe_does_not_warn_about_feature_names(f
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*feature names.*")
         make_student(teacher=FrozenEstimator(forest), max_epochs=1).fit(X, y)
+
+
+def test_sklearn_teacher_gets_arrays_when_the_user_passed_a_tensor(digits, make_student):
+    X, y = digits
+    clf = make_student(teacher=LogisticRegression(max_iter=100), max_epochs=1).fit(torch.as_tensor(X), y)
+    assert clf.teacher_fitted_in_fit_ is True and clf.teacher_score_ > 0.9
+    assert isinstance(clf.write_book(torch.as_tensor(X[:5]))["teacher_logits"], np.ndarray)

@@ -10,11 +10,14 @@ tensors on the student's device and return float32 logits there.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
-__all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher", "TeacherScoreWarning", "rows_of"]
+__all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher", "TeacherScoreWarning", "rows_of",
+           "users_rows"]
 
 TEACHER_KINDS = (
     "a trained torch.nn.Module, a fitted skorch net, a scikit-learn classifier "
@@ -35,6 +38,17 @@ class TeacherScoreWarning(UserWarning):
     Usually the teacher was fitted on other features than it is given, e.g. a
     prefit teacher after a scaler in a Pipeline (see the Pipelines page).
     """
+
+
+def users_rows(original):
+    """``original`` if it is worth giving to a teacher as is (arrays, DataFrames), else None.
+
+    Tensors, torch Datasets and dicts are given as the float32 tensors every
+    teacher gets.
+    """
+    if original is None or isinstance(original, (torch.Tensor, Dataset, Mapping)):
+        return None
+    return original
 
 
 def rows_of(X, start: int, stop: int):
@@ -105,7 +119,7 @@ class Teacher:
         self.device_ = torch.device(device)
         self.student_classes_ = np.asarray(classes)
         self.n_forward_samples_ = 0
-        self.original_X_ = original
+        self.original_X_ = users_rows(original)
         try:
             self._prepare(X, y)
         finally:
@@ -184,7 +198,7 @@ class Teacher:
         logits : Tensor of shape (n_samples, n_classes)
             float32, on the student's device, without gradient.
         """
-        original = original if self.uses_original_X else None
+        original = users_rows(original) if self.uses_original_X else None
         with torch.no_grad():
             if not self._checked:
                 out = self._first_call(X, original)
@@ -225,7 +239,7 @@ class Teacher:
         chunks = [
             self.predict_logits(
                 torch.as_tensor(X[start : start + batch_size]).to(self.device_),
-                None if original is None else rows_of(original, start, start + batch_size),
+                None if users_rows(original) is None else rows_of(original, start, start + batch_size),
             ).cpu()
             for start in range(0, len(X), batch_size)
         ]
