@@ -10,11 +10,10 @@ tensors on the student's device and return float32 logits there.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
 
 import numpy as np
+import scipy.sparse
 import torch
-from torch.utils.data import Dataset
 
 __all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher", "TeacherScoreWarning", "rows_of",
            "users_rows"]
@@ -41,14 +40,14 @@ class TeacherScoreWarning(UserWarning):
 
 
 def users_rows(original):
-    """``original`` if it is worth giving to a teacher as is (arrays, DataFrames), else None.
+    """``original`` if it is worth giving to a teacher as is (arrays, DataFrames, sparse), else None.
 
-    Tensors, torch Datasets and dicts are given as the float32 tensors every
-    teacher gets.
+    Anything else (tensors, torch Datasets, dicts, lists, array-likes) is given
+    as the float32 tensors every teacher gets.
     """
-    if original is None or isinstance(original, (torch.Tensor, Dataset, Mapping)):
-        return None
-    return original
+    if isinstance(original, np.ndarray) or hasattr(original, "iloc") or scipy.sparse.issparse(original):
+        return original
+    return None
 
 
 def rows_of(X, start: int, stop: int):
