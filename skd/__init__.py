@@ -16,6 +16,7 @@ from skd.losses import (
     TfKD,
     available_losses,
 )
+from skd.pipeline import OnFeatures
 from skd.students import MLP, SmallCNN
 from skd.teachers import EnsembleTeacher, PrunedTeacher, Teacher
 
@@ -29,6 +30,7 @@ __all__ = [
     "DKD",
     "KD",
     "MLP",
+    "OnFeatures",
     "PrunedTeacher",
     "R2KD",
     "DistillationClassifier",

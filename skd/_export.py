@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
-__all__ = ["lean_copy"]
+__all__ = ["lean_copy", "refuse_if_exported"]
 
 
 def lean_copy(net, predict_nonlinearity: Callable):
@@ -24,4 +24,16 @@ def lean_copy(net, predict_nonlinearity: Callable):
     lean.callbacks = None
     lean.predict_nonlinearity = predict_nonlinearity
     lean.trim_for_prediction()
+    lean.exported_ = True
     return lean
+
+
+def refuse_if_exported(net) -> None:
+    """Raise if ``net`` is a lean copy: it has no optimizer or teacher to train with."""
+    if getattr(net, "exported_", False):
+        raise RuntimeError(
+            f"This {type(net).__name__} was made by export_student(): a lean copy that only "
+            "predicts (no teacher, optimizer or callbacks). Train the estimator it was "
+            "exported from, or load its weights with load_student(..., teacher=...) to "
+            "train again."
+        )

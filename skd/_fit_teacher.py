@@ -7,17 +7,19 @@ result is a set-up :class:`skd.teachers.Teacher` or None.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from sklearn.base import clone
 from torch.utils.data import Dataset
 
-from skd.book import is_book
+from skd.book import BOOK_LOGITS, book_score, is_book
 from skd.losses.base import DistillationLoss
-from skd.teachers import Teacher, as_teacher
+from skd.teachers import Teacher, TeacherScoreWarning, TorchTeacher, as_teacher
 
-__all__ = ["teacher_for_fit", "writes_book"]
+__all__ = ["chance_level", "score_book", "self_teacher", "teacher_for_fit", "writes_book"]
 
 
 def _with_params(teacher: Any, params: dict) -> Any:
@@ -32,7 +34,7 @@ def _with_params(teacher: Any, params: dict) -> Any:
 
 
 def teacher_for_fit(teacher: Any, params: dict, loss: DistillationLoss, loss_spec: Any, X, y,
-                    classes, device, self_teacher: Callable[[], Teacher]) -> Teacher | None:
+                    classes, device, self_teacher: Callable[[], Teacher], original=None) -> Teacher | None:
     """The set-up teacher of a fit, or None when the loss needs none or ``X`` is a book.
 
     Parameters
@@ -50,6 +52,8 @@ def teacher_for_fit(teacher: Any, params: dict, loss: DistillationLoss, loss_spe
         ``classes_`` and device.
     self_teacher : callable
         Makes the Tf-KD self teacher (a first fit of the student with CE).
+    original : array-like, DataFrame or None
+        ``X`` as the user gave it, for scikit-learn teachers.
     """
     if not loss.requires_teacher or is_book(X):
         return None
@@ -63,7 +67,57 @@ def teacher_for_fit(teacher: Any, params: dict, loss: DistillationLoss, loss_spe
         )
     else:
         chosen = _with_params(teacher, params)
-    return as_teacher(chosen).setup(X, y, classes, device)
+    return as_teacher(chosen).setup(X, y, classes, device, original=original)
+
+
+def chance_level(y_encoded) -> float:
+    """The accuracy of always predicting the most frequent class."""
+    y_encoded = np.asarray(y_encoded)
+    return float(np.bincount(y_encoded).max() / len(y_encoded)) if len(y_encoded) else 0.0
+
+
+def self_teacher(net, X, y_raw) -> TorchTeacher:
+    """Tf-KD self: a first fit of ``net``'s student with CE alone, as a torch teacher."""
+    params = {key: value for key, value in net.get_params(deep=False).items()
+              if not key.startswith("loss__")}
+    params.update(loss="ce", teacher=None)
+    return TorchTeacher(type(net)(**params).fit(X, y_raw).module_)
+
+
+def score_book(book, y_encoded, teacher: Teacher | None, verbose: int) -> float | None:
+    """The teacher's accuracy on the training rows of a book; warn when it is near chance.
+
+    None when ``book`` is not a book (the teacher runs online). With
+    ``verbose`` it is printed, with the teacher and whether the fit fitted it.
+
+    The rule: warn when the accuracy is below half-way between chance (the
+    share of the most frequent class) and 1, e.g. below 0.55 for ten balanced
+    classes, 0.75 for two. A teacher labels the rows it is distilled on, which
+    are usually its own training rows or rows like them, so it should do much
+    better; near chance it was most likely given other features than it was
+    trained on (a prefit teacher after a scaler in a Pipeline).
+    """
+    if not is_book(book):
+        return None
+    teacher_name = teacher.describe() if teacher is not None else "the book's teacher"
+    if getattr(teacher, "fitted_in_setup_", False):
+        teacher_name += ", fitted in this fit"
+    score = book_score(book[BOOK_LOGITS], y_encoded)
+    chance = chance_level(y_encoded)
+    if verbose:
+        print(f"teacher accuracy on the training rows: {score:.3f} ({teacher_name}; chance {chance:.3f})")
+    if score < (chance + 1.0) / 2:
+        warnings.warn(
+            f"The teacher ({teacher_name}) scores {score:.3f} on the training rows it labels "
+            f"(teacher_score_), near chance ({chance:.3f}); the student would learn from "
+            "poor logits. Was it trained on other features than it is given here, e.g. a "
+            "prefit teacher after a scaler in a Pipeline? Put PrunedTeacher(teacher, "
+            "amount=0) first in the pipeline and wrap later feature steps in "
+            "skd.OnFeatures (see the Pipelines docs).",
+            TeacherScoreWarning,
+            stacklevel=3,
+        )
+    return score
 
 
 def writes_book(teacher_cache, augment, augment_mode: str, X) -> bool:

@@ -26,7 +26,8 @@ from torch.utils.data import Dataset
 
 from skd.book import BOOK_LOGITS, BOOK_X, features_of, is_book, make_book
 
-__all__ = ["validate_X", "validate_labels", "check_options", "data_dims", "with_data_dims", "Labels"]
+__all__ = ["validate_X", "validate_labels", "check_options", "data_dims", "with_data_dims", "Labels",
+           "check_module_dims", "check_loss_numbers"]
 
 
 def validate_features(estimator, X, reset: bool):
@@ -202,3 +203,38 @@ def check_options(estimator, X) -> None:
             "augment needs a teacher to label augmented batches, but X is a book; pass "
             "the features and teacher=... instead."
         )
+
+
+def check_module_dims(module, kwargs: dict) -> None:
+    """Raise a clear error when ``n_features``/``n_classes`` are needed but unknown (before fit)."""
+    if isinstance(module, torch.nn.Module) or not callable(module):
+        return
+    try:
+        accepted = inspect.signature(module).parameters
+    except (TypeError, ValueError):
+        return
+    missing = [name for name in ("n_features", "n_classes") if name in accepted and name not in kwargs
+               and accepted[name].default is inspect.Parameter.empty]
+    if missing:
+        given = " and ".join(f"module__{name}=..." for name in missing)
+        raise ValueError(
+            f"{getattr(module, '__name__', module)} needs {', '.join(missing)}, which fit takes from "
+            f"the data. To initialise without fitting, pass {given}, or load a saved student "
+            "with DistillationClassifier.load_student(path, module=...)."
+        )
+
+
+def check_loss_numbers(loss) -> None:
+    """Refuse a text value for a loss parameter whose default is a number (``loss__temperature="4"``)."""
+    try:
+        defaults = inspect.signature(type(loss).__init__).parameters
+    except (TypeError, ValueError):
+        return
+    for name, value in loss.get_params().items():
+        default = defaults[name].default if name in defaults else None
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and isinstance(value, (str, bytes)):
+            raise TypeError(
+                f"loss__{name} must be a number, got the {type(value).__name__} {value!r}; "
+                f"write loss__{name}={default!r}-like numbers without quotes."
+            )

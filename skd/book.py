@@ -17,7 +17,8 @@ import numpy as np
 import scipy.sparse
 import torch
 
-__all__ = ["BOOK_X", "BOOK_LOGITS", "is_book", "features_of", "make_book", "check_book_logits"]
+__all__ = ["BOOK_X", "BOOK_LOGITS", "is_book", "features_of", "make_book", "check_book_logits",
+           "book_score"]
 
 #: Key of a book's features.
 BOOK_X = "X"
@@ -63,3 +64,16 @@ def check_book_logits(book: Mapping, n_classes: int) -> dict:
     if not np.issubdtype(logits.dtype, np.number) or not np.isfinite(logits).all():
         raise ValueError("X['teacher_logits'] must be finite numbers (no NaN or inf).")
     return make_book(book[BOOK_X], logits.astype(np.float32, copy=False))
+
+
+def book_score(logits: Any, y_encoded: Any) -> float:
+    """Accuracy of a book's logits: the share of rows whose largest logit is the label's column.
+
+    Parameters
+    ----------
+    logits : array-like of shape (n_samples, n_classes)
+    y_encoded : array-like of shape (n_samples,)
+        Labels as indices into ``classes_``.
+    """
+    logits = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
+    return float(np.mean(logits.argmax(axis=1) == np.asarray(y_encoded)))

@@ -21,14 +21,24 @@ from skorch.utils import to_numpy, to_tensor
 from skd._batching import make_iterator
 from skd._book_cache import book_key, cached_book_logits, check_book_cache
 from skd._device import checked_seed, epoch_generator, resolve_device, resolved_device, seeded
-from skd._export import lean_copy
-from skd._fit_teacher import teacher_for_fit, writes_book
+from skd._export import lean_copy, refuse_if_exported
+from skd._fit_teacher import score_book, self_teacher, teacher_for_fit, writes_book
+from skd._persist import SavesStudent
 from skd._pickling import cpu_portable
-from skd._validation import check_options, data_dims, validate_labels, validate_X, with_data_dims
+from skd._validation import (
+    check_loss_numbers,
+    check_module_dims,
+    check_options,
+    data_dims,
+    validate_labels,
+    validate_X,
+    with_data_dims,
+)
 from skd.book import check_book_logits, features_of, is_book, make_book
 from skd.losses.base import DistillationLoss, make_loss
-from skd.teachers import TorchTeacher
+from skd.teachers.cloning import KeepsFittedTeachers
 from skd.training import StepParts, Trainer, stack_terms, terms_for
+from skd.training.monitor import DistillationPrintLog, watch_unscaled
 
 __all__ = ["DistillationClassifier"]
 
@@ -43,7 +53,7 @@ def _encoded_accuracy(net, X, y):
     return float(np.mean(predicted == to_numpy(y)))
 
 
-class DistillationClassifier(NeuralNetClassifier):
+class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassifier):
     """A scikit-learn classifier that distils a teacher into a student network.
 
     A skorch :class:`~skorch.NeuralNetClassifier` whose only trained module is
@@ -170,14 +180,34 @@ class DistillationClassifier(NeuralNetClassifier):
         The initialised loss callback.
     teacher_ : skd.teachers.Teacher or None
         The teacher adapter used by the last ``fit``.
+    teacher_fitted_in_fit_ : bool
+        Whether ``fit`` fitted the teacher (passed unfitted) or used it as it
+        was (prefit; ``clone`` keeps a fitted skorch net).
+    teacher_score_ : float or None
+        The teacher's accuracy on the book's rows (None for online teachers);
+        see :func:`skd._fit_teacher.score_book` for when it warns.
     history : skorch History
         Per epoch: ``train_loss`` and every loss term (e.g. ``"kd"``), and
         ``valid_*`` twins when there is a validation split;
-        ``graph_steps``/``eager_steps``.
+        ``*_unscaled_loss`` (no warm-up or schedule factors; ``EarlyStopping``
+        watches it); ``graph_steps``/``eager_steps``.
     train_step_path_ : {"graph", "eager", "graph+eager"}
         Which training step ran in the last fit.
     eager_reasons_ : list of str
         Why the captured step did not run (empty when it did).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skd import MLP, DistillationClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = DistillationClassifier(MLP, teacher=LogisticRegression(max_iter=500), loss="kd",
+    ...                              max_epochs=2, verbose=0, device="cpu", random_state=0)
+    >>> clf.fit(X / 16, y).predict(X[:3] / 16).shape
+    (3,)
+    >>> clf.teacher_fitted_in_fit_, clf.teacher_score_ > 0.9  # fitted in fit, accurate
+    (True, True)
     """
 
     prefixes_ = NeuralNetClassifier.prefixes_ + ["loss", "teacher"]
@@ -255,7 +285,7 @@ class DistillationClassifier(NeuralNetClassifier):
         return [
             ("epoch_timer", EpochTimer()),
             ("valid_acc", EpochScoring(_encoded_accuracy, name="valid_acc", lower_is_better=False)),
-            ("print_log", PrintLog()),
+            ("print_log", DistillationPrintLog()),
         ]
 
     @property
@@ -263,6 +293,8 @@ class DistillationClassifier(NeuralNetClassifier):
         try:
             return self.classes_inferred_
         except AttributeError:
+            if self.classes is not None:  # given, e.g. to predict with loaded weights
+                return np.asarray(self.classes)
             raise AttributeError(
                 f"{type(self).__name__} has no classes_ before fit; call fit first."
             ) from None
@@ -277,7 +309,9 @@ class DistillationClassifier(NeuralNetClassifier):
 
     def initialize_callbacks(self):
         self.loss_ = make_loss(self.loss, self.get_params_for("loss"))
+        check_loss_numbers(self.loss_)
         super().initialize_callbacks()
+        self.callbacks_ = watch_unscaled(self.callbacks_)
         if "loss" in [name for name, _ in self.callbacks_]:
             raise ValueError("The callback name 'loss' is reserved by skd for the loss; rename yours.")
         first_log = next(
@@ -289,6 +323,7 @@ class DistillationClassifier(NeuralNetClassifier):
 
     def initialize_module(self):
         kwargs = with_data_dims(self.module, self.get_params_for("module"), getattr(self, "data_dims_", None))
+        check_module_dims(self.module, kwargs)
         self.module_ = self.initialized_instance(self.module, kwargs)
         return self
 
@@ -301,6 +336,7 @@ class DistillationClassifier(NeuralNetClassifier):
         return validate_X(self, X, reset)
 
     def _validate_training_data(self, X, y, reset: bool, classes=None):
+        refuse_if_exported(self)
         check_options(self, X)
         X = validate_X(self, X, reset)
         known = classes if classes is not None else self.classes
@@ -315,13 +351,6 @@ class DistillationClassifier(NeuralNetClassifier):
         return X, labels.raw, labels.encoded
 
     # ---------------------------------------------------------------- teacher
-    def _self_teacher(self, X, y_raw) -> TorchTeacher:
-        """Tf-KD self: a first fit of this student with CE alone, as a torch teacher."""
-        params = {key: value for key, value in self.get_params(deep=False).items()
-                  if not key.startswith("loss__")}
-        params.update(loss="ce", teacher=None)
-        return TorchTeacher(type(self)(**params).fit(X, y_raw).module_)
-
     def write_book(self, X) -> dict:
         """Return the book ``{"X": X, "teacher_logits": logits}`` for ``X``.
 
@@ -331,8 +360,8 @@ class DistillationClassifier(NeuralNetClassifier):
         if getattr(self, "teacher_", None) is None:
             raise NotFittedError("write_book needs the teacher set up by fit; call fit first.")
         with resolved_device(self):
-            X = validate_X(self, X, reset=False)
-            return make_book(X, self.teacher_.book_logits(X))
+            features = validate_X(self, X, reset=False)
+            return make_book(features, self.teacher_.book_logits(features, original=X))
 
     # -------------------------------------------------------------------- fit
     def fit(self, X, y=None, **fit_params):
@@ -359,12 +388,12 @@ class DistillationClassifier(NeuralNetClassifier):
             )
         with resolved_device(self):
             checked_seed(self.random_state)
-            X, y_raw, y_encoded = self._validate_training_data(X, y, reset=True)
+            original, (X, y_raw, y_encoded) = X, self._validate_training_data(X, y, reset=True)
             if not self.warm_start or not self.initialized_:
                 self.initialize()
             self._in_fit_ = True
             try:
-                return self._fit_validated(X, y_raw, y_encoded, **fit_params)
+                return self._fit_validated(X, y_raw, y_encoded, original, **fit_params)
             finally:
                 self._in_fit_ = False
 
@@ -377,10 +406,10 @@ class DistillationClassifier(NeuralNetClassifier):
         with resolved_device(self):
             checked_seed(self.random_state)
             first = not self.initialized_ or not hasattr(self, "label_encoder_")
-            X, y_raw, y_encoded = self._validate_training_data(X, y, reset=first, classes=classes)
+            original, (X, y_raw, y_encoded) = X, self._validate_training_data(X, y, first, classes)
             if not self.initialized_:
                 self.initialize()
-            return self._fit_validated(X, y_raw, y_encoded, **fit_params)
+            return self._fit_validated(X, y_raw, y_encoded, original, **fit_params)
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
         # In fit (not partial_fit), history is fresh unless a LoadInitState
@@ -398,17 +427,20 @@ class DistillationClassifier(NeuralNetClassifier):
             n_classes=len(self.classes_), device=torch.device(self.device), precision=self.precision,
         )
 
-    def _fit_validated(self, X, y_raw, y_encoded, **fit_params):
+    def _fit_validated(self, X, y_raw, y_encoded, original, **fit_params):
         fit_params.pop("_routing_method", None)
         self.teacher_ = teacher_for_fit(
             self.teacher, self.get_params_for("teacher"), self.loss_, self.loss, X, y_raw,
-            self.classes_, self.device, lambda: self._self_teacher(X, y_raw),
+            self.classes_, self.device, lambda: self_teacher(self, X, y_raw), original=original,
         )
+        self.teacher_fitted_in_fit_ = bool(getattr(self.teacher_, "fitted_in_setup_", False))
         if self.teacher_ is not None and writes_book(self.teacher_cache, self.augment,
                                                      self.augment_mode, X):
             cache = check_book_cache(self.book_cache)
             key = book_key(X, y_raw, self.teacher_) if cache is not None else None
-            X = make_book(X, cached_book_logits(cache, key, lambda: self.teacher_.book_logits(X)))
+            X = make_book(X, cached_book_logits(
+                cache, key, lambda: self.teacher_.book_logits(X, original=original)))
+        self.teacher_score_ = score_book(X, y_encoded, self.teacher_, self.verbose)
         self.trainer_ = Trainer(
             self._step_parts(), self.module_, lambda: self.optimizer_, lambda: self.history, self.notify,
             self.callbacks_, self._set_training, on_nonfinite=self.on_nonfinite,
@@ -461,7 +493,8 @@ class DistillationClassifier(NeuralNetClassifier):
 
     # ---------------------------------------------------------------- predict
     def _check_fitted(self):
-        if not getattr(self, "initialized_", False) or not hasattr(self, "classes_inferred_"):
+        if not getattr(self, "initialized_", False) or (
+                not hasattr(self, "classes_inferred_") and self.classes is None):
             raise NotFittedError(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
                 "appropriate arguments before using this estimator."

@@ -13,7 +13,7 @@ scikit-learn or skorch model, and aligned to the student's ``classes_``.
 """
 
 from skd.teachers.adapters import CallableTeacher, SklearnTeacher, SkorchTeacher, TorchTeacher
-from skd.teachers.base import TEACHER_KINDS, Teacher
+from skd.teachers.base import TEACHER_KINDS, Teacher, TeacherScoreWarning
 from skd.teachers.composite import CompositeTeacher, EnsembleTeacher, as_teacher
 from skd.teachers.pruned import PrunedTeacher, prunable_layers, prune_copy
 
@@ -26,6 +26,7 @@ __all__ = [
     "SklearnTeacher",
     "SkorchTeacher",
     "Teacher",
+    "TeacherScoreWarning",
     "TorchTeacher",
     "as_teacher",
     "prunable_layers",

@@ -77,6 +77,7 @@ class SkorchTeacher(Teacher):
             encoded = np.searchsorted(self.student_classes_, y).astype(np.int64)
             self.net.fit(_to_numpy_input(X), encoded)
             self.classes_ = None  # fitted on encoded labels: columns follow classes_
+            self.fitted_in_setup_ = True
         else:
             self.classes_ = _skorch_classes(self.net)
         self.outputs_probabilities = isinstance(getattr(self.net, "criterion_", None), torch.nn.NLLLoss)
@@ -120,6 +121,8 @@ class SklearnTeacher(Teacher):
         With ``predict_proba`` or a multi-class ``decision_function``.
     """
 
+    uses_original_X = True
+
     def __init__(self, estimator: BaseEstimator):
         self.estimator = estimator
 
@@ -138,7 +141,10 @@ class SklearnTeacher(Teacher):
                     "an unfitted scikit-learn teacher is fitted on in-memory X only. Fit it "
                     "first and wrap it in sklearn.frozen.FrozenEstimator."
                 ) from None
-            self.estimator_ = clone(self.estimator).fit(_to_numpy_input(X), y)
+            original = getattr(self, "original_X_", None)
+            self.estimator_ = clone(self.estimator).fit(
+                _to_numpy_input(X) if original is None else original, y)
+            self.fitted_in_setup_ = True
         self.classes_ = np.asarray(self.estimator_.classes_)
         self._use_decision = False
         if hasattr(self.estimator_, "decision_function") and len(self.classes_) > 2:
@@ -154,9 +160,13 @@ class SklearnTeacher(Teacher):
         return X if scipy.sparse.issparse(X) else _to_numpy_input(X)
 
     def raw_logits(self, X):
+        return self.raw_logits_original(X)  # numpy or sparse rows, from _as_input
+
+    def raw_logits_original(self, rows):
+        """Logits for rows as the user gave them (a DataFrame keeps its column names)."""
         if self._use_decision:
-            return torch.as_tensor(np.asarray(self.estimator_.decision_function(X), dtype=np.float32))
-        proba = np.asarray(self.estimator_.predict_proba(X), dtype=np.float32)
+            return torch.as_tensor(np.asarray(self.estimator_.decision_function(rows), dtype=np.float32))
+        proba = np.asarray(self.estimator_.predict_proba(rows), dtype=np.float32)
         return torch.log(torch.as_tensor(proba).clamp_min(PROBA_FLOOR))
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import scipy.sparse
 import torch
 
-__all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher"]
+__all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher", "TeacherScoreWarning", "rows_of",
+           "users_rows"]
 
 TEACHER_KINDS = (
     "a trained torch.nn.Module, a fitted skorch net, a scikit-learn classifier "
@@ -28,6 +29,30 @@ PROBA_FLOOR = 1e-7
 
 #: Rows per teacher call while writing a book.
 BOOK_BATCH_SIZE = 1024
+
+
+class TeacherScoreWarning(UserWarning):
+    """The teacher scores near chance on the training rows it labels.
+
+    Usually the teacher was fitted on other features than it is given, e.g. a
+    prefit teacher after a scaler in a Pipeline (see the Pipelines page).
+    """
+
+
+def users_rows(original):
+    """``original`` if it is worth giving to a teacher as is (arrays, DataFrames, sparse), else None.
+
+    Anything else (tensors, torch Datasets, dicts, lists, array-likes) is given
+    as the float32 tensors every teacher gets.
+    """
+    if isinstance(original, np.ndarray) or hasattr(original, "iloc") or scipy.sparse.issparse(original):
+        return original
+    return None
+
+
+def rows_of(X, start: int, stop: int):
+    """Rows ``start:stop`` of an array, tensor or DataFrame (positional)."""
+    return X.iloc[start:stop] if hasattr(X, "iloc") else X[start:stop]
 
 
 def _looks_like_probabilities(out: torch.Tensor) -> bool:
@@ -57,13 +82,19 @@ class Teacher:
         The student's ``classes_`` (set by :meth:`setup`).
     n_forward_samples_ : int
         Samples the teacher has been asked about since :meth:`setup`.
+    fitted_in_setup_ : bool
+        Whether :meth:`setup` fitted the teacher (an unfitted scikit-learn or
+        skorch model), or found it fitted.
     """
 
     classes_: np.ndarray | None = None
     #: Whether outputs that look like probabilities are expected (no warning).
     outputs_probabilities = False
+    #: Whether the teacher is given the user's own rows (e.g. a DataFrame) when they are known.
+    uses_original_X = False
+    fitted_in_setup_ = False
 
-    def setup(self, X, y, classes, device) -> Teacher:
+    def setup(self, X, y, classes, device, original=None) -> Teacher:
         """Fit the teacher if needed, place it on ``device`` and align it.
 
         Parameters
@@ -76,6 +107,9 @@ class Teacher:
         classes : ndarray
             The student's ``classes_``.
         device : str or torch.device
+        original : array-like, DataFrame or None, default=None
+            ``X`` as the user gave it (before conversion to float32), for
+            teachers that take it (scikit-learn ones); not kept.
 
         Returns
         -------
@@ -84,7 +118,11 @@ class Teacher:
         self.device_ = torch.device(device)
         self.student_classes_ = np.asarray(classes)
         self.n_forward_samples_ = 0
-        self._prepare(X, y)
+        self.original_X_ = users_rows(original)
+        try:
+            self._prepare(X, y)
+        finally:
+            del self.original_X_  # the training data must not live on in the fitted estimator
         return self
 
     def _prepare(self, X, y):
@@ -131,7 +169,25 @@ class Teacher:
             X = X.toarray()
         return torch.as_tensor(X).to(self.device_)
 
-    def predict_logits(self, X: torch.Tensor) -> torch.Tensor:
+    def raw_logits_original(self, rows):
+        """Teacher outputs for the user's own rows (when ``uses_original_X``)."""
+        raise NotImplementedError
+
+    def _first_call(self, X, original):
+        """Outputs of the first batch; a failure names the teacher, the shapes and the likely cause."""
+        try:
+            return self.raw_logits(X) if original is None else self.raw_logits_original(original)
+        except RuntimeError as error:
+            shape = tuple(X.shape)
+            raise ValueError(
+                f"The teacher ({self.describe()}) failed on its first batch, of shape {shape} "
+                f"({shape[1] if len(shape) > 1 else '?'} features per sample): {error}. Most "
+                "likely it expects another number of features: was it trained on other "
+                "features, or are they transformed by an earlier Pipeline step? See "
+                "'Which X the teacher sees' in the Pipelines docs."
+            ) from error
+
+    def predict_logits(self, X: torch.Tensor, original=None) -> torch.Tensor:
         """Logits for a batch, aligned to the student's ``classes_``.
 
         Parameters
@@ -139,14 +195,24 @@ class Teacher:
         X : Tensor of shape (n_samples, ...)
             A float32 batch on the student's device (or rows of the training
             X, e.g. scipy sparse rows, converted by ``_as_input``).
+        original : array-like, DataFrame or None, default=None
+            The same rows as the user gave them; teachers with
+            ``uses_original_X`` (scikit-learn ones) are asked about these.
 
         Returns
         -------
         logits : Tensor of shape (n_samples, n_classes)
             float32, on the student's device, without gradient.
         """
+        original = users_rows(original) if self.uses_original_X else None
         with torch.no_grad():
-            out = self.raw_logits(self._as_input(X))
+            X = self._as_input(X)
+            if not self._checked:
+                out = self._first_call(X, original)
+            elif original is not None:
+                out = self.raw_logits_original(original)
+            else:
+                out = self.raw_logits(X)
             out = torch.as_tensor(out).to(device=self.device_, dtype=torch.float32)
             if out.ndim != 2 or out.shape[0] != X.shape[0]:
                 raise ValueError(
@@ -160,7 +226,7 @@ class Teacher:
         self.n_forward_samples_ += X.shape[0]
         return out
 
-    def book_logits(self, X, batch_size: int = BOOK_BATCH_SIZE) -> np.ndarray:
+    def book_logits(self, X, batch_size: int = BOOK_BATCH_SIZE, original=None) -> np.ndarray:
         """Aligned logits for all of ``X`` (array, tensor or scipy sparse), in batches.
 
         This is how a book is written: one pass of the teacher over the data.
@@ -173,13 +239,18 @@ class Teacher:
             rows as they are (sparse rows stay sparse).
         batch_size : int, default=BOOK_BATCH_SIZE
             Rows per teacher call.
+        original : array-like, DataFrame or None, default=None
+            ``X`` as the user gave it, for teachers that take it.
 
         Returns
         -------
         logits : ndarray of shape (n_samples, n_classes)
         """
         chunks = [
-            self.predict_logits(X[start : start + batch_size]).cpu()
+            self.predict_logits(
+                X[start : start + batch_size],
+                None if users_rows(original) is None else rows_of(original, start, start + batch_size),
+            ).cpu()
             for start in range(0, X.shape[0], batch_size)
         ]
         return torch.cat(chunks).numpy()

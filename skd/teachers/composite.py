@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.frozen import FrozenEstimator
 from skorch import NeuralNet
 
 from skd.teachers.adapters import CallableTeacher, SklearnTeacher, SkorchTeacher, TorchTeacher
@@ -41,11 +42,14 @@ class CompositeTeacher(Teacher):
         The set-up member adapters (set by :meth:`setup`).
     """
 
+    uses_original_X = True  # handed on to the members that take it
+
     def _prepare(self, X, y):
         self.members_ = [
-            as_teacher(member).setup(X, y, self.student_classes_, self.device_)
+            as_teacher(member).setup(X, y, self.student_classes_, self.device_, self.original_X_)
             for member in self._make_members(X, y)
         ]
+        self.fitted_in_setup_ = any(member.fitted_in_setup_ for member in self.members_)
 
     def _make_members(self, X, y) -> list:
         raise NotImplementedError
@@ -53,19 +57,21 @@ class CompositeTeacher(Teacher):
     def _combine(self, logits: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def predict_logits(self, X: torch.Tensor) -> torch.Tensor:
+    def predict_logits(self, X: torch.Tensor, original=None) -> torch.Tensor:
         """The members' aligned logits for a batch, combined.
 
         Parameters
         ----------
         X : Tensor of shape (n_samples, ...)
             A float32 batch on the student's device.
+        original : array-like, DataFrame or None, default=None
+            The same rows as the user gave them, for members that take them.
 
         Returns
         -------
         logits : Tensor of shape (n_samples, n_classes)
         """
-        logits = self._combine([member.predict_logits(X) for member in self.members_])
+        logits = self._combine([member.predict_logits(X, original) for member in self.members_])
         self.n_forward_samples_ += X.shape[0]
         return logits
 
@@ -80,6 +86,26 @@ class EnsembleTeacher(CompositeTeacher):
     weights : sequence of float or None, default=None
         One non-negative weight per teacher (normalised to sum to 1);
         None means equal weights.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.ensemble import RandomForestClassifier
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skd import MLP, DistillationClassifier, EnsembleTeacher
+    >>> X, y = load_digits(return_X_y=True)
+    >>> X = X / 16
+    >>> teacher = EnsembleTeacher([LogisticRegression(max_iter=500),
+    ...                            RandomForestClassifier(n_estimators=20, random_state=0)],
+    ...                           weights=[2, 1])
+    >>> clf = DistillationClassifier(MLP, teacher=teacher, max_epochs=2, verbose=0, device="cpu")
+    >>> clf.fit(X, y).predict(X[:3]).shape
+    (3,)
+    >>> clf.teacher_score_ > 0.9  # the ensemble's accuracy on the training rows
+    True
+
+    Unfitted members are fitted on the training data of each ``fit``; a
+    plain list, ``teacher=[a, b]``, is an ensemble with equal weights.
     """
 
     def __init__(self, teachers: Sequence[Any], weights: Sequence[float] | None = None):
@@ -131,6 +157,8 @@ def as_teacher(teacher: Any) -> Teacher:
         return copy.copy(teacher)
     if isinstance(teacher, NeuralNet):
         return SkorchTeacher(teacher)
+    if isinstance(teacher, FrozenEstimator) and isinstance(teacher.estimator, NeuralNet):
+        return SkorchTeacher(teacher.estimator)  # its logits, not its probabilities
     if isinstance(teacher, torch.nn.Module):
         return TorchTeacher(teacher)
     if isinstance(teacher, (list, tuple)):

@@ -15,6 +15,7 @@ import copy
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.frozen import FrozenEstimator
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 from skorch.helper import SliceDict
@@ -22,8 +23,9 @@ from torch import nn
 from torch.nn.utils import prune
 
 from skd._device import resolve_device
-from skd.book import make_book
+from skd.book import book_score, make_book
 from skd.teachers.adapters import TorchTeacher, _skorch_classes
+from skd.teachers.cloning import KeepsFittedTeachers, is_fitted_net
 from skd.teachers.composite import CompositeTeacher
 
 __all__ = ["PRUNE_METHODS", "PrunedTeacher", "prunable_layers", "prune_copy"]
@@ -104,7 +106,7 @@ class _ModuleBlueprint:
         return module
 
 
-class PrunedTeacher(TransformerMixin, CompositeTeacher, BaseEstimator):
+class PrunedTeacher(KeepsFittedTeachers, TransformerMixin, CompositeTeacher, BaseEstimator):
     """A teacher blended with its pruned copy; a transformer that writes the book.
 
     R2KD (Kim, Ham, Cho & Kim, IEEE TKDE 2024) distils from
@@ -142,6 +144,39 @@ class PrunedTeacher(TransformerMixin, CompositeTeacher, BaseEstimator):
         The pruned copy (None when ``amount=0`` or ``blend=1``).
     classes_ : ndarray
         Labels of the book's columns (set by ``fit_transform`` or ``setup``).
+    teacher_score_ : float
+        Accuracy of the book's logits on the rows of ``fit_transform``.
+
+    Notes
+    -----
+    In a pipeline the teacher sees the X that reaches this step. A prefit
+    teacher that was trained on raw features must come first, before any
+    scaler; wrap the later feature steps in :class:`skd.OnFeatures` so that
+    they transform the book's features and keep its logits. ``clone`` keeps a
+    fitted skorch net (or a ``FrozenEstimator``) as it is.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.ensemble import RandomForestClassifier
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skd import MLP, DistillationClassifier, OnFeatures, PrunedTeacher
+    >>> X, y = load_digits(return_X_y=True)
+    >>> forest = RandomForestClassifier(n_estimators=20, random_state=0).fit(X, y)
+    >>> pipe = make_pipeline(
+    ...     PrunedTeacher(FrozenEstimator(forest), amount=0),  # the book, on raw X
+    ...     OnFeatures(StandardScaler()),                       # the student's X, scaled
+    ...     DistillationClassifier(MLP, loss="kd", max_epochs=2, verbose=0, device="cpu"))
+    >>> pipe.fit(X, y).predict(X[:3]).shape
+    (3,)
+    >>> pipe[0].teacher_score_ > 0.9  # the forest saw the raw pixels it was trained on
+    True
+
+    Pruning needs a torch teacher (a module or a fitted skorch net):
+    ``PrunedTeacher(net, amount=0.1, blend=0.7)`` blends it with a copy that
+    has 10% of its weights pruned.
     """
 
     def __init__(self, teacher=None, amount: float = 0.1, blend: float = 0.7,
@@ -164,10 +199,17 @@ class PrunedTeacher(TransformerMixin, CompositeTeacher, BaseEstimator):
             raise ValueError(f"method must be one of {PRUNE_METHODS}, got {self.method!r}.")
 
     def _torch_module(self):
-        if isinstance(self.teacher, NeuralNet):
-            return self.teacher.module_
-        if isinstance(self.teacher, nn.Module):
-            return self.teacher
+        teacher = _unfrozen(self.teacher)
+        if isinstance(teacher, NeuralNet):
+            if not is_fitted_net(teacher):
+                raise ValueError(
+                    f"PrunedTeacher prunes a fitted skorch net, but the {type(teacher).__name__} "
+                    "it was given is not fitted (or not initialised); fit it first, or use "
+                    "amount=0 to have it fitted on the training data."
+                )
+            return teacher.module_
+        if isinstance(teacher, nn.Module):
+            return teacher
         return None
 
     def fit(self, X=None, y=None) -> PrunedTeacher:
@@ -179,11 +221,12 @@ class PrunedTeacher(TransformerMixin, CompositeTeacher, BaseEstimator):
         """
         self._validate()
         needs_pruning = self.amount > 0 and self.blend < 1
-        module = self._torch_module()
+        module = self._torch_module() if needs_pruning else None
         if needs_pruning and module is None:
             raise TypeError(
                 f"PrunedTeacher can prune only torch teachers (a torch.nn.Module or a fitted "
-                f"skorch net), not {type(self.teacher).__name__}; use amount=0 for it."
+                f"skorch net, bare or in a FrozenEstimator), not {_kind(self.teacher)}; use "
+                "amount=0 for it."
             )
         self.pruned_ = prune_copy(module, self.amount, self.method) if needs_pruning else None
         return self
@@ -214,9 +257,10 @@ class PrunedTeacher(TransformerMixin, CompositeTeacher, BaseEstimator):
         X_np = np.ascontiguousarray(X_np, dtype=np.float32)
         classes = np.unique(np.asarray(y))
         device = resolve_device(self.device)
-        adapter = copy.copy(self).setup(X_np, np.asarray(y), classes, device)
-        logits = adapter.book_logits(X_np)
+        adapter = copy.copy(self).setup(X_np, np.asarray(y), classes, device, original=X)
+        logits = adapter.book_logits(X_np, original=X)
         self.classes_ = classes
+        self.teacher_score_ = book_score(logits, np.searchsorted(classes, np.asarray(y)))
         return SliceDict(**make_book(X_np, logits))
 
     def __getstate__(self):
@@ -251,6 +295,18 @@ class PrunedTeacher(TransformerMixin, CompositeTeacher, BaseEstimator):
         return self.blend * teacher_logits + (1.0 - self.blend) * pruned_logits
 
 
+def _unfrozen(teacher):
+    """The estimator inside a ``FrozenEstimator``, else ``teacher``."""
+    return teacher.estimator if isinstance(teacher, FrozenEstimator) else teacher
+
+
+def _kind(teacher) -> str:
+    if isinstance(teacher, FrozenEstimator):
+        return f"FrozenEstimator({type(teacher.estimator).__name__})"
+    return type(teacher).__name__
+
+
 def _teacher_classes(teacher):
     """Labels of a prunable teacher's output columns (None: the student's order)."""
+    teacher = _unfrozen(teacher)
     return _skorch_classes(teacher) if isinstance(teacher, NeuralNet) else None

@@ -20,6 +20,7 @@ from skd._batching import DeviceBatches
 from skd.training.graph import WARMUP_STEPS, CapturedStep, graph_blockers, prepare_capturable
 from skd.training.guard import DEFAULT_CUDA_CHECK_EVERY, NonFiniteGuard
 from skd.training.ledger import EpochLedger
+from skd.training.monitor import unscaled_key, unscaled_loss
 from skd.training.step import StepParts, batch_terms, stack_terms
 
 __all__ = ["Trainer"]
@@ -176,12 +177,15 @@ class Trainer:
 
     def _record_epoch(self, ledger: EpochLedger, training: bool, counts: dict) -> None:
         means = ledger.means()  # the epoch's one device-to-host copy
+        if ledger.loss_name in means:
+            means[unscaled_key(ledger.loss_name)] = unscaled_loss(means, ledger.names, ledger.prefix,
+                                                                  self.parts.loss)
         for key, value in means.items():
             self.history.record(key, value)
-        if ledger.loss_name in means:
-            earlier = [row[ledger.loss_name] for row in self.history[:-1] if ledger.loss_name in row]
-            self.history.record(ledger.loss_name + "_best",
-                                not earlier or means[ledger.loss_name] < min(earlier))
+        for key in (ledger.loss_name, unscaled_key(ledger.loss_name)):
+            if key in means:
+                earlier = [row[key] for row in self.history[:-1] if key in row]
+                self.history.record(key + "_best", not earlier or means[key] < min(earlier))
         if not training:
             return
         if self.guard.mode == "skip":
