@@ -93,7 +93,8 @@ def main():
     args = parser.parse_args()
     split = load_split("mnist5k")
     X, y = split.X_train, split.y_train
-    teacher = DistillationClassifier(MLP, loss="ce", module__hidden_units=(256,), max_epochs=5, batch_size=128,
+    teacher = DistillationClassifier(
+        MLP, loss="ce", module__hidden_units=(256,), max_epochs=5, batch_size=128,
                                      optimizer=torch.optim.Adam, device="cpu", verbose=0,
                                      random_state=0).fit(X, y).module_
     lines = [

@@ -3,7 +3,8 @@
 In a grid search every candidate of a fold trains on the same rows with the
 same teacher, so they can share one book. ``DistillationClassifier(...,
 book_cache=<dir>)`` keeps each book's logits in ``<dir>`` under a hash of
-the training features, the labels and the set-up teacher (by content). A file lock per key makes concurrent workers (joblib
+the training features, the labels and the set-up teacher (by content). A file lock per key makes
+concurrent workers (joblib
 processes, Dask workers on one machine or on a shared file system) wait for
 the one that writes it instead of running the teacher again. This is the role
 ``Pipeline(memory=...)`` plays for transformers.

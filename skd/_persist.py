@@ -50,7 +50,8 @@ def save_student(net, path: str | os.PathLike) -> None:
         "n_features_in": getattr(net, "n_features_in_", None),
         "module_params": {key: value for key, value in module_params.items() if _jsonable(value)},
     }
-    state = {key: value.detach().cpu().clone().contiguous() for key, value in net.module_.state_dict().items()}
+    state = {key: value.detach().cpu().clone().contiguous()
+             for key, value in net.module_.state_dict().items()}
     save_file(state, os.fspath(path), metadata={"skd": json.dumps(meta)})
 
 

@@ -90,7 +90,7 @@ def test_teacher_on_an_accelerator_pickles_as_a_cpu_copy(digits, make_student, m
     monkeypatch.setattr(skd._pickling, "_on_accelerator", lambda tensor: True)
     copy = skd._pickling.cpu_portable([teacher])[0]
     assert copy is not teacher
-    for (name, theirs), mine in zip(teacher.named_parameters(), copy.parameters()):
+    for (name, theirs), mine in zip(teacher.named_parameters(), copy.parameters(), strict=True):
         assert isinstance(mine, torch.nn.Parameter) and torch.equal(mine, theirs), name
         assert mine.data_ptr() != theirs.data_ptr()
     restored = pickle.loads(pickle.dumps(clf))

@@ -59,7 +59,7 @@ def test_device_batches_densify_one_batch_at_a_time(digits, make_student):
                             fast=False, generator=lambda: torch.Generator().manual_seed(0))
     assert isinstance(batches, DeviceBatches) and batches.sparse and batches.X.is_sparse
     rows = 0
-    for Xb, yb in batches:
+    for Xb, _yb in batches:
         assert not Xb.is_sparse and Xb.shape[0] <= 64
         rows += Xb.shape[0]
     assert rows == X.shape[0]
