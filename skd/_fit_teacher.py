@@ -13,6 +13,7 @@ from typing import Any
 from sklearn.base import clone
 from torch.utils.data import Dataset
 
+from skd._partial_labels import other_label
 from skd.book import is_book
 from skd.losses.base import DistillationLoss
 from skd.teachers import Teacher, as_teacher
@@ -32,7 +33,8 @@ def _with_params(teacher: Any, params: dict) -> Any:
 
 
 def teacher_for_fit(teacher: Any, params: dict, loss: DistillationLoss, loss_spec: Any, X, y,
-                    classes, device, self_teacher: Callable[[], Teacher]) -> Teacher | None:
+                    classes, device, self_teacher: Callable[[], Teacher],
+                    bucket: bool = False) -> Teacher | None:
     """The set-up teacher of a fit, or None when the loss needs none or ``X`` is a book.
 
     Parameters
@@ -50,6 +52,9 @@ def teacher_for_fit(teacher: Any, params: dict, loss: DistillationLoss, loss_spe
         ``classes_`` and device.
     self_teacher : callable
         Makes the Tf-KD self teacher (a first fit of the student with CE).
+    bucket : bool, default=False
+        ``teacher_other="bucket"``: the student's "other" class gets the
+        log-sum-exp of the teacher's classes outside ``classes``.
     """
     if not loss.requires_teacher or is_book(X):
         return None
@@ -63,7 +68,8 @@ def teacher_for_fit(teacher: Any, params: dict, loss: DistillationLoss, loss_spe
         )
     else:
         chosen = _with_params(teacher, params)
-    return as_teacher(chosen).setup(X, y, classes, device)
+    other = other_label(classes) if bucket else None
+    return as_teacher(chosen).setup(X, y, classes, device, other=other)
 
 
 def writes_book(teacher_cache, augment, augment_mode: str, X) -> bool:

@@ -22,9 +22,12 @@ from skd._batching import make_iterator
 from skd._device import checked_seed, epoch_generator, resolve_device, resolved_device, seeded
 from skd._export import lean_copy
 from skd._fit_teacher import teacher_for_fit, writes_book
-from skd._validation import check_options, data_dims, validate_labels, validate_X, with_data_dims
+from skd._partial_labels import (check_unlabelled_fit, forget_failed_fit, labelled_part, partial_labels,
+                                 probe_teacher, teacher_classes)
+from skd._validation import check_options, data_dims, validate_X, with_data_dims
 from skd.book import check_book_logits, features_of, is_book, make_book
 from skd.losses.base import DistillationLoss, make_loss
+from skd.metrics import labelled_accuracy_score
 from skd.teachers import TorchTeacher
 from skd.training import StepParts, Trainer, stack_terms, terms_for
 
@@ -38,7 +41,7 @@ def _softmax(logits):
 def _encoded_accuracy(net, X, y):
     """Validation accuracy on encoded labels (skorch's scorer sees encoded y)."""
     predicted = net.predict_proba(X).argmax(axis=1)
-    return float(np.mean(predicted == to_numpy(y)))
+    return labelled_accuracy_score(to_numpy(y), predicted, unlabelled=-1)
 
 
 class DistillationClassifier(NeuralNetClassifier):
@@ -137,6 +140,18 @@ class DistillationClassifier(NeuralNetClassifier):
         ``"bf16"`` runs the student's training forward under bfloat16
         autocast (for CNN students on GPUs); the loss terms are always
         computed in float32.
+    unlabelled : object, default=-1
+        The label of a row without one (scikit-learn's semi-supervised
+        convention): such rows get the teacher's terms only, never CE, and
+        ``score`` skips them. Use a string (e.g. ``""``) with string labels.
+        See ``docs/unlabelled.md``.
+    teacher_other : {"drop", "bucket"}, default="drop"
+        For a student whose classes (``classes=`` or those of ``y``) are a
+        strict subset of the teacher's: ``"drop"`` restricts the teacher's
+        logits to them (softmax renormalised over the subset); ``"bucket"``
+        adds an "other" class to ``classes_`` (``-2``, or ``"other"`` for
+        string labels), whose teacher logit is the log-sum-exp of the rest,
+        and labels of ``y`` outside ``classes=`` become "other".
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
         Kept for skorch compatibility; the loss callback computes the loss.
     train_split : callable or None, default=None
@@ -188,6 +203,8 @@ class DistillationClassifier(NeuralNetClassifier):
         step_mode: str = "auto",
         record_batches: str | bool = "auto",
         precision: str = "32",
+        unlabelled: Any = -1,
+        teacher_other: str = "drop",
         criterion=torch.nn.CrossEntropyLoss,
         train_split=None,
         device: str | None = "auto",
@@ -208,6 +225,8 @@ class DistillationClassifier(NeuralNetClassifier):
         self.step_mode = step_mode
         self.record_batches = record_batches
         self.precision = precision
+        self.unlabelled = unlabelled
+        self.teacher_other = teacher_other
 
     # ------------------------------------------------------------------ setup
     def get_params(self, deep=True, **kwargs):
@@ -285,7 +304,11 @@ class DistillationClassifier(NeuralNetClassifier):
         X = validate_X(self, X, reset)
         known = classes if classes is not None else self.classes
         encoder = None if reset else self.label_encoder_
-        labels = validate_labels(y, X, known, encoder, type(self).__name__)
+        labels = partial_labels(y, X, known, encoder, type(self).__name__, marker=self.unlabelled,
+                                teacher_known=teacher_classes(self.teacher),
+                                bucket=self.teacher_other == "bucket")
+        check_unlabelled_fit(labels.encoded, make_loss(self.loss, self.get_params_for("loss")),
+                             self.loss, self.unlabelled)
         if reset:
             self.label_encoder_ = labels.encoder
             self.classes_inferred_ = labels.encoder.classes_
@@ -339,12 +362,15 @@ class DistillationClassifier(NeuralNetClassifier):
             )
         with resolved_device(self):
             checked_seed(self.random_state)
-            X, y_raw, y_encoded = self._validate_training_data(X, y, reset=True)
-            if not self.warm_start or not self.initialized_:
-                self.initialize()
             self._in_fit_ = True
             try:
+                X, y_raw, y_encoded = self._validate_training_data(X, y, reset=True)
+                if not self.warm_start or not self.initialized_:
+                    self.initialize()
                 return self._fit_validated(X, y_raw, y_encoded, **fit_params)
+            except BaseException:
+                forget_failed_fit(self)
+                raise
             finally:
                 self._in_fit_ = False
 
@@ -381,12 +407,15 @@ class DistillationClassifier(NeuralNetClassifier):
     def _fit_validated(self, X, y_raw, y_encoded, **fit_params):
         fit_params.pop("_routing_method", None)
         self.teacher_ = teacher_for_fit(
-            self.teacher, self.get_params_for("teacher"), self.loss_, self.loss, X, y_raw,
-            self.classes_, self.device, lambda: self._self_teacher(X, y_raw),
+            self.teacher, self.get_params_for("teacher"), self.loss_, self.loss,
+            *labelled_part(X, y_raw, y_encoded), self.classes_, self.device,
+            lambda: self._self_teacher(X, y_raw), bucket=self.teacher_other == "bucket",
         )
         if self.teacher_ is not None and writes_book(self.teacher_cache, self.augment,
                                                      self.augment_mode, X):
             X = make_book(X, self.teacher_.book_logits(X))
+        elif self.teacher_ is not None:
+            probe_teacher(self.teacher_, X, y_encoded, self.unlabelled)
         self.trainer_ = Trainer(
             self._step_parts(), self.module_, lambda: self.optimizer_, lambda: self.history, self.notify,
             self.callbacks_, self._set_training, on_nonfinite=self.on_nonfinite,
@@ -456,6 +485,11 @@ class DistillationClassifier(NeuralNetClassifier):
         """
         self._check_fitted()
         return super().predict_proba(features_of(validate_X(self, X, reset=False)))
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy on the labelled rows of ``y`` (rows labelled ``unlabelled`` are skipped)."""
+        return labelled_accuracy_score(y, self.predict(X), unlabelled=self.unlabelled,
+                                       sample_weight=sample_weight)
 
     def predict(self, X):
         """Predicted labels, values from ``classes_``."""

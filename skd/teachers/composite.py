@@ -43,7 +43,7 @@ class CompositeTeacher(Teacher):
 
     def _prepare(self, X, y):
         self.members_ = [
-            as_teacher(member).setup(X, y, self.student_classes_, self.device_)
+            as_teacher(member).setup(X, y, self.student_classes_, self.device_, other=self.other_label_)
             for member in self._make_members(X, y)
         ]
 
