@@ -136,6 +136,18 @@ def partial_labels(y, X, known_classes, encoder, name: str, *, marker, teacher_k
             known = _with_other(np.unique(labelled_y) if known is None else np.asarray(known))
     else:
         known = encoder.classes_
+    if known is None and unlabelled.any() and len(np.unique(labelled_y)) < 2:
+        raise ValueError(
+            f"y has one class besides {int(unlabelled.sum())} rows labelled {marker!r}, the "
+            f"unlabelled marker (the unlabelled= parameter). If {marker!r} is a class (as in "
+            "labels {-1, 1}), pass unlabelled=None."
+        )
+    if bucket and teacher_known is None:
+        raise ValueError(
+            "teacher_other='bucket' needs a teacher that names its classes, to tell the "
+            "labels of y that are 'other'. Pass TorchTeacher(module, classes=...), or a "
+            "fitted scikit-learn or skorch classifier."
+        )
     if bucket:
         labelled_y = _fold_other(labelled_y, np.asarray(known), teacher_known)
     labels = validate_labels(labelled_y if len(labelled_y) else np.asarray(known), None, known,

@@ -249,3 +249,12 @@ def test_an_online_teacher_that_fails_on_unlabelled_rows(digits, make_student):
     with pytest.raises(ValueError, match="failed on the unlabelled rows of y .*out of range"):
         clf.fit(X, y)
     _assert_unfitted(clf)
+
+
+def test_binary_labels_minus_one_and_one_name_the_marker(digits, make_student, make_teacher):
+    X, y = digits
+    signs = np.where(y < 5, -1, 1)
+    student = make_student.bind(lambda: make_teacher(n_classes=2))
+    with pytest.raises(ValueError, match="pass unlabelled=None"):
+        student().fit(X, signs)
+    assert student(unlabelled=None, max_epochs=1).fit(X, signs).classes_.tolist() == [-1, 1]
