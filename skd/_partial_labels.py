@@ -23,8 +23,17 @@ from torch.utils.data import Dataset
 from skd._validation import Labels, validate_labels
 from skd.book import features_of
 
-__all__ = ["TEACHER_OTHER", "check_unlabelled_fit", "forget_failed_fit", "labelled_part", "marker_rows",
-           "probe_teacher", "other_label", "partial_labels", "teacher_classes"]
+__all__ = [
+    "TEACHER_OTHER",
+    "check_unlabelled_fit",
+    "forget_failed_fit",
+    "labelled_part",
+    "marker_rows",
+    "other_label",
+    "partial_labels",
+    "probe_teacher",
+    "teacher_classes",
+]
 
 #: Choices of ``teacher_other``.
 TEACHER_OTHER = ("drop", "bucket")
@@ -47,7 +56,7 @@ def teacher_classes(teacher) -> np.ndarray | None:
     """
     try:
         classes = getattr(teacher, "classes_", None)
-    except Exception:  # a property that raises before fit
+    except Exception:  # noqa: BLE001 - any property that raises before fit means "unknown"
         return None
     return None if classes is None else np.asarray(classes)
 

@@ -22,8 +22,14 @@ from skd._batching import make_iterator
 from skd._device import checked_seed, epoch_generator, resolve_device, resolved_device, seeded
 from skd._export import lean_copy
 from skd._fit_teacher import teacher_for_fit, writes_book
-from skd._partial_labels import (check_unlabelled_fit, forget_failed_fit, labelled_part, partial_labels,
-                                 probe_teacher, teacher_classes)
+from skd._partial_labels import (
+    check_unlabelled_fit,
+    forget_failed_fit,
+    labelled_part,
+    partial_labels,
+    probe_teacher,
+    teacher_classes,
+)
 from skd._validation import check_options, data_dims, validate_X, with_data_dims
 from skd.book import check_book_logits, features_of, is_book, make_book
 from skd.losses.base import DistillationLoss, make_loss

@@ -258,3 +258,16 @@ def test_binary_labels_minus_one_and_one_name_the_marker(digits, make_student, m
     with pytest.raises(ValueError, match="pass unlabelled=None"):
         student().fit(X, signs)
     assert student(unlabelled=None, max_epochs=1).fit(X, signs).classes_.tolist() == [-1, 1]
+
+
+def test_add_transfer_appends_unlabelled_rows_where_the_dataset_has_them(monkeypatch):
+    from skd import data
+
+    split = data.Split(np.zeros((4, 3)), np.zeros((2, 3)), np.arange(4), np.arange(2), "mnist5k")
+    monkeypatch.setitem(data.TRANSFER_POOLS, "mnist5k", lambda: np.ones((10, 3)))
+    grown = data.add_transfer(split, 6)
+    assert grown.X_train.shape == (10, 3) and (grown.y_train[4:] == -1).all()
+    with pytest.raises(ValueError, match="has no unlabelled transfer rows"):
+        data.add_transfer(split._replace(name="digits"), 6)
+    with pytest.raises(ValueError, match="between 0 and 10"):
+        data.add_transfer(split, 11)

@@ -63,9 +63,9 @@ from skd.losses.functional.teacher_free import (
 )
 
 __all__ = [
-    "UNLABELLED",
     "CONVENTIONS",
     "RELEASED_EPS",
+    "UNLABELLED",
     "CAKDTerms",
     "DKDTerms",
     "SplitKL",
