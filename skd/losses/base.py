@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from sklearn.base import clone
 from skorch.callbacks import Callback
 
-from skd.losses.functional import CONVENTIONS, check_choice, check_temperature
+from skd.losses.functional import CONVENTIONS, check_choice, check_temperature, labelled_cross_entropy
 from skd.losses.schedules import SoftLossSchedule, TemperatureSchedule, find_schedule
 
 __all__ = ["DistillationLoss", "available_losses", "get_loss_class", "make_loss", "register_loss"]
@@ -123,7 +122,10 @@ class DistillationLoss(Callback):
             Aligned to the classifier's ``classes_``; None when
             ``requires_teacher`` is False.
         y : LongTensor of shape (batch,)
-            Encoded labels, indices into ``classes_``.
+            Encoded labels, indices into ``classes_``; -1 marks an unlabelled
+            row, which gets the teacher's terms only. Every loss documents
+            what it does with such a row, and keeps each term a mean over
+            the rows that define it (no boolean indexing, no host read).
         """
         raise NotImplementedError
 
@@ -186,5 +188,11 @@ class DistillationLoss(Callback):
 
     @staticmethod
     def cross_entropy(student_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Batch-mean cross-entropy on logits."""
-        return F.cross_entropy(student_logits, y)
+        """Cross-entropy on logits, averaged over the labelled rows of the batch.
+
+        Rows with ``y == -1`` (unlabelled) are left out: the sum over the
+        labelled rows is divided by ``max(n_labelled, 1)``, so a batch with
+        no labelled row has a CE term of 0 (see
+        :func:`skd.losses.functional.labelled_cross_entropy`).
+        """
+        return labelled_cross_entropy(student_logits, y)

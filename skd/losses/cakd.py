@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from skd.losses.base import DistillationLoss, register_loss
-from skd.losses.functional import cakd_terms, check_choice, strong_class_mask
+from skd.losses.functional import cakd_terms, check_choice, strong_class_mask, target_or_teacher_top
 
 __all__ = ["CAKD"]
 
@@ -27,6 +27,10 @@ class CAKD(DistillationLoss):
     (``strong_rule="mass"``). With ``use_labels=False``, S is the teacher's
     top-(``strong_k`` + 1) classes. With ``strong_k=0`` and weights
     ``(alpha, any, beta)`` CAKD is DKD(alpha, beta).
+
+    An unlabelled row (``y == -1``) puts the teacher's top class in S in
+    place of the true class (as DKD does); BCD/SCD/WCD stay means over every
+    row, CE over the labelled rows.
 
     The default weights come from the ablation in ``benchmarks/cakd_ablation.py``
     (MNIST-5k, see ``docs/benchmarks.md``); they follow the paper's finding
@@ -98,7 +102,7 @@ class CAKD(DistillationLoss):
         temperature = self.temperature_
         mask = strong_class_mask(
             teacher_logits,
-            y if self.use_labels else None,
+            target_or_teacher_top(y, teacher_logits) if self.use_labels else None,
             strong_k=strong_k,
             rule=self.strong_rule,
             strong_mass=self.strong_mass,

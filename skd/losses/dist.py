@@ -18,6 +18,9 @@ class DIST(DistillationLoss):
     (``dist_t4``) uses T=4 and multiplies the distillation loss by 2, which is
     ``beta=gamma=2`` here; the paper's formulation is ``beta=gamma=1``.
 
+    An unlabelled row (``y == -1``) takes part in both relation terms (they
+    need no label); CE is averaged over the labelled rows.
+
     ``convention`` (where the paper's formula and the released code,
     ``lib/models/losses/dist_kd.py`` of hunto/image_classification_sota,
     disagree):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from skd.losses.base import DistillationLoss, register_loss
-from skd.losses.functional import dkd_terms
+from skd.losses.functional import dkd_terms, target_or_teacher_top
 
 __all__ = ["DKD"]
 
@@ -17,6 +17,11 @@ class DKD(DistillationLoss):
     first ``warmup`` epochs. Defaults are the official code's (mdistiller
     ``DKD``: CE 1, alpha 1, beta 8, T 4, warm-up 20). The paper tunes beta per
     teacher: 2 for ResNet56/110, 6 for WRN-40-2/VGG13, 8 for ResNet32x4/50.
+
+    An unlabelled row (``y == -1``) has no target class: its split uses the
+    teacher's top class instead (:func:`~skd.losses.functional.target_or_teacher_top`),
+    so TCKD + (1 - p_t^T) NCKD is still its full KL, and TCKD/NCKD stay means
+    over every row. CE is averaged over the labelled rows.
 
     Parameters
     ----------
@@ -48,7 +53,8 @@ class DKD(DistillationLoss):
 
     def compute_terms(self, student_logits, teacher_logits, y):
         temperature = self.temperature_
-        terms = dkd_terms(student_logits, teacher_logits, y, temperature)
+        target = target_or_teacher_top(y, teacher_logits)
+        terms = dkd_terms(student_logits, teacher_logits, target, temperature)
         return {
             "ce": self.ce_weight * self.cross_entropy(student_logits, y),
             "tckd": self.alpha * temperature**2 * terms.tckd.mean(),

@@ -41,6 +41,9 @@ class KD(DistillationLoss):
     ``p = softmax(z / T)``. The defaults (T=4, 0.1 CE + 0.9 KD) are those of
     the CRD/mdistiller CIFAR-100 baselines.
 
+    An unlabelled row (``y == -1``) gets the KD term only; CE is averaged
+    over the labelled rows.
+
     Parameters
     ----------
     temperature : float, default=4.0

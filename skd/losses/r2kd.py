@@ -34,6 +34,9 @@ class R2KD(DistillationLoss):
     (up to 1.7e-2 relative difference on small batches with a confident
     teacher). It applies to both ``value`` distances.
 
+    An unlabelled row (``y == -1``) takes part in the value and rank terms
+    (they need no label); CE is averaged over the labelled rows.
+
     Use it with :class:`skd.PrunedTeacher` (``blend=0.7``, ``amount=0.1``) and
     batch augmentation for the full recipe. Defaults are the released code's.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from skd.losses.base import DistillationLoss, register_loss
-from skd.losses.functional import check_choice, kd_divergence, tfkd_reg_kl, tfkd_reg_released
+from skd.losses.functional import check_choice, kd_divergence, labelled_mean, tfkd_reg_kl, tfkd_reg_released
 
 __all__ = ["TfKD"]
 
@@ -21,6 +21,12 @@ class TfKD(DistillationLoss):
       cross-entropy alone is the teacher. :attr:`self_teaching` is True: the
       classifier fits a clone of itself with ``loss="ce"`` first and passes
       its module as the teacher.
+
+    The hand-made teacher of ``mode="reg"`` is made from the label, so an
+    unlabelled row (``y == -1``) adds nothing to either term in that mode
+    (both are means over the labelled rows); the classifier refuses
+    unlabelled rows for teacher-free losses. In ``mode="self"`` it gets the
+    KD term only.
 
     ``convention`` (where the paper's formula and the authors' released code,
     ``my_loss_function.py``, disagree):
@@ -88,9 +94,10 @@ class TfKD(DistillationLoss):
         temperature = self.temperature_
         released = self.convention == "released"
         if self.mode == "reg" and released:
-            soft = tfkd_reg_released(student_logits, y, self.a, temperature)
+            soft = tfkd_reg_released(student_logits, y, self.a, temperature)  # labelled rows only
         elif self.mode == "reg":
-            soft = temperature**2 * tfkd_reg_kl(student_logits, y, self.a, temperature).mean()
+            per_row = tfkd_reg_kl(student_logits, y.clamp_min(0), self.a, temperature)
+            soft = temperature**2 * labelled_mean(per_row, y)
         else:
             kl = kd_divergence(student_logits, teacher_logits, temperature).mean()
             soft = temperature**2 * (kl / student_logits.shape[1] if released else kl)

@@ -15,6 +15,8 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from skd.teachers.subset import other_columns, subset_logits
+
 __all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher", "TeacherScoreWarning", "rows_of",
            "users_rows"]
 
@@ -45,7 +47,9 @@ def users_rows(original):
     Anything else (tensors, torch Datasets, dicts, lists, array-likes) is given
     as the float32 tensors every teacher gets.
     """
-    if isinstance(original, np.ndarray) or hasattr(original, "iloc") or scipy.sparse.issparse(original):
+    if scipy.sparse.issparse(original):
+        return original.tocsr()  # row-sliceable (COO and DIA are not); no copy for CSR
+    if isinstance(original, np.ndarray) or hasattr(original, "iloc"):
         return original
     return None
 
@@ -94,7 +98,7 @@ class Teacher:
     uses_original_X = False
     fitted_in_setup_ = False
 
-    def setup(self, X, y, classes, device, original=None) -> Teacher:
+    def setup(self, X, y, classes, device, original=None, other=None) -> Teacher:
         """Fit the teacher if needed, place it on ``device`` and align it.
 
         Parameters
@@ -110,6 +114,10 @@ class Teacher:
         original : array-like, DataFrame or None, default=None
             ``X`` as the user gave it (before conversion to float32), for
             teachers that take it (scikit-learn ones); not kept.
+        other : label or None, default=None
+            The student's "other" class (``teacher_other="bucket"``): its
+            logit is the log-sum-exp of the teacher's classes that are not
+            among ``classes``. Needs a teacher that knows its ``classes_``.
 
         Returns
         -------
@@ -118,6 +126,7 @@ class Teacher:
         self.device_ = torch.device(device)
         self.student_classes_ = np.asarray(classes)
         self.n_forward_samples_ = 0
+        self.other_label_ = other
         self.original_X_ = users_rows(original)
         try:
             self._prepare(X, y)
@@ -130,6 +139,8 @@ class Teacher:
         self._fit_if_needed(X, y)
         self._place(self.device_)
         self.columns_ = self._align(self.classes_)
+        self.other_columns_ = other_columns(self.classes_, self.student_classes_, self.other_label_,
+                                            self.describe())
         self._checked = False
 
     def _fit_if_needed(self, X, y):
@@ -143,14 +154,17 @@ class Teacher:
             return None
         teacher_classes = np.asarray(teacher_classes)
         index = {label: i for i, label in enumerate(teacher_classes.tolist())}
-        missing = [label for label in self.student_classes_.tolist() if label not in index]
+        other = getattr(self, "other_label_", None)
+        wanted = [label for label in self.student_classes_.tolist() if other is None or label != other]
+        missing = [label for label in wanted if label not in index]
         if missing:
             raise ValueError(
                 f"The teacher ({self.describe()}) does not know the classes {missing} "
                 f"of y; its classes_ are {teacher_classes.tolist()}. Train the teacher on "
-                "the same labels as the student."
+                "the same labels as the student, or leave those classes out of y "
+                "(a student may learn a subset of the teacher's classes)."
             )
-        columns = [index[label] for label in self.student_classes_.tolist()]
+        columns = [index[label] for label in wanted]
         if columns == list(range(len(teacher_classes))):
             return None
         return torch.as_tensor(columns, dtype=torch.long)
@@ -221,8 +235,7 @@ class Teacher:
                     f"return logits of shape ({X.shape[0]}, n_classes)."
                 )
             out = self._check_output(out)
-            if self.columns_ is not None:
-                out = out[:, self.columns_.to(out.device)]
+            out = subset_logits(out, self.columns_, getattr(self, "other_columns_", None))
         self.n_forward_samples_ += X.shape[0]
         return out
 
@@ -246,10 +259,11 @@ class Teacher:
         -------
         logits : ndarray of shape (n_samples, n_classes)
         """
+        original = users_rows(original)
         chunks = [
             self.predict_logits(
                 X[start : start + batch_size],
-                None if users_rows(original) is None else rows_of(original, start, start + batch_size),
+                None if original is None else rows_of(original, start, start + batch_size),
             ).cpu()
             for start in range(0, X.shape[0], batch_size)
         ]
@@ -262,7 +276,9 @@ class Teacher:
             raise ValueError(
                 f"The teacher ({self.describe()}) returns {out.shape[1]} outputs per "
                 f"sample, but y has {n_classes} classes {self.student_classes_.tolist()}. "
-                "The teacher must output one logit per class, in the order of classes_."
+                "The teacher must output one logit per class, in the order of classes_; "
+                "a teacher with more classes than y needs its labels, e.g. "
+                "TorchTeacher(module, classes=...)."
             )
         if self.outputs_probabilities:
             return torch.log(out.clamp_min(PROBA_FLOOR))

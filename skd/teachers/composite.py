@@ -46,7 +46,8 @@ class CompositeTeacher(Teacher):
 
     def _prepare(self, X, y):
         self.members_ = [
-            as_teacher(member).setup(X, y, self.student_classes_, self.device_, self.original_X_)
+            as_teacher(member).setup(X, y, self.student_classes_, self.device_, self.original_X_,
+                                     other=self.other_label_)
             for member in self._make_members(X, y)
         ]
         self.fitted_in_setup_ = any(member.fitted_in_setup_ for member in self.members_)

@@ -81,7 +81,7 @@ class DistillationPrintLog(PrintLog):
 
     def on_epoch_end(self, net, **kwargs):
         loss = getattr(net, "loss_", None)
-        terms = list(loss.term_names()) if loss is not None else []
+        terms = list(loss.terms) if loss is not None else []
         self.term_names_ = terms + [name + "_aug" for name in terms if name != "ce"]
         super().on_epoch_end(net, **kwargs)
 

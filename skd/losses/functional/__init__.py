@@ -24,7 +24,17 @@ The package is split by method; every public name is re-exported here, so
 ``from skd.losses import functional as Fn; Fn.<name>`` reaches all of them.
 """
 
-from skd.losses.functional.basics import check_choice, check_temperature, kd_divergence, soften, target_mask
+from skd.losses.functional.basics import (
+    UNLABELLED,
+    check_choice,
+    check_temperature,
+    kd_divergence,
+    labelled_cross_entropy,
+    labelled_mean,
+    soften,
+    target_mask,
+    target_or_teacher_top,
+)
 from skd.losses.functional.correlation import (
     CONVENTIONS,
     RELEASED_EPS,
@@ -55,6 +65,7 @@ from skd.losses.functional.teacher_free import (
 __all__ = [
     "CONVENTIONS",
     "RELEASED_EPS",
+    "UNLABELLED",
     "CAKDTerms",
     "DKDTerms",
     "SplitKL",
@@ -67,6 +78,8 @@ __all__ = [
     "dkd_terms",
     "hard_rank",
     "kd_divergence",
+    "labelled_cross_entropy",
+    "labelled_mean",
     "pearson_distance",
     "r2kd_value_terms",
     "relation_distances",
@@ -76,6 +89,7 @@ __all__ = [
     "split_kl",
     "strong_class_mask",
     "target_mask",
+    "target_or_teacher_top",
     "tempered_log_distribution",
     "tfkd_reg_distribution",
     "tfkd_reg_kl",

@@ -7,7 +7,20 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["check_choice", "check_temperature", "kd_divergence", "soften", "target_mask"]
+__all__ = [
+    "UNLABELLED",
+    "check_choice",
+    "check_temperature",
+    "kd_divergence",
+    "labelled_cross_entropy",
+    "labelled_mean",
+    "soften",
+    "target_mask",
+    "target_or_teacher_top",
+]
+
+#: Encoded label of an unlabelled row (scikit-learn's semi-supervised convention).
+UNLABELLED = -1
 
 
 def check_temperature(temperature: float, name: str = "temperature") -> float:
@@ -70,3 +83,43 @@ def target_mask(target: torch.Tensor, n_classes: int) -> torch.Tensor:
     """
     classes = torch.arange(n_classes, device=target.device)
     return target.long().unsqueeze(1) == classes
+
+
+def labelled_mean(values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean of per-sample ``values`` over the labelled rows (``target >= 0``).
+
+    ``sum_i [t_i >= 0] v_i / max(n_labelled, 1)``: static shapes, no boolean
+    indexing and no host read, so it is 0 (with zero gradient) for a batch
+    without labelled rows. Rows marked ``UNLABELLED`` (-1) count for nothing;
+    their values are selected away with ``torch.where``, so a NaN there
+    cannot leak into the mean.
+    """
+    labelled = target >= 0
+    total = torch.where(labelled, values, 0.0).sum()
+    return total / labelled.sum().clamp_min(1).to(values.dtype)
+
+
+def labelled_cross_entropy(student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the labels, averaged over the labelled rows only.
+
+    The usual ``-log softmax(z)_t``, batch mean (Hinton et al., 2015, the
+    hard-target term), restricted to rows whose ``target`` is not
+    ``UNLABELLED``: ``sum over labelled rows / max(n_labelled, 1)`` (see
+    :func:`labelled_mean`). Equal to ``F.cross_entropy`` when every row is
+    labelled.
+    """
+    log_probs = torch.log_softmax(student_logits, dim=1)
+    picked = log_probs.gather(1, target.long().clamp_min(0).unsqueeze(1)).squeeze(1)
+    return labelled_mean(-picked, target)
+
+
+def target_or_teacher_top(target: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """The label where there is one, else the teacher's top class.
+
+    What DKD's and CAKD's target-class split uses for an unlabelled row
+    (``target == UNLABELLED``): the class the teacher believes in, as in
+    pseudo-labelling. With it, their soft terms stay an exact split of
+    ``KL(p^T || p^S)`` (the chain rule holds for any partition of the
+    classes), so an unlabelled row is distilled as fully as a labelled one.
+    """
+    return torch.where(target >= 0, target.long(), teacher_logits.argmax(dim=1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from skd.losses.functional.basics import soften
+from skd.losses.functional.basics import labelled_mean, soften
 
 __all__ = ["tempered_log_distribution", "tfkd_reg_distribution", "tfkd_reg_kl", "tfkd_reg_released"]
 
@@ -75,14 +75,16 @@ def tfkd_reg_released(
     over ``T`` (nearly uniform at the released T = 20-40), there is no
     ``T**2``, and ``KLDivLoss``'s default reduction averages over all B·C
     elements instead of B. The released ``alpha * multiplier`` is the
-    caller's weight.
+    caller's weight. Rows with ``target == -1`` (unlabelled) have no
+    hand-made teacher and are left out of the mean (B counts labelled rows).
 
     Returns
     -------
     Scalar Tensor.
     """
-    hand_made = tfkd_reg_distribution(target, student_logits.shape[1], a, student_logits.dtype)
+    hand_made = tfkd_reg_distribution(target.clamp_min(0), student_logits.shape[1], a, student_logits.dtype)
     log_teacher = torch.log_softmax(hand_made / temperature, dim=1)
     log_student = torch.log_softmax(student_logits, dim=1)
-    # reduction="mean" of nn.KLDivLoss(), written out (torch warns about it)
-    return F.kl_div(log_student, log_teacher, log_target=True, reduction="sum") / log_student.numel()
+    # reduction="mean" of nn.KLDivLoss() (sum over B*C elements / (B*C)), written per row
+    per_row = F.kl_div(log_student, log_teacher, log_target=True, reduction="none").sum(1)
+    return labelled_mean(per_row / student_logits.shape[1], target)
