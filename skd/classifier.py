@@ -20,8 +20,8 @@ from skorch.utils import to_numpy, to_tensor
 
 from skd._batching import make_iterator
 from skd._book_cache import book_key, cached_book_logits, check_book_cache
-from skd._device import checked_seed, epoch_generator, resolve_device, resolved_device, seeded
-from skd._export import lean_copy, refuse_if_exported
+from skd._device import checked_seed, epoch_generator, resolved_device, seeded
+from skd._export import refuse_if_exported
 from skd._fit_teacher import score_book, self_teacher, teacher_for_fit, writes_book
 from skd._partial_labels import (
     check_unlabelled_fit,
@@ -32,7 +32,7 @@ from skd._partial_labels import (
     teacher_classes,
 )
 from skd._persist import SavesStudent
-from skd._pickling import cpu_portable
+from skd._prediction import StudentPrediction
 from skd._validation import (
     check_loss_numbers,
     check_module_dims,
@@ -51,17 +51,13 @@ from skd.training.monitor import DistillationPrintLog, watch_unscaled
 __all__ = ["DistillationClassifier"]
 
 
-def _softmax(logits):
-    return torch.softmax(logits, dim=-1)
-
-
 def _encoded_accuracy(net, X, y):
     """Validation accuracy on encoded labels (skorch's scorer sees encoded y)."""
     predicted = net.predict_proba(X).argmax(axis=1)
     return labelled_accuracy_score(to_numpy(y), predicted, unlabelled=-1)
 
 
-class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassifier):
+class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStudent, NeuralNetClassifier):
     """A scikit-learn classifier that distils a teacher into a student network.
 
     A skorch :class:`~skorch.NeuralNetClassifier` whose only trained module is
@@ -107,49 +103,32 @@ class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassif
         batch (recorded as ``<term>_aug``). ``"replace"``: every term on the
         augmented batch only.
     on_nonfinite : {"raise", "skip"}, default="raise"
-        What a NaN or infinite loss term does in training. ``"raise"`` stops
-        the fit with a ``RuntimeError`` naming the epoch, the first bad batch
-        and the term; the student is left at good weights and ``history`` is
-        kept. When the flag is checked before each step
-        (``nonfinite_check_every=1``, the default on the CPU) the student
-        keeps its weights from before the bad batch; when it is checked every
-        N batches (the default on CUDA, where a check is a host sync), the
-        student, its buffers and the optimizer state are restored from an
-        on-device snapshot taken at the last passing check, at most N batches
-        before the bad one. ``"skip"`` undoes the bad batch's update on the
-        device (its terms count as 0 in the epoch means) and counts it in
-        ``history[:, "skipped_batches"]``.
+        A NaN or infinite loss term in training: ``"raise"`` stops with a
+        ``RuntimeError`` naming the epoch, the first bad batch and the term,
+        leaving the student at good weights (from before the bad batch when
+        checked every batch; else restored from an on-device snapshot of the
+        last passing check) and ``history`` kept. ``"skip"`` undoes the bad
+        batch's update on the device and counts it in ``"skipped_batches"``.
+        The exact promises are on the "GPU and scale" docs page.
     nonfinite_check_every : "auto" or int, default="auto"
-        Batches between two host checks of the non-finite flag in ``"raise"``
-        mode (and always at the end of an epoch). ``"auto"``: 1 on the CPU,
-        64 on CUDA and in the captured step.
+        Batches between host checks in ``"raise"`` mode (and at each epoch's
+        end); ``"auto"``: 1 on the CPU, 64 on CUDA and in the captured step.
     batching : {"auto", "loader"}, default="auto"
-        ``"auto"`` batches in-memory data (arrays, tensors, DataFrames,
-        books) by slicing tensors kept on the device, without skorch's
-        per-sample indexing and collation; the batches are the same as the
-        DataLoader's. It is used with the default ``DataLoader`` iterators
-        and no iterator options other than ``batch_size``, ``shuffle`` and
-        ``drop_last``. ``"loader"`` always uses skorch's ``DataLoader``. A
-        torch ``Dataset`` always goes through the ``DataLoader``. Sparse X
-        (scipy CSR/CSC) always goes through the device batches: it is kept on
-        the device as a sparse tensor and densified one batch at a time.
-        Training batches are shuffled each epoch unless ``iterator_train__shuffle=False``
-        (skorch does not shuffle by default).
+        ``"auto"`` batches in-memory data (arrays, tensors, DataFrames, books,
+        scipy sparse) by slicing tensors kept on the device, with the same
+        batches as the DataLoader's, when the iterators are skorch's default
+        with at most ``batch_size``/``shuffle``/``drop_last``; ``"loader"``
+        always uses skorch's ``DataLoader`` (a torch ``Dataset`` always does).
+        Training batches are shuffled unless ``iterator_train__shuffle=False``.
     random_state : int or None, default=None
         Seeds torch's generators during ``fit`` (initial weights, shuffling),
         without changing the global random state. None leaves them alone.
     step_mode : {"auto", "eager", "graph"}, default="auto"
-        How a training step runs. ``"auto"`` captures the whole step (gather
-        by index, forward, loss terms, backward, optimizer step) in a CUDA
-        graph and replays it, for full batches of in-memory data on CUDA when
-        nothing needs Python on every batch: no online teacher (the book is
-        used), no ``augment``, an optimizer with a capturable mode (Adam,
-        AdamW, ...) or SGD, and no callback acting on every batch. Anything
-        else, and the ragged last batch and the first 3 (warm-up) steps, runs
-        the eager step. ``history[:, "graph_steps"]``/``"eager_steps"`` and
-        ``train_step_path_`` say which ran; ``eager_reasons_`` says why not
-        the graph. ``"graph"`` insists (an error names what prevents it; on
-        the CPU it runs the same static-buffer step without a graph).
+        ``"auto"`` captures the whole training step in a CUDA graph and
+        replays it for full batches of in-memory data on CUDA when nothing
+        needs Python on every batch, else runs the eager step; ``"graph"``
+        insists (an error names what prevents it). ``train_step_path_`` and
+        ``eager_reasons_`` say what ran and why; see "GPU and scale".
     record_batches : "auto" or bool, default="auto"
         Also record the loss and every term per batch in
         ``history[..., "batches"]`` (one device-to-host copy per batch).
@@ -160,24 +139,19 @@ class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassif
         autocast (for CNN students on GPUs); the loss terms are always
         computed in float32.
     book_cache : str, os.PathLike or None, default=None
-        A directory where books are kept, keyed by a hash of the training
-        features, the labels and the teacher (by content). A fit whose book is
-        there reads it instead of running the teacher, so in a grid search
-        the teacher runs once per fold, not once per candidate. Concurrent
-        workers (joblib, Dask) wait on a file lock for the one writing a
-        book; give a folder all of them can reach. See "Scale out" in the docs.
+        A directory of books keyed by the training rows, labels and teacher
+        (by content, file-locked), so that in a grid search the teacher runs
+        once per fold, not once per candidate; see "Scale out".
     unlabelled : object, default=-1
         The label of a row without one (scikit-learn's semi-supervised
         convention): such rows get the teacher's terms only, never CE, and
         ``score`` skips them. Use a string (e.g. ``""``) with string labels.
         See ``docs/unlabelled.md``.
     teacher_other : {"drop", "bucket"}, default="drop"
-        For a student whose classes (``classes=`` or those of ``y``) are a
-        strict subset of the teacher's: ``"drop"`` restricts the teacher's
-        logits to them (softmax renormalised over the subset); ``"bucket"``
-        adds an "other" class to ``classes_`` (``-2``, or ``"other"`` for
-        string labels), whose teacher logit is the log-sum-exp of the rest,
-        and labels of ``y`` outside ``classes=`` become "other".
+        For a student with a strict subset of the teacher's classes:
+        ``"drop"`` renormalises the teacher over the subset; ``"bucket"`` adds
+        an "other" class (``-2`` or ``"other"``) whose teacher logit is the
+        log-sum-exp of the rest.
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
         Kept for skorch compatibility; the loss callback computes the loss.
     train_split : callable or None, default=None
@@ -529,62 +503,3 @@ class DistillationClassifier(KeepsFittedTeachers, SavesStudent, NeuralNetClassif
         """Sum of the loss terms for a batch (nothing is recorded)."""
         y_true = to_tensor(y_true, device=self.device).long()
         return stack_terms(terms_for(self._step_parts(), y_pred, y_true, X))[1]
-
-    # ---------------------------------------------------------------- predict
-    def _check_fitted(self):
-        if not getattr(self, "initialized_", False) or (
-                not hasattr(self, "classes_inferred_") and self.classes is None):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
-
-    def forward_iter(self, X, training=False, device="cpu"):
-        with resolved_device(self):
-            yield from super().forward_iter(X, training=training, device=device)
-
-    def predict_proba(self, X):
-        """Class probabilities of the student, columns in ``classes_`` order.
-
-        The teacher is never called. A book may be passed; its logits are ignored.
-        """
-        self._check_fitted()
-        return super().predict_proba(features_of(validate_X(self, X, reset=False)))
-
-    def score(self, X, y, sample_weight=None):
-        """Accuracy on the labelled rows of ``y`` (rows labelled ``unlabelled`` are skipped)."""
-        return labelled_accuracy_score(y, self.predict(X), unlabelled=self.unlabelled,
-                                       sample_weight=sample_weight)
-
-    def predict(self, X):
-        """Predicted labels, values from ``classes_``."""
-        indices = self.predict_proba(X).argmax(axis=1)
-        return self.classes_[indices]
-
-    def export_student(self) -> DistillationClassifier:
-        """A lean copy for prediction: no teacher, no book, no optimizer.
-
-        The copy predicts exactly as this estimator; its pickle holds the
-        student and ``classes_`` only (plus ``history``), however large the
-        teacher. It cannot be trained further.
-        """
-        self._check_fitted()
-        return lean_copy(self, _softmax)
-
-    def load_params(self, *args, **kwargs):
-        with resolved_device(self):
-            return super().load_params(*args, **kwargs)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        for key in [key for key in state if key.startswith("teacher")]:
-            state[key] = cpu_portable(state[key])
-        return state
-
-    def __setstate__(self, state):
-        requested = state.get("device")
-        if requested == "auto":
-            state["device"] = resolve_device("auto")
-        super().__setstate__(state)
-        if requested == "auto":
-            self.device = "auto"

@@ -13,7 +13,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skd.classifier import resolve_device
+from skd._device import resolve_device
 
 
 @pytest.fixture
