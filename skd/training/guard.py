@@ -17,6 +17,7 @@ The promises (also in ``DistillationClassifier``'s docstring):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -74,8 +75,8 @@ class NonFiniteGuard:
         the CPU this costs less than the device-side flag.
         """
         host = values.tolist()
-        if not all(_finite(value) for value in host):
-            details = ", ".join(f"{n}={v}" for n, v in zip(names, host, strict=True) if not _finite(v))
+        if not all(math.isfinite(value) for value in host):
+            details = _nonfinite_details(names, host)
             raise RuntimeError(
                 f"Non-finite loss at epoch {epoch}, batch {self._host_batch}: {details}. The student "
                 "keeps its weights from before this batch, and history is kept. " + _ADVICE
@@ -156,7 +157,7 @@ class NonFiniteGuard:
             return
         batch = int(self.first_bad) + 1
         values = self.bad_values.tolist()
-        details = ", ".join(f"{n}={v}" for n, v in zip(names, values, strict=False) if not _finite(v))
+        details = _nonfinite_details(names, values)
         with torch.no_grad():
             for tensor, old in zip(self._state_tensors(), self._snapshot, strict=True):
                 tensor.copy_(old)
@@ -180,5 +181,6 @@ _ADVICE = ("Lower the learning rate, check X and the teacher's logits, or pass "
            "on_nonfinite='skip' to drop such batches.")
 
 
-def _finite(value: float) -> bool:
-    return value == value and value not in (float("inf"), float("-inf"))
+def _nonfinite_details(names: Sequence[str], values: Sequence[float]) -> str:
+    """``"name=value, ..."`` for the terms that are not finite."""
+    return ", ".join(f"{n}={v}" for n, v in zip(names, values, strict=True) if not math.isfinite(v))
