@@ -95,3 +95,61 @@ __all__ = [
     "tfkd_reg_kl",
     "tfkd_reg_released",
 ]
+
+# -- methods of issue 21 (logit standardization, TTM/WTTM, NKD, CTKD, compressed book, related work) --
+from skd.losses.functional.compressed import TopKBook, compress_teacher, topk_kd_divergence  # noqa: E402
+from skd.losses.functional.curriculum import (  # noqa: E402
+    GlobalTemperature,
+    GradientReversal,
+    InstanceTemperature,
+    curriculum_lambda,
+    gradient_reversal,
+    kd_divergence_per_sample_temperature,
+)
+from skd.losses.functional.related import (  # noqa: E402
+    CONSISTENCY_KINDS,
+    adaptive_smoothing_alpha,
+    consistency_divergence,
+    corrected_teacher_log_probs,
+    extractive_teacher_log_probs,
+    self_knowledge_smoothed_ce,
+    teacher_quality,
+    teacher_quality_weights,
+    weighted_teacher_log_probs,
+)
+from skd.losses.functional.standardize import STANDARDIZE_EPS, standardize_logits  # noqa: E402
+from skd.losses.functional.transformed import (  # noqa: E402
+    NKDTerms,
+    nkd_terms,
+    power_transformed_teacher,
+    ttm_divergence,
+    wttm_divergence,
+)
+
+__all__ += [
+    "CONSISTENCY_KINDS",
+    "STANDARDIZE_EPS",
+    "GlobalTemperature",
+    "GradientReversal",
+    "InstanceTemperature",
+    "NKDTerms",
+    "TopKBook",
+    "adaptive_smoothing_alpha",
+    "compress_teacher",
+    "consistency_divergence",
+    "corrected_teacher_log_probs",
+    "curriculum_lambda",
+    "extractive_teacher_log_probs",
+    "gradient_reversal",
+    "kd_divergence_per_sample_temperature",
+    "nkd_terms",
+    "power_transformed_teacher",
+    "self_knowledge_smoothed_ce",
+    "standardize_logits",
+    "teacher_quality",
+    "teacher_quality_weights",
+    "topk_kd_divergence",
+    "ttm_divergence",
+    "weighted_teacher_log_probs",
+    "wttm_divergence",
+]
