@@ -26,11 +26,11 @@ def standardize_logits(logits: torch.Tensor, eps: float = STANDARDIZE_EPS) -> to
     The caller then softens with its base temperature (the released configs
     use 2, with ``kd_weight`` 9 for KD; see ``docs/methods.md``).
 
-    The value equals the released function for every input. The gradient
-    equals it wherever a row is not constant; for a constant row (variance
-    0, e.g. a zero-initialised last layer) ``torch.std``'s backward is NaN,
-    while here the square root is taken on a masked variance so the gradient
-    stays finite. No host read: the mask is a ``torch.where``.
+    The same operations, so values and gradients equal the released ones. A
+    constant row (e.g. a zero-initialised last layer) maps to zeros with a
+    finite gradient: ``torch.std``'s backward is 0 where the deviation is 0,
+    and the ``1e-7`` keeps the division finite (the gradient there is large,
+    ``1 / 1e-7`` per unit of spread, as in the released code).
 
     Parameters
     ----------
@@ -45,8 +45,5 @@ def standardize_logits(logits: torch.Tensor, eps: float = STANDARDIZE_EPS) -> to
     ``std / (std + eps)`` (1 up to ``eps``).
     """
     mean = logits.mean(dim=-1, keepdim=True)
-    centred = logits - mean
-    variance = centred.square().sum(dim=-1, keepdim=True) / (logits.shape[-1] - 1)
-    positive = variance > 0
-    std = torch.where(positive, torch.where(positive, variance, 1.0).sqrt(), 0.0)
-    return centred / (eps + std)
+    std = logits.std(dim=-1, keepdim=True)
+    return (logits - mean) / (eps + std)
