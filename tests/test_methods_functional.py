@@ -38,7 +38,7 @@ def released_kd_loss(logits_student_in, logits_teacher_in, temperature, logit_st
     return loss_kd * temperature**2
 
 
-def released_wttm(y_s, y_t, l, weighted=True):
+def released_wttm(y_s, y_t, l, weighted=True):  # noqa: E741 (the released name)
     """zkxufo/TTM, distiller_zoo/wttm.py (``weighted``) and ttm.py, ``forward``."""
     p_s = F.log_softmax(y_s, dim=1)
     p_t = torch.pow(torch.softmax(y_t, dim=1), l)
@@ -305,7 +305,8 @@ def test_instance_temperature_kd_equals_the_released_loop(case):
     assert close(ours, theirs, 1e-10)
     ours_g, theirs_g = grads(ours, student, temperature), grads(theirs, student, temperature)
     assert close(ours_g[0], theirs_g[0], 1e-9) and close(ours_g[1], theirs_g[1], 1e-9)
-    exact = Fn.kd_divergence_per_sample_temperature(student, teacher, torch.full((8,), 4.0, dtype=torch.float64))
+    four = torch.full((8,), 4.0, dtype=torch.float64)
+    exact = Fn.kd_divergence_per_sample_temperature(student, teacher, four)
     assert close(exact, 16.0 * Fn.kd_divergence(student, teacher, 4.0), 1e-10)
 
 
@@ -320,7 +321,7 @@ def test_instance_temperature_module_range_shape_and_reversed_gradient():
     features = torch.cat([teacher, student], dim=1).detach()
     plain_t = 1.0 + 20.0 * torch.sigmoid(module.mlp(features).squeeze(1))
     plain = Fn.kd_divergence_per_sample_temperature(student, teacher, plain_t).mean()
-    for reversed_grad, plain_grad in zip(reversed_grads, grads(plain, *module.parameters())):
+    for reversed_grad, plain_grad in zip(reversed_grads, grads(plain, *module.parameters()), strict=True):
         assert close(reversed_grad, -0.5 * plain_grad, 1e-10)
     assert grads(temperature.sum(), student)[0] is None  # logits enter detached
 
@@ -333,11 +334,11 @@ def released_style_bucket_kl(student, teacher, k):
     s = torch.softmax(student, 1).detach().numpy()
     t = torch.softmax(teacher, 1).detach().numpy()
     out = []
-    for srow, trow in zip(s, t):
+    for srow, trow in zip(s, t, strict=True):
         top = np.argsort(-trow, kind="stable")[:k]
         bt = np.append(trow[top], 1.0 - trow[top].sum())
         bs = np.append(srow[top], 1.0 - srow[top].sum())
-        out.append(sum(p * math.log(p / q) for p, q in zip(bt, bs) if p > 0))
+        out.append(sum(p * math.log(p / q) for p, q in zip(bt, bs, strict=True) if p > 0))
     return torch.tensor(out)
 
 
@@ -353,8 +354,8 @@ def test_topk_with_all_classes_is_the_full_kd_at_any_temperature(pair, temperatu
     student, teacher, _ = pair
     book = Fn.compress_teacher(teacher, teacher.shape[1])
     assert torch.isinf(book.log_tail).all()
-    assert close(Fn.topk_kd_divergence(student, book, temperature), Fn.kd_divergence(student, teacher, temperature),
-                 1e-7)
+    full = Fn.kd_divergence(student, teacher, temperature)
+    assert close(Fn.topk_kd_divergence(student, book, temperature), full, 1e-7)
 
 
 @given(logits_pairs(min_classes=3), st.data())
@@ -404,7 +405,8 @@ def test_consistency_is_symmetric_nonnegative_and_zero_for_equal_passes(pair, te
     forward = Fn.consistency_divergence(first, second, temperature, kind)
     assert close(forward, Fn.consistency_divergence(second, first, temperature, kind), 1e-9)
     assert bool((forward >= -1e-12).all())
-    assert close(Fn.consistency_divergence(first, first.clone(), temperature, kind), torch.zeros_like(forward), 0)
+    same = Fn.consistency_divergence(first, first.clone(), temperature, kind)
+    assert close(same, torch.zeros_like(forward), 0)
 
 
 @given(logits_pairs(extremes=False), temperatures, temperatures)
@@ -423,7 +425,8 @@ def test_adaptive_alpha_and_self_knowledge_smoothed_ce():
     sure = torch.tensor([[20.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
     unsure = torch.zeros(1, 4, dtype=torch.float64)
     assert Fn.adaptive_smoothing_alpha(sure).item() < 1e-6
-    assert close(Fn.adaptive_smoothing_alpha(unsure), 1.0) and close(Fn.adaptive_smoothing_alpha(unsure, 0.3), 0.3)
+    assert close(Fn.adaptive_smoothing_alpha(unsure), 1.0)
+    assert close(Fn.adaptive_smoothing_alpha(unsure, 0.3), 0.3)
     student, prior = random_logits(seed=17), random_logits(seed=18)
     target = torch.arange(8) % 13
     alpha = Fn.adaptive_smoothing_alpha(student, 0.5)
@@ -474,7 +477,8 @@ def test_new_functions_have_no_host_sync():
     target = torch.empty(6, dtype=torch.long, **meta)
     strength = torch.empty((), **meta)
     total = Fn.kd_divergence(Fn.standardize_logits(student), Fn.standardize_logits(teacher), 2.0).sum()
-    total = total + Fn.wttm_divergence(student, teacher, 0.2).sum() + Fn.ttm_divergence(student, teacher, 0.2).sum()
+    total = total + Fn.wttm_divergence(student, teacher, 0.2).sum()
+    total = total + Fn.ttm_divergence(student, teacher, 0.2).sum()
     nkd = Fn.nkd_terms(student, teacher, target, 2.0)
     total = total + nkd.target.sum() + nkd.non_target.sum()
     temperature = 1.0 + torch.sigmoid(Fn.gradient_reversal(student.sum(1), strength))
