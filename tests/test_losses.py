@@ -37,7 +37,7 @@ def total(loss, student, teacher, y):
 
 
 def test_registry_has_every_method():
-    assert available_losses() == ["cakd", "ce", "dist", "dkd", "kd", "r2kd", "tfkd"]
+    assert {"cakd", "ce", "dist", "dkd", "kd", "r2kd", "tfkd"} <= set(available_losses())
 
 
 def test_unknown_loss_name_lists_valid_names():

@@ -34,3 +34,12 @@ __all__ = [
     "make_loss",
     "register_loss",
 ]
+
+# the methods of issue 21 (registered by importing them)
+from skd.losses.adaptive_ls import SelfKnowledgeLS  # noqa: E402
+from skd.losses.nkd import NKD  # noqa: E402
+from skd.losses.selective import SelectiveKD  # noqa: E402
+from skd.losses.topk import TopKKD  # noqa: E402
+from skd.losses.wttm import WTTM  # noqa: E402
+
+__all__ += ["NKD", "WTTM", "SelectiveKD", "SelfKnowledgeLS", "TopKKD"]

@@ -1,0 +1,58 @@
+"""Label smoothing with a per-sample amount and self-knowledge as the prior (``"skls"``)."""
+
+from __future__ import annotations
+
+from skd.losses.base import DistillationLoss, register_loss
+from skd.losses.functional import (
+    adaptive_smoothing_alpha,
+    labelled_mean,
+    self_knowledge_smoothed_ce,
+    target_or_teacher_top,
+)
+
+__all__ = ["SelfKnowledgeLS"]
+
+
+@register_loss("skls")
+class SelfKnowledgeLS(DistillationLoss):
+    """Self-knowledge adaptive label smoothing (Lee, Cheung & Zhang, EMNLP 2022 Findings).
+
+    A teacher-free loss beside Tf-KD: the label is smoothed towards the
+    model's own earlier prediction (its self-knowledge: a first fit of the
+    student, as Tf-KD self, so :attr:`self_teaching` is True), by an amount
+    ``alpha_i`` that varies per sample with the model's current entropy
+    (:func:`~skd.losses.functional.adaptive_smoothing_alpha`):
+    ``mean_i [(1 - alpha_i) CE(y_i, p^S_i) + alpha_i H(softmax(z^prior_i / T), p^S_i)]``,
+    logged as two terms, ``ce`` (the first part) and ``self_prior`` (the
+    second). The paper's exact expression for ``alpha`` could not be read;
+    ``docs/methods.md`` says what is skd's.
+
+    Rows with ``y == -1`` have no label to smooth; they count for nothing
+    (both terms are means over labelled rows).
+
+    Parameters
+    ----------
+    scale : float, default=1.0
+        ``alpha_i = min(scale * H(p^S_i) / log C, 1)``.
+    temperature : float, default=1.0
+        Softening of the prior.
+    """
+
+    terms = ("ce", "self_prior")
+
+    def __init__(self, scale: float = 1.0, temperature: float = 1.0):
+        self.scale = scale
+        self.temperature = temperature
+
+    @property
+    def self_teaching(self) -> bool:
+        return True
+
+    def compute_terms(self, student_logits, teacher_logits, y):
+        alpha = adaptive_smoothing_alpha(student_logits, self.scale)
+        label = target_or_teacher_top(y, teacher_logits)
+        temperature = self.temperature_
+        hard = self_knowledge_smoothed_ce(student_logits, teacher_logits, label, alpha * 0.0, temperature)
+        both = self_knowledge_smoothed_ce(student_logits, teacher_logits, label, alpha, temperature)
+        weighted_hard = (1.0 - alpha) * hard
+        return {"ce": labelled_mean(weighted_hard, y), "self_prior": labelled_mean(both - weighted_hard, y)}
