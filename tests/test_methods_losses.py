@@ -91,8 +91,8 @@ def test_selective_kd_correction_rises_over_epochs(digits, trained_teacher):
 def test_new_teacher_losses_fit_digits(digits, trained_teacher, name):
     X, y = digits
     torch.manual_seed(0)
-    clf = DistillationClassifier(MLP, teacher=trained_teacher, loss=name, max_epochs=3, verbose=0, device="cpu",
-                                 optimizer=torch.optim.Adam, lr=1e-2)
+    clf = DistillationClassifier(MLP, teacher=trained_teacher, loss=name, max_epochs=3, verbose=0,
+                                 device="cpu", optimizer=torch.optim.Adam, lr=1e-2)
     clf.fit(X[:400], y[:400])
     for term in type(clf.loss_).terms:
         assert np.isfinite(clf.history[:, term]).all()
