@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from skd.losses.base import DistillationLoss, register_loss
 from skd.losses.functional import (
     adaptive_smoothing_alpha,
@@ -27,8 +29,9 @@ class SelfKnowledgeLS(DistillationLoss):
     second). The paper's exact expression for ``alpha`` could not be read;
     ``docs/methods.md`` says what is skd's.
 
-    Rows with ``y == -1`` have no label to smooth; they count for nothing
-    (both terms are means over labelled rows).
+    A row with ``y == -1`` has no label to smooth: its target is the prior
+    alone (``alpha = 1``), so it adds to ``self_prior`` (a mean over every
+    row) and not to ``ce`` (a mean over the labelled rows).
 
     Parameters
     ----------
@@ -49,10 +52,10 @@ class SelfKnowledgeLS(DistillationLoss):
         return True
 
     def compute_terms(self, student_logits, teacher_logits, y):
-        alpha = adaptive_smoothing_alpha(student_logits, self.scale)
+        alpha = torch.where(y >= 0, adaptive_smoothing_alpha(student_logits, self.scale), 1.0)
         label = target_or_teacher_top(y, teacher_logits)
         temperature = self.temperature_
         hard = self_knowledge_smoothed_ce(student_logits, teacher_logits, label, alpha * 0.0, temperature)
         both = self_knowledge_smoothed_ce(student_logits, teacher_logits, label, alpha, temperature)
         weighted_hard = (1.0 - alpha) * hard
-        return {"ce": labelled_mean(weighted_hard, y), "self_prior": labelled_mean(both - weighted_hard, y)}
+        return {"ce": labelled_mean(weighted_hard, y), "self_prior": (both - weighted_hard).mean()}
