@@ -106,3 +106,27 @@ def test_self_knowledge_smoothing_fits_a_first_student(digits):
     clf.fit(X[:300], y[:300])
     assert clf.teacher_ is not None and clf.teacher_.module is not clf.module_
     assert clf.score(X[:300], y[:300]) > 0.5
+
+
+@pytest.mark.parametrize(("base", "mode"), [("kd", "global"), ("dist", "global"), ("kd", "instance")])
+def test_ctkd_learns_its_temperature_while_fitting(digits, trained_teacher, base, mode):
+    X, y = digits
+    torch.manual_seed(0)
+    clf = DistillationClassifier(MLP, teacher=trained_teacher, loss="ctkd", loss__base=base, loss__scope=mode,
+                                 loss__lambda_epochs=2, max_epochs=3, verbose=0, device="cpu",
+                                 optimizer=torch.optim.Adam, lr=1e-2)
+    clf.fit(X[:400], y[:400])
+    temperatures = clf.history[:, "ctkd_temperature"]
+    assert len(temperatures) == 3 and all(1.0 < t <= 21.0 for t in temperatures)
+    assert any(abs(t - (1 + 20 / (1 + np.exp(-1)))) > 1e-3 for t in temperatures)  # it left its start
+    assert clf.loss_.lambda_ == pytest.approx(1.0)
+    for term in clf.loss_.terms:
+        assert np.isfinite(clf.history[:, term]).all()
+    assert clf.score(X[:400], y[:400]) > 0.8
+
+
+def test_ctkd_refuses_bases_whose_temperature_gets_no_gradient():
+    with pytest.raises(ValueError, match="closed-form backward"):
+        make_loss("ctkd", {"base": "dkd"})
+    with pytest.raises(ValueError, match="instance"):
+        make_loss("ctkd", {"base": "dist", "scope": "instance"})

@@ -43,3 +43,6 @@ from skd.losses.topk import TopKKD  # noqa: E402
 from skd.losses.wttm import WTTM  # noqa: E402
 
 __all__ += ["NKD", "WTTM", "SelectiveKD", "SelfKnowledgeLS", "TopKKD"]
+from skd.losses.ctkd import CTKD  # noqa: E402
+
+__all__ += ["CTKD"]
