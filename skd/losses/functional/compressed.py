@@ -14,9 +14,10 @@ __all__ = ["TopKBook", "compress_teacher", "topk_kd_divergence"]
 class TopKBook(NamedTuple):
     """A teacher's distribution kept as its top-k classes plus one tail bucket.
 
-    The form of TRL's ``GKDTrainer``-era top-k distillation for many classes:
-    ``k`` log-probabilities and class indices per row, and the log of the
-    mass of the other ``C - k`` classes. Memory per row: ``k`` floats, ``k``
+    The top-k-plus-tail form used to distil over large vocabularies (issue
+    21 cites TRL for it; TRL's code was not read here): ``k``
+    log-probabilities and class indices per row, and the log of the mass of
+    the other ``C - k`` classes. Memory per row: ``k`` floats, ``k``
     indices and one float, instead of ``C`` floats.
     """
 
