@@ -494,3 +494,27 @@ def test_new_functions_have_no_host_sync():
     total = total + (Fn.weighted_teacher_log_probs(stack, weights) * student).sum()
     total.backward()
     assert student.grad.device.type == "meta" and student.grad.shape == student.shape
+
+
+@settings(max_examples=30)
+@given(logits_pairs(extremes=False, ties=False), temperatures, st.floats(-30.0, 30.0),
+       st.integers(0, 2**31 - 1))
+def test_new_divergences_ignore_row_shifts_and_one_class_permutation(pair, temperature, shift, seed):
+    """No ties: which of two tied classes is in a top-k book depends on their order."""
+    student, teacher, target = pair
+    permutation = torch.as_tensor(np.random.default_rng(seed).permutation(student.shape[1]))
+    inverse = torch.argsort(permutation)
+    k = max(1, student.shape[1] // 3)
+
+    def all_terms(s, t, y):
+        nkd = Fn.nkd_terms(s, t, y, temperature)
+        return torch.stack([
+            Fn.wttm_divergence(s, t, 1 / temperature), nkd.target, nkd.non_target,
+            Fn.topk_kd_divergence(s, Fn.compress_teacher(t, k), temperature),
+            Fn.kd_divergence(Fn.standardize_logits(s), Fn.standardize_logits(t), temperature),
+        ])
+
+    reference = all_terms(student, teacher, target)
+    assert close(all_terms(student + shift, teacher - shift, target), reference, 1e-6)
+    permuted = all_terms(student[:, permutation], teacher[:, permutation], inverse[target])
+    assert close(permuted, reference, 1e-6)
