@@ -372,6 +372,18 @@ def test_topk_bucket_kl_is_at_most_the_full_kl_and_exact_with_one_class_left(pai
     assert close(Fn.topk_kd_divergence(student, Fn.compress_teacher(teacher, n_classes - 1)), full, 1e-6)
 
 
+@given(logits_pairs(extremes=False, min_classes=3), temperatures, st.data())
+def test_a_book_written_at_the_losss_temperature_gives_exact_buckets(pair, temperature, data):
+    student, teacher, _ = pair
+    k = data.draw(st.integers(1, teacher.shape[1] - 1))
+    at_t = Fn.compress_teacher(teacher, k, temperature)
+    rescaled = Fn.topk_kd_divergence(student / temperature, Fn.compress_teacher(teacher / temperature, k))
+    assert close(Fn.topk_kd_divergence(student, at_t, temperature), rescaled, 1e-8)
+    last = Fn.compress_teacher(teacher, teacher.shape[1] - 1, temperature)
+    assert close(Fn.topk_kd_divergence(student, last, temperature),
+                 Fn.kd_divergence(student, teacher, temperature), 1e-6)
+
+
 def test_topk_gradients_are_finite_for_extreme_logits_and_tiny_temperatures():
     student, teacher = random_logits(seed=15, extreme=True), random_logits(seed=16, extreme=True)
     for temperature in (0.1, 1.0, 4.0):

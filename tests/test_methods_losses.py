@@ -64,8 +64,11 @@ def test_topk_callback_reads_a_book_and_full_logits_alike():
     student, teacher, y = batch(3)
     loss = TopKKD(k=4, temperature=2.0).initialize()
     from_logits = loss(student, teacher, y)
-    from_book = loss(student, Fn.compress_teacher(teacher, 4), y)
+    from_book = loss(student, Fn.compress_teacher(teacher, 4, temperature=2.0), y)
     assert torch.allclose(from_logits["kd_topk"], from_book["kd_topk"], rtol=1e-12)
+    from_t1_book = loss(student, Fn.compress_teacher(teacher, 4), y)  # re-softened, uniform tail
+    assert torch.isfinite(from_t1_book["kd_topk"]) and not torch.allclose(from_t1_book["kd_topk"],
+                                                                          from_book["kd_topk"])
     assert TopKKD.accepts_compressed_book and not getattr(WTTM, "accepts_compressed_book", False)
 
 

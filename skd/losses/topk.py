@@ -21,9 +21,10 @@ class TopKKD(DistillationLoss):
     says so with :attr:`accepts_compressed_book`; given full teacher logits
     it compresses them on the fly, so it can be compared with ``"kd"``.
 
-    At T = 1 the buckets are exact; at another T the tail's mass is taken as
-    spread evenly over its classes before softening (the book does not keep
-    how it is spread).
+    The buckets are exact at the temperature the book was written at (a
+    book made on the fly is written at this loss's temperature); at another
+    T the tail's mass is taken as spread evenly over its classes before
+    re-softening (the book does not keep how it is spread).
 
     Parameters
     ----------
@@ -52,7 +53,7 @@ class TopKKD(DistillationLoss):
         temperature = self.temperature_
         book = teacher_logits
         if not isinstance(book, TopKBook):
-            book = compress_teacher(teacher_logits, min(self.k, teacher_logits.shape[1]))
+            book = compress_teacher(teacher_logits, min(self.k, teacher_logits.shape[1]), temperature)
         divergence = topk_kd_divergence(student_logits, book, temperature).mean()
         return {
             "ce": self.ce_weight * self.cross_entropy(student_logits, y),

@@ -21,7 +21,7 @@ class TopKBook(NamedTuple):
     indices and one float, instead of ``C`` floats.
     """
 
-    #: Teacher log-probabilities at T = 1 of the top-k classes, shape (batch, k), descending.
+    #: Teacher log-probabilities (softened by ``temperature``) of the top-k classes, (batch, k), descending.
     log_probs: torch.Tensor
     #: Their class indices, shape (batch, k), int64 (the caller may store a smaller int type).
     indices: torch.Tensor
@@ -29,6 +29,8 @@ class TopKBook(NamedTuple):
     log_tail: torch.Tensor
     #: Number of classes C of the full distribution.
     n_classes: int
+    #: The temperature the book was written at (its ``log_probs`` are of ``softmax(z / temperature)``).
+    temperature: float = 1.0
 
 
 def _mask_out(values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -36,8 +38,12 @@ def _mask_out(values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return values.scatter(1, indices, float("-inf"))
 
 
-def compress_teacher(teacher_logits: torch.Tensor, k: int) -> TopKBook:
-    """Compress teacher logits into a :class:`TopKBook` (at temperature 1).
+def compress_teacher(teacher_logits: torch.Tensor, k: int, temperature: float = 1.0) -> TopKBook:
+    """Compress teacher logits into a :class:`TopKBook` written at ``temperature``.
+
+    A book written at the temperature the loss will use gives exact buckets
+    at that temperature (:func:`topk_kd_divergence`); the top k classes are
+    the same at every temperature.
 
     The tail mass is a ``logsumexp`` over the classes outside the top k (not
     ``log(1 - sum of the top k)``, which loses all precision when the top k
@@ -52,27 +58,30 @@ def compress_teacher(teacher_logits: torch.Tensor, k: int) -> TopKBook:
     n_classes = teacher_logits.shape[1]
     if not 1 <= k <= n_classes:
         raise ValueError(f"k must be in [1, n_classes={n_classes}], got {k!r}.")
-    log_probs = torch.log_softmax(teacher_logits, dim=1)
+    log_probs = torch.log_softmax(teacher_logits / temperature, dim=1)
     top_log_probs, indices = log_probs.topk(k, dim=1)
     log_tail = torch.logsumexp(_mask_out(log_probs, indices), dim=1)
-    return TopKBook(top_log_probs, indices, log_tail, n_classes)
+    return TopKBook(top_log_probs, indices, log_tail, n_classes, float(temperature))
 
 
 def _teacher_buckets(book: TopKBook, temperature: float) -> torch.Tensor:
     """Log-probabilities of the k + 1 buckets (top-k classes, tail) of the teacher softened by T.
 
-    At T = 1 they are the book's values exactly. At T != 1 the book does not
-    say how the tail's mass is spread, so the tail is taken as uniform over
-    its ``C - k`` classes (each ``log_tail - log(C - k)``), then every class
-    is softened by T and the tail's classes are summed back into one bucket.
+    At the book's own temperature they are the book's values exactly. At
+    another T the book does not say how the tail's mass is spread, so the
+    tail is taken as uniform over its ``C - k`` classes (each ``log_tail -
+    log(C - k)``), every class is re-softened by ``book.temperature / T``,
+    and the tail's classes are summed back into one bucket. For T above the
+    book's, a uniform tail is the spread that gains the most mass, so this
+    overstates the tail.
     """
     n_tail = book.n_classes - book.log_probs.shape[1]
-    # at T = 1 this is log_tail itself; no branch on T, which may be a device tensor
+    ratio = book.temperature / temperature  # 1 at the book's temperature; no branch on T (maybe a tensor)
     if n_tail == 0:
         tail = book.log_tail
     else:
-        tail = math.log(n_tail) + (book.log_tail - math.log(n_tail)) / temperature
-    scores = torch.cat([book.log_probs / temperature, tail.unsqueeze(1)], dim=1)
+        tail = math.log(n_tail) + (book.log_tail - math.log(n_tail)) * ratio
+    scores = torch.cat([book.log_probs * ratio, tail.unsqueeze(1)], dim=1)
     return torch.log_softmax(scores, dim=1)
 
 
@@ -85,8 +94,9 @@ def topk_kd_divergence(
     top-k classes and one bucket for the other ``C - k`` classes; the
     student's tail bucket is its summed probability there (aggregated, the
     chain rule of KL: the full KL is this plus the teacher's tail mass times
-    the KL inside the tail, which the book cannot give). At T = 1 and
-    ``k = C - 1`` or ``k = C`` it equals the full ``KL(p^T || p^S)``.
+    the KL inside the tail, which the book cannot give). At the book's
+    temperature and ``k = C - 1``, or at any T with ``k = C``, it equals the
+    full ``KL(p^T || p^S)`` at that temperature.
 
     Returns
     -------
