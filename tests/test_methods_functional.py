@@ -165,8 +165,8 @@ def test_kd_on_standardized_logits_equals_released_kd_loss(case, temperature):
 def test_standardize_is_invariant_to_positive_affine_maps_of_a_row(pair, scale, shift):
     logits = pair[0]
     spread = logits.std(dim=1)
-    if bool((spread < 1e-3).any()):
-        return
+    if bool((torch.minimum(spread, scale * spread) < 0.05).any()):
+        return  # the 1e-7 added to std is then more than 1e-5 of it: exact invariance needs eps = 0
     assert close(Fn.standardize_logits(scale * logits + shift), Fn.standardize_logits(logits), rel=1e-5)
 
 
