@@ -1,7 +1,7 @@
 """skd: scikit-learn-native knowledge distillation on skorch and PyTorch."""
 
 from skd.augment import BatchAugment
-from skd.callbacks import StudentPruning
+from skd.callbacks import SoftLossSchedule, StudentPruning, TemperatureSchedule
 from skd.classifier import DistillationClassifier
 from skd.losses import (
     CAKD,
@@ -11,14 +11,13 @@ from skd.losses import (
     KD,
     R2KD,
     DistillationLoss,
-    SoftLossSchedule,
-    TemperatureSchedule,
     TfKD,
     available_losses,
 )
 from skd.pipeline import OnFeatures
 from skd.students import MLP, SmallCNN
 from skd.teachers import EnsembleTeacher, PrunedTeacher, Teacher
+from skd.training.trainer import Trainer
 
 __version__ = "0.1.0"
 
@@ -41,6 +40,7 @@ __all__ = [
     "StudentPruning",
     "TemperatureSchedule",
     "Teacher",
+    "Trainer",
     "TfKD",
     "available_losses",
 ]

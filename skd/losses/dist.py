@@ -44,6 +44,9 @@ class DIST(DistillationLoss):
     temperature : float, default=4.0
     ce_weight : float, default=1.0
     convention : {"paper", "released"}, default="paper"
+    standardize : bool, default=False
+        Z-score each row of student and teacher logits before the soft terms
+        (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
     terms = ("ce", "inter", "intra")
@@ -55,18 +58,16 @@ class DIST(DistillationLoss):
         temperature: float = 4.0,
         ce_weight: float = 1.0,
         convention: str = "paper",
+        standardize: bool = False,
     ):
         self.beta = beta
         self.gamma = gamma
         self.temperature = temperature
         self.ce_weight = ce_weight
         self.convention = convention
+        self.standardize = standardize
 
-    def compute_terms(self, student_logits, teacher_logits, y):
-        temperature = self.temperature_
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
         inter, intra = dist_terms(student_logits, teacher_logits, temperature, self.convention)
-        return {
-            "ce": self.ce_weight * self.cross_entropy(student_logits, y),
-            "inter": self.beta * temperature**2 * inter,
-            "intra": self.gamma * temperature**2 * intra,
-        }
+        scale = temperature**2
+        return {"inter": inter * (self.beta * scale), "intra": intra * (self.gamma * scale)}

@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 from torch.utils.data import Dataset
 
-from skd.teachers.base import PROBA_FLOOR, Teacher
+from skd.teachers.base import PROBA_FLOOR, Teacher, teacher_classes
 
 __all__ = ["CallableTeacher", "SklearnTeacher", "SkorchTeacher", "TorchTeacher"]
 
@@ -79,7 +79,7 @@ class SkorchTeacher(Teacher):
             self.classes_ = None  # fitted on encoded labels: columns follow classes_
             self.fitted_in_setup_ = True
         else:
-            self.classes_ = _skorch_classes(self.net)
+            self.classes_ = teacher_classes(self.net)
         self.outputs_probabilities = isinstance(getattr(self.net, "criterion_", None), torch.nn.NLLLoss)
 
     def _place(self, device):
@@ -90,14 +90,6 @@ class SkorchTeacher(Teacher):
     def raw_logits(self, X):
         out = self.net.forward(X, training=False, device=self.device_)
         return out[0] if isinstance(out, tuple) else out
-
-
-def _skorch_classes(net):
-    try:
-        classes = net.classes_
-    except AttributeError:
-        return None
-    return None if classes is None else np.asarray(classes)
 
 
 def _to_numpy_input(X):

@@ -17,7 +17,7 @@ import torch
 
 from skd.teachers.subset import other_columns, subset_logits
 
-__all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher", "TeacherScoreWarning", "rows_of",
+__all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher", "TeacherScoreWarning", "rows_of", "teacher_classes",
            "users_rows"]
 
 TEACHER_KINDS = (
@@ -32,6 +32,19 @@ PROBA_FLOOR = 1e-7
 #: Rows per teacher call while writing a book.
 BOOK_BATCH_SIZE = 1024
 
+
+
+def teacher_classes(teacher) -> np.ndarray | None:
+    """The labels of the teacher's columns when the teacher knows them, else None.
+
+    A fitted scikit-learn or skorch classifier (``classes_``), or a
+    :class:`skd.teachers.TorchTeacher` / ``CallableTeacher`` given ``classes=``.
+    """
+    try:
+        classes = getattr(teacher, "classes_", None)
+    except Exception:  # noqa: BLE001 - any property that raises before fit means "unknown"
+        return None
+    return None if classes is None else np.asarray(classes)
 
 class TeacherScoreWarning(UserWarning):
     """The teacher scores near chance on the training rows it labels.

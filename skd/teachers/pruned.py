@@ -24,8 +24,9 @@ from torch.nn.utils import prune
 
 from skd._device import resolve_device
 from skd.book import book_score, make_book
-from skd.teachers.adapters import TorchTeacher, _skorch_classes
+from skd.teachers.adapters import TorchTeacher
 from skd.teachers.cloning import KeepsFittedTeachers, is_fitted_net
+from skd.teachers.base import teacher_classes
 from skd.teachers.composite import CompositeTeacher
 
 __all__ = ["PRUNE_METHODS", "PrunedTeacher", "prunable_layers", "prune_copy"]
@@ -286,7 +287,7 @@ class PrunedTeacher(KeepsFittedTeachers, TransformerMixin, CompositeTeacher, Bas
         if self.pruned_ is None:
             return [self.teacher]
         # the pruned copy's output columns are the original teacher's
-        return [self.teacher, TorchTeacher(self.pruned_, classes=_teacher_classes(self.teacher))]
+        return [self.teacher, TorchTeacher(self.pruned_, classes=teacher_classes(_unfrozen(self.teacher)))]
 
     def _combine(self, logits):
         if len(logits) == 1:
@@ -304,9 +305,3 @@ def _kind(teacher) -> str:
     if isinstance(teacher, FrozenEstimator):
         return f"FrozenEstimator({type(teacher.estimator).__name__})"
     return type(teacher).__name__
-
-
-def _teacher_classes(teacher):
-    """Labels of a prunable teacher's output columns (None: the student's order)."""
-    teacher = _unfrozen(teacher)
-    return _skorch_classes(teacher) if isinstance(teacher, NeuralNet) else None

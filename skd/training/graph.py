@@ -80,7 +80,7 @@ class CapturedStep:
 
     def __init__(self, parts: StepParts, optimizer: Callable[[], torch.optim.Optimizer],
                  module: torch.nn.Module, guard: NonFiniteGuard, ledger: EpochLedger,
-                 take: Callable[[torch.Tensor], tuple], batch_size: int):
+                 take: Callable[[torch.Tensor], tuple], batch_size: int, state=None):
         self.parts = parts
         self.get_optimizer = optimizer
         self.module = module
@@ -88,6 +88,8 @@ class CapturedStep:
         self.ledger = ledger
         self.take = take
         self.batch_size = batch_size
+        self.state = state
+        self.fit_params: dict = {}
         self.on_cuda = torch.device(parts.device).type == "cuda"
         self.index = torch.zeros(batch_size, dtype=torch.long, device=parts.device)
         self.graph = None
@@ -100,7 +102,7 @@ class CapturedStep:
     def body(self) -> None:
         """The step on the static index: no host reads, so it can be captured."""
         Xi, y = self.take(self.index)
-        terms, y_pred = batch_terms(self.parts, Xi, y)
+        terms, y_pred = batch_terms(self.parts, Xi, y, self.state, **self.fit_params)
         self.last_pred = y_pred.detach()
         values, total = stack_terms(terms)
         self.ledger.start(terms)
@@ -116,10 +118,11 @@ class CapturedStep:
                                     if isinstance(v, (bool, int, float, str))))
                        for group in self.get_optimizer().param_groups)
         params = tuple((id(p), tuple(p.shape)) for p in self.module.parameters())
-        return _scalars(self.parts.loss), groups, params, self.module.training
+        return groups, params, self.module.training
 
-    def run(self, index: torch.Tensor) -> None:
+    def run(self, index: torch.Tensor, **fit_params) -> None:
         """One step on the batch at ``index`` (a device tensor of ``batch_size`` indices)."""
+        self.fit_params = fit_params
         self.index.copy_(index, non_blocking=True)
         if not self.on_cuda:
             self.get_optimizer().zero_grad()
