@@ -11,8 +11,8 @@ precomputed) at batch 32, 256 and 2048, and for a CNN student (SmallCNN
   hand eager   the PyTorch loop a user writes (data and logits on the device);
   hand graph   the same step captured once in a CUDA graph and replayed (CUDA only);
   skorch CE    stock ``NeuralNetClassifier`` with cross-entropy only;
-  skd eager    ``DistillationClassifier(step_mode="eager")`` with the book;
-  skd graph    ``DistillationClassifier(step_mode="auto")``: the captured step on CUDA.
+  skd eager    ``DistillationClassifier(trainer__step_mode="eager")`` with the book;
+  skd graph    ``DistillationClassifier(trainer__step_mode="auto")``: the captured step on CUDA.
 
 skd and skorch are timed as whole ``fit`` calls of ``max_epochs`` epochs,
 divided by the number of steps (so they include their per-epoch work). It
@@ -130,14 +130,14 @@ def measure(case, batch_size, args):
             criterion=torch.nn.CrossEntropyLoss, iterator_train__shuffle=True, **module_args, **common),
             X_np, y_np, batch_size, device)[0],
         "skd eager": lambda: fit_time(lambda: DistillationClassifier(
-            module, loss="kd", step_mode="eager", **module_args, **common),
+            module, loss="kd", trainer__step_mode="eager", **module_args, **common),
             book, y_np, batch_size, device)[0],
     }
     if torch.device(device).type == "cuda":
         variants["hand graph"] = lambda: hand_loop(make_student, X, y, logits, batch_size, args.steps,
                                                    device, True)
         variants["skd graph"] = lambda: fit_time(lambda: DistillationClassifier(
-            module, loss="kd", step_mode="auto", **module_args, **common),
+            module, loss="kd", trainer__step_mode="auto", **module_args, **common),
             book, y_np, batch_size, device)[0]
     times = {name: [] for name in variants}
     for _ in range(args.repeats):  # interleaved, so that drifts hit every variant alike

@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import scipy.sparse
 import torch
-from sklearn.preprocessing import LabelEncoder
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
-    _assert_all_finite,
-    check_consistent_length,
-    column_or_1d,
     validate_data,
 )
 from torch.utils.data import Dataset
 
-from skd.book import BOOK_LOGITS, BOOK_X, features_of, is_book, make_book
+from skd.book import BOOK_LOGITS, BOOK_X, features_of, make_book
 
 __all__ = ["check_augment", "check_module_dims", "data_dims", "validate_X", "with_data_dims"]
 

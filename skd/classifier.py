@@ -43,10 +43,10 @@ from skd.losses.base import DistillationLoss, get_loss_class, make_loss
 from skd.metrics import labelled_accuracy_score
 from skd.teachers import teacher_classes
 from skd.teachers.cloning import KeepsFittedTeachers
-from skd.training.step import StepParts, sum_terms
-from skd.training.trainer import Trainer
 from skd.training.batching import make_iterator
+from skd.training.step import StepParts, sum_terms
 from skd.training.threads import fit_threads
+from skd.training.trainer import Trainer
 
 __all__ = ["DistillationClassifier", "DEFAULT_MAX_EPOCHS"]
 
@@ -208,8 +208,8 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         "random_state": [None, Interval(Integral, None, None)],
         "teacher_other": [Options(("drop", "bucket"))],
         "max_epochs": [Interval(Integral, 1, None)],
-        "trainer": [Satisfies(lambda t: isinstance(t, Trainer) or (isinstance(t, type) and issubclass(t, Trainer)),
-                              "skd.training.Trainer or a subclass (class or instance)")],
+        "trainer": [Trainer, Satisfies(lambda t: isinstance(t, type) and issubclass(t, Trainer),
+                                       "skd.training.Trainer or a subclass of it")],
     }
 
     def __init__(
@@ -313,11 +313,6 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
     def initialize(self):
         with resolved_device(self), seeded(checked_seed(self.random_state)):
             return super().initialize()
-
-    def initialize_callbacks(self):
-        super().initialize_callbacks()
-        self.callbacks_ = watch_unscaled(self.callbacks_)
-        return self
 
     def initialize_module(self):
         kwargs = with_data_dims(self.module, self.get_params_for("module"), getattr(self, "data_dims_", None))
@@ -442,7 +437,8 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         logits = cached_book_logits(cache, key, lambda: teacher.book_logits(X, original=original))
         return make_book(X, logits)
 
-    def _set_fitted(self, labels: Labels, book, loss, trainer, teacher, first: bool, initialize: bool) -> None:
+    def _set_fitted(self, labels: Labels, book, loss, trainer, teacher, first: bool,
+                    initialize: bool) -> None:
         """Store what the fit learnt before training; the one place a failure rolls back."""
         before = dict(vars(self))
         try:
@@ -470,6 +466,7 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         parts = StepParts(forward=self.infer, loss=self.loss_, teacher=self.teacher_,
                           augment=self.augment, augment_mode=self.augment_mode,
                           n_classes=len(self.classes_), device=torch.device(self.device))
+        self.callbacks_ = watch_unscaled(self.callbacks_)  # EarlyStopping watches the unscaled loss
         before = len(self.history)
         self.notify("on_train_begin", X=X, y=y_encoded)
         restored = max(len(self.history) - before, 0) if whole else 0

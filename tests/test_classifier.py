@@ -90,7 +90,7 @@ def test_set_params_reaches_the_loss_at_fit(digits, student):
     assert clf.loss_.temperature == 3.0 and clf.loss_.temperature_ == 3.0
     clf.set_params(loss="dkd", loss__temperature=2.0, loss__beta=2.0).fit(X[:200], y[:200])
     assert type(clf.loss_).__name__ == "DKD" and clf.loss_.beta == 2.0
-    clf.set_params(teacher_cache=False, max_epochs=1).fit(X[:200], y[:200])
+    clf.set_params(book="online", max_epochs=1).fit(X[:200], y[:200])
     assert clf.teacher_.n_forward_samples_ == 200
 
 
@@ -219,8 +219,8 @@ def test_loss_needing_a_teacher_without_one(digits, student):
 
 def test_teacher_cache_value(digits, student):
     X, y = digits
-    with pytest.raises(ValueError, match="teacher_cache must be 'auto', True or False"):
-        student(teacher_cache="yes").fit(X[:50], y[:50])
+    with pytest.raises(ValueError, match="book must be 'auto', True or False"):
+        student(book="yes").fit(X[:50], y[:50])
 
 
 

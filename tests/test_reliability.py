@@ -60,7 +60,7 @@ def test_teacher_nonfinite_logits_are_refused(digits, student):
             return out
 
     # online teacher so that bad logits appear during training, after the book's checks
-    clf = student(teacher=NaNTeacher(), teacher_cache=False, on_nonfinite="skip", max_epochs=2)
+    clf = student(teacher=NaNTeacher(), book="online", trainer__on_nonfinite="skip", max_epochs=2)
     with pytest.raises(ValueError, match="NaN or infinite logits"):
         clf.fit(X, y)  # the teacher adapter refuses non-finite logits outright
     assert clf.history is not None
@@ -68,7 +68,7 @@ def test_teacher_nonfinite_logits_are_refused(digits, student):
 
 def test_skip_mode_skips_student_nan_batches(digits, student):
     X, y = digits
-    clf = student(on_nonfinite="skip", callbacks=[PoisonAt(epoch=1, batch=2), PoisonAt(epoch=2, batch=5)],
+    clf = student(trainer__on_nonfinite="skip", callbacks=[PoisonAt(epoch=1, batch=2), PoisonAt(epoch=2, batch=5)],
                   max_epochs=3)
     clf.module = PoisonableMLP
     clf.fit(X, y)
@@ -258,4 +258,4 @@ def test_book_for_other_data_is_refused(digits, student):
 def test_bad_on_nonfinite(digits, student):
     X, y = digits
     with pytest.raises(ValueError, match="on_nonfinite must be 'raise' or 'skip'"):
-        student(on_nonfinite="ignore").fit(X, y)
+        student(trainer__on_nonfinite="ignore").fit(X, y)

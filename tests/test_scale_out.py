@@ -19,7 +19,8 @@ from skorch import NeuralNetClassifier
 
 import skd._pickling
 from skd._book_cache import book_key, check_book_cache
-from skd.distributed import GradientAllReduce, shard
+from skd.callbacks import GradientAllReduce
+from skd.distributed import shard
 from skd.teachers import TorchTeacher, as_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,18 +104,18 @@ def test_book_cache_runs_the_teacher_once_per_training_set(digits, make_student,
                                                            tmp_path):
     X, y = digits
     teacher = make_teacher()
-    first = make_student(teacher=teacher, book_cache=tmp_path, max_epochs=1).fit(X, y)
+    first = make_student(teacher=teacher, book_dir=tmp_path, max_epochs=1).fit(X, y)
     passes = teacher.calls
     assert passes == 2  # 1797 rows in books of 1024
-    second = make_student(teacher=teacher, loss="dkd", book_cache=tmp_path, max_epochs=1).fit(X, y)
+    second = make_student(teacher=teacher, loss="dkd", book_dir=tmp_path, max_epochs=1).fit(X, y)
     assert teacher.calls == passes  # read from the cache
     uncached = make_student(teacher=make_teacher(), loss="dkd", max_epochs=1).fit(X, y)
     assert np.allclose(second.predict_proba(X), uncached.predict_proba(X), atol=1e-6)
-    make_student(teacher=teacher, book_cache=tmp_path, max_epochs=1).fit(X[:500], y[:500])
+    make_student(teacher=teacher, book_dir=tmp_path, max_epochs=1).fit(X[:500], y[:500])
     assert teacher.calls == passes + 1  # other rows: another book
     with torch.no_grad():
         teacher.net.weight.add_(1.0)
-    make_student(teacher=teacher, book_cache=tmp_path, max_epochs=1).fit(X, y)
+    make_student(teacher=teacher, book_dir=tmp_path, max_epochs=1).fit(X, y)
     assert teacher.calls == passes + 3  # other weights: another book
     assert len(list(tmp_path.glob("*.npy"))) == 3
     assert first.history[-1, "train_loss"] > 0
@@ -142,7 +143,7 @@ def test_book_key_follows_content_not_identity(digits, make_teacher):
 def test_book_cache_must_be_a_path(tmp_path):
     assert check_book_cache(None) is None
     assert check_book_cache(tmp_path / "books").is_dir()
-    with pytest.raises(TypeError, match="book_cache must be None or a directory path"):
+    with pytest.raises(TypeError, match="book_dir must be None or a directory path"):
         check_book_cache(3)
 
 

@@ -245,7 +245,7 @@ def test_an_online_teacher_that_fails_on_unlabelled_rows(digits, make_student):
     X = X.copy()
     y = _partial(y)
     X[y < 0, 0] = 100.0  # the unlabelled rows come from elsewhere
-    clf = make_student(teacher=_fails_on_large_inputs, teacher_cache=False)
+    clf = make_student(teacher=_fails_on_large_inputs, book="online")
     with pytest.raises(ValueError, match="failed on the unlabelled rows of y .*out of range"):
         clf.fit(X, y)
     _assert_unfitted(clf)

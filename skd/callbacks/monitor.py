@@ -85,7 +85,8 @@ class DistillationPrintLog(PrintLog):
     def _sorted_keys(self, keys):
         shown = [key for key in super()._sorted_keys(keys) if key not in ("epoch", "dur")]
         terms = getattr(self, "term_names_", [])
-        first = ["train_loss", "train_unscaled_loss", *terms, "valid_loss", *["valid_" + t for t in terms], "valid_unscaled_loss"]
+        first = ["train_loss", "train_unscaled_loss", *terms, "valid_loss", *["valid_" + t for t in terms],
+                 "valid_unscaled_loss"]
         head = [key for key in first if key in shown]
         rest = [key for key in shown if key not in head]
         return [key for key in ("epoch",) if key in keys and key not in self.keys_ignored_] + head + rest \

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from skd.losses.base import DistillationLoss, register_loss
 from numbers import Integral, Real
 
 from skd._constraints import Interval, Options
+from skd.losses.base import DistillationLoss, register_loss
 from skd.losses.functional import cakd_terms, strong_class_mask, target_or_teacher_top
 
 __all__ = ["CAKD"]

@@ -71,7 +71,7 @@ class SkorchTeacher(Teacher):
     def describe(self):
         return f"skorch net {type(self.net).__name__}"
 
-    def _fit_if_needed(self, X, y):
+    def _fit_if_needed(self, X, y, original=None):
         if not getattr(self.net, "initialized_", False) or not hasattr(self.net, "history_"):
             self.net = clone(self.net)
             encoded = np.searchsorted(self.student_classes_, y).astype(np.int64)
@@ -121,7 +121,7 @@ class SklearnTeacher(Teacher):
     def describe(self):
         return f"scikit-learn {type(self.estimator).__name__}"
 
-    def _fit_if_needed(self, X, y):
+    def _fit_if_needed(self, X, y, original=None):
         try:
             check_is_fitted(self.estimator)
             self.estimator_ = self.estimator
@@ -133,7 +133,6 @@ class SklearnTeacher(Teacher):
                     "an unfitted scikit-learn teacher is fitted on in-memory X only. Fit it "
                     "first and wrap it in sklearn.frozen.FrozenEstimator."
                 ) from None
-            original = getattr(self, "original_X_", None)
             self.estimator_ = clone(self.estimator).fit(
                 _to_numpy_input(X) if original is None else original, y)
             self.fitted_in_setup_ = True

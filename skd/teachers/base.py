@@ -17,8 +17,8 @@ import torch
 
 from skd.teachers.subset import other_columns, subset_logits
 
-__all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher", "TeacherScoreWarning", "rows_of", "teacher_classes",
-           "users_rows"]
+__all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher", "TeacherScoreWarning", "rows_of",
+           "teacher_classes", "users_rows"]
 
 TEACHER_KINDS = (
     "a trained torch.nn.Module, a fitted skorch net, a scikit-learn classifier "
@@ -140,23 +140,22 @@ class Teacher:
         self.student_classes_ = np.asarray(classes)
         self.n_forward_samples_ = 0
         self.other_label_ = other
-        self.original_X_ = users_rows(original)
-        try:
-            self._prepare(X, y)
-        finally:
-            del self.original_X_  # the training data must not live on in the fitted estimator
+        self._prepare(X, y, users_rows(original))  # passed on, never stored: no data lives on
         return self
 
-    def _prepare(self, X, y):
-        """Make the teacher ready to answer; ``setup`` has set the device and classes."""
-        self._fit_if_needed(X, y)
+    def _prepare(self, X, y, original=None):
+        """Make the teacher ready to answer; ``setup`` has set the device and classes.
+
+        ``original`` is ``X`` as the user gave it, or None.
+        """
+        self._fit_if_needed(X, y, original)
         self._place(self.device_)
         self.columns_ = self._align(self.classes_)
         self.other_columns_ = other_columns(self.classes_, self.student_classes_, self.other_label_,
                                             self.describe())
         self._checked = False
 
-    def _fit_if_needed(self, X, y):
+    def _fit_if_needed(self, X, y, original=None):
         pass
 
     def _place(self, device):

@@ -25,8 +25,8 @@ from torch.nn.utils import prune
 from skd._device import resolve_device
 from skd.book import book_score, make_book
 from skd.teachers.adapters import TorchTeacher
-from skd.teachers.cloning import KeepsFittedTeachers, is_fitted_net
 from skd.teachers.base import teacher_classes
+from skd.teachers.cloning import KeepsFittedTeachers, is_fitted_net
 from skd.teachers.composite import CompositeTeacher
 
 __all__ = ["PRUNE_METHODS", "PrunedTeacher", "prunable_layers", "prune_copy"]
