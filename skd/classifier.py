@@ -39,7 +39,7 @@ from skd._validation import check_augment, check_module_dims, data_dims, validat
 from skd.book import check_book_logits, features_of, is_book, make_book
 from skd.callbacks import DistillationPrintLog, find_schedules, watch_unscaled
 from skd.labels import UNLABELLED, Labels, check_unlabelled_fit, labelled_part, partial_labels
-from skd.losses.base import DistillationLoss, get_loss_class, make_loss
+from skd.losses.base import DistillationLoss, foreign_loss_params, make_loss
 from skd.metrics import labelled_accuracy_score
 from skd.teachers import teacher_classes
 from skd.teachers.cloning import KeepsFittedTeachers
@@ -263,7 +263,9 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         one), so ``set_params(loss="dist")`` after ``loss__kd_weight=0.5`` works.
         """
         if "loss" in kwargs:
-            self._drop_foreign_loss_params(kwargs["loss"], set(kwargs))
+            for key in foreign_loss_params(kwargs["loss"], [k for k in vars(self) if k not in kwargs]):
+                delattr(self, key)
+                self._params_to_validate.discard(key)
         routed = [key for key in kwargs if key.split("__")[0] in ("loss", "teacher", "trainer")]
         for key in routed:
             setattr(self, key, kwargs.pop(key))
@@ -272,17 +274,6 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         if kwargs:
             super().set_params(**kwargs)
         return self
-
-    def _drop_foreign_loss_params(self, new_loss, given: set) -> None:
-        try:
-            cls = get_loss_class(new_loss) if isinstance(new_loss, str) else type(new_loss)
-            accepted = set(cls().get_params()) if isinstance(new_loss, str) else set(new_loss.get_params())
-        except (TypeError, ValueError):
-            return  # a bad loss is reported at fit
-        for key in [k for k in vars(self) if k.startswith("loss__") and k not in given]:
-            if key.removeprefix("loss__") not in accepted:
-                delattr(self, key)
-                self._params_to_validate.discard(key)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

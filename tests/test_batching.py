@@ -79,5 +79,5 @@ def test_device_batches_cover_every_sample_once():
 
 def test_bad_batching_value(digits, student):
     X, y = digits
-    with pytest.raises(ValueError, match="batching must be 'auto' or 'loader'"):
+    with pytest.raises(ValueError, match="trainer__batching of Trainer must be one of 'auto', 'loader'; got 'fast'"):
         student(trainer__batching="fast").fit(X[:50], y[:50])

@@ -13,7 +13,8 @@ from skd._constraints import Interval, Options, validate_params
 from skd.losses.functional import CONVENTIONS, labelled_cross_entropy, standardize_logits
 from skd.training.state import EpochState, EpochValues
 
-__all__ = ["DistillationLoss", "available_losses", "get_loss_class", "make_loss", "register_loss"]
+__all__ = ["DistillationLoss", "available_losses", "foreign_loss_params", "get_loss_class", "make_loss",
+           "register_loss"]
 
 _REGISTRY: dict[str, type[DistillationLoss]] = {}
 
@@ -71,6 +72,19 @@ def make_loss(spec: str | DistillationLoss, params: dict[str, Any]) -> Distillat
         )
     loss.set_params(**params)
     return loss.initialize()
+
+
+def foreign_loss_params(loss: Any, keys) -> list[str]:
+    """The ``loss__*`` keys among ``keys`` that the loss ``loss`` (a name or an instance) does not accept.
+
+    The classifier drops them when ``loss`` changes: they were the old loss's
+    settings. An unknown loss gives none (it is reported at fit).
+    """
+    try:
+        accepted = set((get_loss_class(loss)() if isinstance(loss, str) else loss).get_params())
+    except (AttributeError, TypeError, ValueError):
+        return []
+    return [key for key in keys if key.startswith("loss__") and key.removeprefix("loss__") not in accepted]
 
 
 #: Upper bound of a temperature: beyond it every softened distribution is uniform in float32.
