@@ -105,8 +105,13 @@ def with_data_dims(module, kwargs: dict, dims: dict | None) -> dict:
     return kwargs
 
 
-def check_augment(augment, augment_mode: str, book: str) -> None:
+def check_augment(augment, augment_mode: str, book: str, X) -> None:
     """Refuse combinations of ``augment`` with the book that cannot work."""
+    if augment is not None and is_book(X):
+        raise ValueError(
+            "augment needs a teacher to label augmented batches, but X is a book; pass "
+            "the features and teacher=... instead."
+        )
     if augment is not None and book == "memory" and augment_mode == "replace":
         raise ValueError(
             "book='memory' cannot be combined with augment_mode='replace': the teacher "

@@ -1,10 +1,9 @@
 """``DistillationClassifier``: the scikit-learn face of skd.
 
-It wires the parts together and owns none of their work: input checks live
-in :mod:`skd._validation`, device and seeding in :mod:`skd._device`, the
-book in :mod:`skd.book`, teachers in :mod:`skd.teachers`, losses in
-:mod:`skd.losses`, and the training step with its epoch loop in
-:mod:`skd.training`.
+It wires the parts together and owns none of their work: input checks in
+:mod:`skd._validation`, labels in :mod:`skd.labels`, the book in
+:mod:`skd.book`, teachers in :mod:`skd.teachers`, losses in
+:mod:`skd.losses`, the epochs in :mod:`skd.training`.
 """
 
 from __future__ import annotations
@@ -18,11 +17,11 @@ import torch
 from sklearn.exceptions import NotFittedError
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochScoring, EpochTimer
-from skorch.utils import to_numpy, to_tensor
+from skorch.utils import to_numpy
 
 from skd._book_cache import book_key, cached_book_logits, check_book_cache
 from skd._constraints import Interval, Options, Satisfies, validate_params
-from skd._device import checked_seed, epoch_generator, resolved_device, seeded
+from skd._device import checked_seed, resolved_device, seeded
 from skd._export import refuse_if_exported
 from skd._fit_teacher import (
     chosen_teacher,
@@ -36,15 +35,15 @@ from skd._fit_teacher import (
 from skd._persist import SavesStudent
 from skd._prediction import StudentPrediction
 from skd._validation import check_augment, check_module_dims, data_dims, validate_X, with_data_dims
-from skd.book import check_book_logits, features_of, is_book, make_book
+from skd.book import check_book_logits, is_book, make_book
 from skd.callbacks import DistillationPrintLog, find_schedules, watch_unscaled
 from skd.labels import UNLABELLED, Labels, check_unlabelled_fit, labelled_part, partial_labels
 from skd.losses.base import DistillationLoss, foreign_loss_params, make_loss
 from skd.metrics import labelled_accuracy_score
 from skd.teachers import teacher_classes
 from skd.teachers.cloning import KeepsFittedTeachers
-from skd.training.batching import make_iterator
-from skd.training.step import StepParts, sum_terms
+from skd.training.hooks import TrainerHooks
+from skd.training.step import StepParts
 from skd.training.threads import fit_threads
 from skd.training.trainer import Trainer
 
@@ -60,7 +59,8 @@ def _encoded_accuracy(net, X, y):
     return labelled_accuracy_score(to_numpy(y), predicted, unlabelled=UNLABELLED)
 
 
-class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStudent, NeuralNetClassifier):
+class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeachers, SavesStudent,
+                             NeuralNetClassifier):
     """A scikit-learn classifier that distils a teacher into a student network.
 
     A skorch :class:`~skorch.NeuralNetClassifier` whose only trained module is
@@ -77,14 +77,11 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         from the data unless given as ``module__n_features`` /
         ``module__n_classes`` (see :class:`skd.students.MLP`).
     teacher : object, default=None
-        A trained ``torch.nn.Module``; a fitted skorch net; a scikit-learn
-        classifier (prefit inside ``sklearn.frozen.FrozenEstimator``, or
-        unfitted, then fitted on the training data of each ``fit``); a
-        callable ``X -> logits``; a list of these (an ensemble, mean logits;
-        use :class:`skd.teachers.EnsembleTeacher` for weights); or a
-        :class:`skd.teachers.Teacher`. None for teacher-free losses or when X
-        is a book. Parameters of a scikit-learn teacher can be set as
-        ``teacher__<param>``.
+        A trained ``torch.nn.Module``, a fitted skorch net, a scikit-learn
+        classifier (prefit in ``FrozenEstimator``, or unfitted: fitted in each
+        ``fit``), a callable ``X -> logits``, a list of these (an ensemble),
+        or a :class:`skd.teachers.Teacher`; ``teacher__<param>`` sets its
+        parameters. None for teacher-free losses or when X is a book.
     loss : str or DistillationLoss, default="kd"
         A registered name (``"ce"``, ``"kd"``, ``"dkd"``, ``"cakd"``,
         ``"r2kd"``, ``"dist"``, ``"tfkd"``) or an instance. Its parameters are
@@ -97,28 +94,21 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         ``"skip"``), ``check_every``, ``record_batches`` and ``batching``.
         See :class:`skd.training.Trainer` and the "GPU and scale" page.
     book : {"auto", "memory", "online"}, default="auto"
-        Where the teacher's knowledge comes from. ``"memory"``: the teacher
-        runs once per training row before the first epoch and its logits
-        (the "book") are kept in memory; ``"online"``: the teacher runs on
-        every batch of every epoch; ``"auto"``: the book for in-memory data,
-        online for a torch ``Dataset``.
+        ``"memory"``: the teacher runs once per training row before the first
+        epoch and its logits (the "book") stay in memory; ``"online"``: it
+        runs on every batch; ``"auto"``: memory unless X is a torch ``Dataset``.
     book_dir : str, os.PathLike or None, default=None
-        A directory of books on disk, keyed by the training rows, the labels
-        and the teacher (its weights, code and outputs on a probe of rows),
-        so that in a grid search the teacher runs once per fold, not once
-        per candidate; see "Scale out". Whoever can write to it controls the
-        teacher's targets.
+        A directory of books on disk keyed by rows, labels and teacher, so
+        that a grid search runs the teacher once per fold ("Scale out").
+        Whoever can write to it controls the teacher's targets.
     augment : callable or None, default=None
         A batch augmentation ``(X_batch, y_batch) -> X_batch`` run on the
-        device each training step, e.g. ``skd.augment.BatchAugment`` around
-        torchvision's ``MixUp``/``CutMix``. The teacher runs online on every
-        augmented batch; the clean batches of ``"add"`` mode still read their
-        logits from the book.
+        device each step (e.g. ``skd.augment.BatchAugment(v2.CutMix(...))``);
+        the teacher labels augmented batches online.
     augment_mode : {"add", "replace"}, default="add"
-        ``"add"`` (R2KD's released recipe): CE and the distillation terms on
-        the clean batch, plus the distillation terms again on the augmented
-        batch (recorded as ``<term>_aug``). ``"replace"``: every term on the
-        augmented batch only.
+        ``"add"`` (R2KD's recipe): every term on the clean batch plus the
+        distillation terms on the augmented one (``<term>_aug``);
+        ``"replace"``: every term on the augmented batch only.
     random_state : int or None, default=None
         Seeds torch's generators during ``fit`` (initial weights, shuffling),
         without changing the global random state. None leaves them alone.
@@ -130,18 +120,16 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         so labels such as ``{-1, 0, 1}`` keep their three classes. See
         ``docs/unlabelled.md``.
     teacher_other : {"drop", "bucket"}, default="drop"
-        For a student with a strict subset of the teacher's classes:
-        ``"drop"`` renormalises the teacher over the subset; ``"bucket"`` adds
-        an "other" class (``-2`` or ``"other"``) whose teacher logit is the
-        log-sum-exp of the rest.
+        A student of a subset of the teacher's classes: ``"drop"`` renormalises
+        the teacher over it; ``"bucket"`` adds an "other" class (``-2`` or
+        ``"other"``) with the log-sum-exp of the rest.
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
-        Kept for skorch compatibility; the loss callback computes the loss.
+        Kept for skorch compatibility; the loss computes the loss.
     train_split : callable or None, default=None
-        skorch's split for internal validation. Unlike skorch's default, no
-        data is held out unless asked, e.g. ``skorch.dataset.ValidSplit(0.2)``.
+        No data is held out unless asked (skorch holds out 20% by default),
+        e.g. ``skorch.dataset.ValidSplit(0.2)``.
     device : str, default="auto"
-        ``"auto"`` trains on CUDA when available, else on the CPU. Asking for
-        ``"cuda"`` on a machine without it fails at ``fit``.
+        CUDA when available, else the CPU; ``"cuda"`` without CUDA fails at ``fit``.
     **kwargs
         Any other :class:`skorch.NeuralNetClassifier` parameter
         (``max_epochs``, ``lr``, ``optimizer``, ``batch_size``, ``callbacks``,
@@ -170,10 +158,9 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         The teacher's accuracy on the book's rows (None for online teachers);
         see :func:`skd._fit_teacher.score_book` for when it warns.
     history : skorch History
-        Per epoch: ``train_loss`` and every loss term (e.g. ``"kd"``), and
-        ``valid_*`` twins when there is a validation split;
-        ``*_unscaled_loss`` (no warm-up or schedule factors; ``EarlyStopping``
-        watches it); ``graph_steps``/``eager_steps``.
+        Per epoch: ``train_loss``, every loss term, ``*_unscaled_loss`` (no
+        warm-up or schedule factors; ``EarlyStopping`` watches it), and
+        ``valid_*`` twins with a validation split.
     train_step_path_ : {"graph", "eager", "graph+eager"}
         Which training step ran in the last fit.
     eager_reasons_ : list of str
@@ -186,8 +173,7 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
     >>> from skd import MLP, DistillationClassifier
     >>> X, y = load_digits(return_X_y=True)
     >>> clf = DistillationClassifier(MLP, teacher=LogisticRegression(max_iter=500), loss="kd",
-    ...                              max_epochs=2, verbose=0, device="cpu", random_state=0)
-    >>> import warnings; warnings.simplefilter("ignore")  # two epochs: an under-trained student
+    ...                              verbose=0, device="cpu", random_state=0)
     >>> clf.fit(X / 16, y).predict(X[:3] / 16).shape
     (3,)
     >>> clf.teacher_fitted_in_fit_, clf.teacher_score_ > 0.9  # fitted in fit, accurate
@@ -234,9 +220,7 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         kwargs.setdefault("optimizer", torch.optim.Adam)
         kwargs.setdefault("lr", 1e-3)
         kwargs.setdefault("max_epochs", DEFAULT_MAX_EPOCHS)
-        super().__init__(
-            module, criterion=criterion, train_split=train_split, device=device, **kwargs
-        )
+        super().__init__(module, criterion=criterion, train_split=train_split, device=device, **kwargs)
         self.teacher = teacher
         self.loss = loss
         self.trainer = trainer
@@ -327,7 +311,6 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
             features = validate_X(self, X, reset=False)
             return make_book(features, self.teacher_.book_logits(features, original=X))
 
-    # -------------------------------------------------------------------- fit
     def fit(self, X, y=None, **fit_params):
         """Fit the student to the labels and the teacher.
 
@@ -384,16 +367,11 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         trainer = self.trainer
         trainer = (type(trainer)(**{**trainer.get_params(), **self.get_params_for("trainer")})
                    if isinstance(trainer, Trainer) else trainer(**self.get_params_for("trainer")))
-        check_augment(self.augment, self.augment_mode, self.book)
         return loss, trainer.validate(), check_book_cache(self.book_dir)
 
     def _checked_data(self, X, y, first: bool, classes, loss) -> tuple[Any, Labels]:
         """The checked features (or book) and labels; nothing is stored on the estimator."""
-        if is_book(X) and self.augment is not None:
-            raise ValueError(
-                "augment needs a teacher to label augmented batches, but X is a book; pass "
-                "the features and teacher=... instead."
-            )
+        check_augment(self.augment, self.augment_mode, self.book, X)
         features = validate_X(self, X, reset=first)
         labels = partial_labels(y, features, classes, None if first else self.label_encoder_,
                                 type(self).__name__, marker=self.unlabelled,
@@ -471,43 +449,3 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
             self.eager_reasons_ = list(self.trainer_.blockers or [])
             self.trainer_.finish()
         self.notify("on_train_end", X=X, y=y_encoded)
-
-    # ------------------------------------------------------- skorch's hooks
-    def get_iterator(self, dataset, training=False):
-        """Batches of ``dataset``: device slices for in-memory data, else a DataLoader."""
-        prefix = "iterator_train" if training else "iterator_valid"
-        epoch = len(self.history) if getattr(self, "history_", None) is not None else 0
-        batching = self.get_params_for("trainer").get("batching", getattr(self.trainer, "batching", "auto"))
-        return make_iterator(
-            dataset, self.iterator_train if training else self.iterator_valid,
-            self.get_params_for(prefix), self.batch_size, self.device, training=training,
-            fast=batching == "auto",
-            generator=lambda: epoch_generator(checked_seed(self.random_state), epoch),
-        )
-
-    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
-        """One epoch through :class:`skd.training.Trainer` (terms summed on the device)."""
-        self.trainer_.run_epoch(iterator, training=training, prefix=prefix, **fit_params)
-
-    def _set_training(self, training=True):
-        # skorch calls module.train() on every batch, which walks every
-        # submodule; skip it when the student is already in that mode.
-        module = getattr(self, "module_", None)
-        if isinstance(module, torch.nn.Module) and module.training == training:
-            return
-        super()._set_training(training)
-
-    def infer(self, x, **fit_params):
-        """The student's logits for ``x`` (a book's features), in the trainer's precision."""
-        trainer = getattr(self, "trainer_", None)
-        if trainer is None:
-            return super().infer(features_of(x), **fit_params)
-        with trainer.autocast():
-            return super().infer(features_of(x), **fit_params)
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        """The sum of the loss terms of a batch (the trainer records each term)."""
-        if getattr(self, "trainer_", None) is None:
-            raise NotFittedError("get_loss needs the loss and trainer of a fit; call fit first.")
-        y_true = to_tensor(y_true, device=self.device).long()
-        return sum_terms(self.trainer_.terms(y_pred, y_true, X))
