@@ -19,7 +19,7 @@ from sklearn.utils.validation import (
 )
 from torch.utils.data import Dataset
 
-from skd.book import BOOK_LOGITS, BOOK_X, features_of, make_book
+from skd.book import BOOK_LOGITS, BOOK_X, features_of, is_book, make_book
 
 __all__ = ["check_augment", "check_module_dims", "data_dims", "validate_X", "with_data_dims"]
 
