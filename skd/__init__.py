@@ -14,7 +14,7 @@ from skd.losses import (
     TfKD,
     available_losses,
 )
-from skd.pipeline import OnFeatures
+from skd.pipeline import OnFeatures, WriteBook
 from skd.students import MLP, SmallCNN
 from skd.teachers import EnsembleTeacher, PrunedTeacher, Teacher
 from skd.training.trainer import Trainer
@@ -42,5 +42,6 @@ __all__ = [
     "Teacher",
     "Trainer",
     "TfKD",
+    "WriteBook",
     "available_losses",
 ]
