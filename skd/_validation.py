@@ -50,8 +50,19 @@ def validate_features(estimator, X, reset: bool):
                 f"{estimator.n_features_in_} features as input."
             )
         return X
-    X = validate_data(estimator, X, reset=reset, dtype=np.float32, allow_nd=True,
-                      accept_sparse="csr")
+    try:
+        X = validate_data(estimator, X, reset=reset, dtype=np.float32, allow_nd=True,
+                          accept_sparse="csr")
+    except ValueError as error:
+        if "NaN" not in str(error) and "infinity" not in str(error):
+            raise
+        # scikit-learn's message recommends estimators that accept NaN; a student network does not
+        raise ValueError(
+            "Input X contains NaN or infinity. A student network cannot take missing values: "
+            "impute them first (e.g. sklearn.impute.SimpleImputer in a Pipeline before the "
+            "classifier). A teacher that handles NaN itself can still write the book from the "
+            "raw X: put WriteBook(teacher) first and OnFeatures(SimpleImputer()) after it."
+        ) from None
     if scipy.sparse.issparse(X):  # CSR: rows are sliced per batch; never densified whole
         return X.tocsr()
     if not X.flags.writeable:  # e.g. pandas copy-on-write views; torch needs writable

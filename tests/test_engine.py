@@ -217,3 +217,45 @@ def test_trainer_is_a_routed_component():
     assert clf.get_params()["trainer__step_mode"] == "eager"
     clf.set_params(trainer__on_nonfinite="skip")
     assert clf.get_params_for("trainer") == {"step_mode": "eager", "precision": "32", "on_nonfinite": "skip"}
+
+
+def test_an_online_teacher_failing_mid_fit_leaves_only_finished_epochs(digits_split):
+    X_train, _, y_train, _ = digits_split
+    calls = {"n": 0}
+
+    def teacher(x):
+        calls["n"] += 1
+        if calls["n"] > 14:  # fails in the second epoch (11 batches per epoch)
+            raise RuntimeError("the teacher's server went away")
+        return torch.zeros(len(x), 10)
+
+    clf = DistillationClassifier(MLP, teacher=teacher, book="online", verbose=0, device="cpu", max_epochs=3)
+    with pytest.raises(RuntimeError, match="went away"):
+        clf.fit(X_train, y_train)
+    assert len(clf.history) == 1 and "train_loss" in clf.history[-1]
+
+
+def test_hidden_units_as_an_int_is_a_clear_error(digits_split):
+    X_train, _, y_train, _ = digits_split
+    with pytest.raises(TypeError, match=r"module__hidden_units=\(8,\)"):
+        DistillationClassifier(MLP, loss="ce", module__hidden_units=8, device="cpu").fit(X_train, y_train)
+
+
+def test_nan_in_x_says_to_impute_not_to_change_estimator(digits_split):
+    X_train, _, y_train, _ = digits_split
+    bad = X_train.copy()
+    bad[3, 5] = np.nan
+    with pytest.raises(ValueError, match="SimpleImputer") as error:
+        DistillationClassifier(MLP, loss="ce", device="cpu").fit(bad, y_train)
+    assert "HistGradientBoosting" not in str(error.value)
+
+
+def test_a_classes_list_missing_labels_of_y_names_classes_in_fit(digits_split):
+    X_train, _, y_train, _ = digits_split
+    with pytest.raises(ValueError, match=r"not in classes="):
+        DistillationClassifier(MLP, loss="ce", device="cpu", classes=[0, 1, 2]).fit(X_train, y_train)
+
+
+def test_empty_tensor_x_is_a_clear_error():
+    with pytest.raises(ValueError, match="empty tensor"):
+        DistillationClassifier(MLP, loss="ce", device="cpu").fit(torch.zeros(0, 4), np.zeros(0))

@@ -264,11 +264,15 @@ class Trainer:
                 net.notify("on_batch_end", batch=batch, training=training, **step)
                 if training:
                     self.guard.after_step(epoch, ledger.names or ())
+            if training:
+                self.guard.after_step(epoch, ledger.names or (), end_of_epoch=True)
+        except BaseException:
+            if training:  # a history row is an epoch that finished: drop the unfinished one
+                history.pop()
+            raise
         finally:
             self._in_epoch = False
         history.record(prefix + "_batch_count", counts["graph"] + counts["eager"])
-        if training:
-            self.guard.after_step(epoch, ledger.names or (), end_of_epoch=True)
         self._record_epoch(ledger, training, counts)
 
     def _batches(self, iterator, captured):
