@@ -37,7 +37,7 @@ from skd._prediction import StudentPrediction
 from skd._validation import check_augment, check_module_dims, data_dims, validate_X, with_data_dims
 from skd.book import check_book_logits, is_book, make_book
 from skd.callbacks import DistillationPrintLog, find_schedules, watch_unscaled
-from skd.labels import UNLABELLED, Labels, check_unlabelled_fit, labelled_part, partial_labels
+from skd.labels import UNLABELLED, Labels, check_unlabelled_fit, labelled_part, labelled_rows, partial_labels
 from skd.losses.base import DistillationLoss, foreign_loss_params, make_loss
 from skd.metrics import labelled_accuracy_score
 from skd.teachers import teacher_classes
@@ -434,7 +434,8 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         """
         parts = StepParts(forward=self.infer, loss=self.loss_, teacher=self.teacher_,
                           augment=self.augment, augment_mode=self.augment_mode,
-                          n_classes=len(self.classes_), device=torch.device(self.device))
+                          n_classes=len(self.classes_), device=torch.device(self.device),
+                          labelled_only=y_encoded is not None and bool(labelled_rows(y_encoded).all()))
         self.callbacks_ = watch_unscaled(self.callbacks_)  # EarlyStopping watches the unscaled loss
         before = len(self.history)
         self.notify("on_train_begin", X=X, y=y_encoded)

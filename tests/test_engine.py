@@ -183,13 +183,16 @@ def test_epoch_values_follow_warmup_and_schedules():
 
 def test_the_epoch_state_is_updated_in_place_and_the_loss_reads_it():
     loss = make_loss("kd", {})
-    state = EpochState("cpu", EpochValues(temperature=4.0))
-    tensor = state.temperature
+    values = EpochValues(temperature=4.0)
+    state = EpochState("cpu", values, loss.term_coefficients(values))
+    tensor, coefficient = state.temperature, state.coefficient("kd")
     student, teacher = torch.randn(8, 5), torch.randn(8, 5)
     y = torch.randint(0, 5, (8,))
     at_four = loss(student, teacher, y, state)["kd"]
-    state.load(EpochValues(temperature=2.0))
+    values = EpochValues(temperature=2.0)
+    state.load(values, loss.term_coefficients(values))
     assert state.temperature is tensor and float(tensor) == 2.0
+    assert state.coefficient("kd") is coefficient and float(coefficient) == pytest.approx(0.9 * 4)
     at_two = loss(student, teacher, y, state)["kd"]
     expected = make_loss("kd", {"temperature": 2.0})(student, teacher, y)["kd"]
     assert not torch.allclose(at_four, at_two)

@@ -6,6 +6,7 @@ from numbers import Real
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from sklearn.base import clone
 from skorch.callbacks import Callback
 
@@ -144,6 +145,14 @@ class DistillationLoss(Callback):
     warmup: float = 0
 
     # -- hooks for subclasses -------------------------------------------------
+    def term_weights(self, temperature: float) -> dict[str, float]:
+        """Each soft term's weight at ``temperature`` (e.g. ``{"kd": kd_weight * T**2}``).
+
+        A term not listed has weight 1. The base multiplies it by the
+        schedules' soft scale into one coefficient per term and epoch.
+        """
+        return {}
+
     def compute_terms(
         self,
         student_logits: torch.Tensor,
@@ -151,7 +160,11 @@ class DistillationLoss(Callback):
         y: torch.Tensor,
         temperature: torch.Tensor | float,
     ) -> dict[str, torch.Tensor]:
-        """Return ``{term name: weighted scalar tensor}`` of the soft terms of one batch.
+        """Return ``{term name: scalar tensor}`` of the soft terms of one batch, unweighted.
+
+        Each term is multiplied by its coefficient of the epoch (see
+        :meth:`term_weights`), so a term is the bare divergence (a mean over
+        the rows that define it).
 
         Parameters
         ----------
@@ -214,6 +227,19 @@ class DistillationLoss(Callback):
         return EpochValues(temperature=temperature, ce_scale=float(ce), soft_scale=float(soft) * warmup,
                            warmup=warmup)
 
+    def term_coefficients(self, values: EpochValues) -> dict[str, float]:
+        """Each term's factor at ``values``: ``ce_weight * ce_scale`` and ``weight * soft_scale``."""
+        coefficients = {"ce": float(self.ce_weight) * values.ce_scale} if "ce" in self.terms else {}
+        for name, weight in self.term_weights(values.temperature).items():
+            coefficients[name] = float(weight) * values.soft_scale
+        return coefficients
+
+    def epoch_state(self, epoch: int, schedules=None, device="cpu",
+                    labelled_only: bool = False) -> EpochState:
+        """A fresh :class:`EpochState` of this loss at ``epoch``."""
+        values = self.epoch_values(epoch, schedules)
+        return EpochState(device, values, self.term_coefficients(values), labelled_only)
+
     # -- machinery ------------------------------------------------------------
     def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
                  y: torch.Tensor, state: EpochState | None = None) -> dict[str, torch.Tensor]:
@@ -223,14 +249,16 @@ class DistillationLoss(Callback):
         schedule, warm-up finished), e.g. for a loss called outside a fit.
         """
         if state is None:
-            state = EpochState(student_logits.device, self.epoch_values(epoch=10**9))
+            state = self.epoch_state(10**9, device=student_logits.device)
         soft_student, soft_teacher = student_logits, teacher_logits
         if self.standardize:
             soft_student = standardize_logits(student_logits)
             soft_teacher = None if teacher_logits is None else standardize_logits(teacher_logits)
         terms = {}
         if "ce" in self.terms:
-            terms["ce"] = labelled_cross_entropy(student_logits, y) * (self.ce_weight * state.ce_scale)
+            ce = (F.cross_entropy(student_logits, y) if state.labelled_only
+                  else labelled_cross_entropy(student_logits, y))
+            terms["ce"] = ce * state.coefficient("ce")
         for name, value in self.compute_terms(soft_student, soft_teacher, y, state.temperature).items():
-            terms[name] = value * state.soft_scale
+            terms[name] = value * state.coefficient(name)
         return terms

@@ -113,9 +113,8 @@ class CAKD(DistillationLoss):
             temperature=temperature,
         )
         terms = cakd_terms(student_logits, teacher_logits, mask, temperature)
+        return {"bcd": terms.bcd.mean(), "scd": terms.scd.mean(), "wcd": terms.wcd.mean()}
+
+    def term_weights(self, temperature):
         scale = temperature**2
-        return {
-            "bcd": terms.bcd.mean() * (self.w_bcd * scale),
-            "scd": terms.scd.mean() * (self.w_scd * scale),
-            "wcd": terms.wcd.mean() * (self.w_wcd * scale),
-        }
+        return {"bcd": self.w_bcd * scale, "scd": self.w_scd * scale, "wcd": self.w_wcd * scale}

@@ -69,5 +69,7 @@ class DIST(DistillationLoss):
 
     def compute_terms(self, student_logits, teacher_logits, y, temperature):
         inter, intra = dist_terms(student_logits, teacher_logits, temperature, self.convention)
-        scale = temperature**2
-        return {"inter": inter * (self.beta * scale), "intra": intra * (self.gamma * scale)}
+        return {"inter": inter, "intra": intra}
+
+    def term_weights(self, temperature):
+        return {"inter": self.beta * temperature**2, "intra": self.gamma * temperature**2}

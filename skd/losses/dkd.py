@@ -59,8 +59,7 @@ class DKD(DistillationLoss):
     def compute_terms(self, student_logits, teacher_logits, y, temperature):
         target = target_or_teacher_top(y, teacher_logits)
         terms = dkd_terms(student_logits, teacher_logits, target, temperature)
-        scale = temperature**2
-        return {
-            "tckd": terms.tckd.mean() * (self.alpha * scale),
-            "nckd": terms.nckd.mean() * (self.beta * scale),
-        }
+        return {"tckd": terms.tckd.mean(), "nckd": terms.nckd.mean()}
+
+    def term_weights(self, temperature):
+        return {"tckd": self.alpha * temperature**2, "nckd": self.beta * temperature**2}

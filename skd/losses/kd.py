@@ -71,5 +71,7 @@ class KD(DistillationLoss):
         self.standardize = standardize
 
     def compute_terms(self, student_logits, teacher_logits, y, temperature):
-        kl = kd_divergence(student_logits, teacher_logits, temperature).mean()
-        return {"kd": kl * (self.kd_weight * temperature**2)}
+        return {"kd": kd_divergence(student_logits, teacher_logits, temperature).mean()}
+
+    def term_weights(self, temperature):
+        return {"kd": self.kd_weight * temperature**2}

@@ -93,7 +93,7 @@ class R2KD(DistillationLoss):
         rank = spearman_distance(
             student_logits / temperature, teacher_logits / temperature, self.rank_sharpness
         ).mean()
-        return {
-            "value": (rows + columns) * (self.value_weight * temperature**2),
-            "rank": rank * self.rank_weight,
-        }
+        return {"value": rows + columns, "rank": rank}
+
+    def term_weights(self, temperature):
+        return {"value": self.value_weight * temperature**2, "rank": self.rank_weight}

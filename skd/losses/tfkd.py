@@ -95,11 +95,14 @@ class TfKD(DistillationLoss):
     def compute_terms(self, student_logits, teacher_logits, y, temperature):
         released = self.convention == "released"
         if self.mode == "reg" and released:
-            soft = tfkd_reg_released(student_logits, y, self.a, temperature)  # labelled rows only
-        elif self.mode == "reg":
+            # the released value has its own T**2 (see term_weights); labelled rows only
+            return {"kd": tfkd_reg_released(student_logits, y, self.a, temperature)}
+        if self.mode == "reg":
             per_row = tfkd_reg_kl(student_logits, y.clamp_min(0), self.a, temperature)
-            soft = temperature**2 * labelled_mean(per_row, y)
-        else:
-            kl = kd_divergence(student_logits, teacher_logits, temperature).mean()
-            soft = temperature**2 * (kl / student_logits.shape[1] if released else kl)
-        return {"kd": soft * self.kd_weight}
+            return {"kd": labelled_mean(per_row, y)}
+        kl = kd_divergence(student_logits, teacher_logits, temperature).mean()
+        return {"kd": kl / student_logits.shape[1] if released else kl}
+
+    def term_weights(self, temperature):
+        released_reg = self.mode == "reg" and self.convention == "released"
+        return {"kd": self.kd_weight * (1.0 if released_reg else temperature**2)}

@@ -39,6 +39,8 @@ class StepParts:
     augment_mode : {"add", "replace"}
     n_classes : int
     device : torch.device
+    labelled_only : bool, default=False
+        Whether every training row has a label (CE then needs no masking).
     """
 
     forward: Callable[..., torch.Tensor]
@@ -48,6 +50,7 @@ class StepParts:
     augment_mode: str
     n_classes: int
     device: torch.device
+    labelled_only: bool = False
 
 
 def teacher_logits_for(parts: StepParts, X) -> torch.Tensor:

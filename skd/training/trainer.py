@@ -41,7 +41,6 @@ from skd.training.batching import DeviceBatches
 from skd.training.graph import WARMUP_STEPS, CapturedStep, graph_blockers, prepare_capturable
 from skd.training.guard import DEFAULT_CUDA_CHECK_EVERY, NonFiniteGuard
 from skd.training.ledger import EpochLedger
-from skd.training.state import EpochState
 from skd.training.step import StepParts, batch_terms, stack_terms, term_values, terms_for
 
 __all__ = ["TrainableNet", "Trainer"]
@@ -152,7 +151,7 @@ class Trainer:
             True: EpochLedger("", "train_loss", device, self.record_batches_),
             False: EpochLedger("valid_", "valid_loss", device, self.record_batches_),
         }
-        self.state = EpochState(device, parts.loss.epoch_values(len(net.history) + 1, schedules))
+        self.state = parts.loss.epoch_state(len(net.history) + 1, schedules, device, parts.labelled_only)
         self.captured: CapturedStep | None = None
         self.blockers: list[str] | None = None
         self.warned = False
@@ -234,7 +233,8 @@ class Trainer:
         ledger.reset()
         epoch = len(history)
         if training:
-            self.state.load(self.parts.loss.epoch_values(epoch, self.schedules))
+            values = self.parts.loss.epoch_values(epoch, self.schedules)
+            self.state.load(values, self.parts.loss.term_coefficients(values))
         captured = self._graph_for(iterator) if training else None
         if training:
             self.guard.reset_epoch()
