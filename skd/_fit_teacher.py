@@ -110,8 +110,8 @@ def score_book(book, y_encoded, teacher: Teacher | None, verbose: int) -> float 
             f"The teacher ({teacher_name}) scores {score:.3f} on the training rows it labels "
             f"(teacher_score_), near chance ({chance:.3f}); the student would learn from "
             "poor logits. Was it trained on other features than it is given here, e.g. a "
-            "prefit teacher after a scaler in a Pipeline? Put PrunedTeacher(teacher, "
-            "amount=0) first in the pipeline and wrap later feature steps in "
+            "prefit teacher after a scaler in a Pipeline? Put WriteBook(teacher) "
+            "first in the pipeline and wrap later feature steps in "
             "skd.OnFeatures (see the Pipelines docs).",
             TeacherScoreWarning,
             stacklevel=3,
@@ -145,8 +145,10 @@ def warn_if_undertrained(net, book, y_encoded) -> float | None:
     """Warn when the student's training accuracy is below half-way from chance to the teacher's.
 
     Measured on the labelled rows of the book (one prediction pass), only
-    when the fit wrote one (``teacher_score_`` is known). Returns the
-    student's training accuracy, or None when it was not measured.
+    when the fit wrote one (``teacher_score_`` is known) and the teacher
+    itself is well above chance (else :func:`score_book` has warned about
+    the teacher). Returns the student's training accuracy, or None when it
+    was not measured.
     """
     teacher_score = getattr(net, "teacher_score_", None)
     if teacher_score is None or not is_book(book):
@@ -157,6 +159,8 @@ def warn_if_undertrained(net, book, y_encoded) -> float | None:
     student = float((net.predict_proba(features[rows] if len(rows) < len(labelled) else features)
                      .argmax(axis=1) == np.asarray(y_encoded)[rows]).mean())
     chance = chance_level(np.asarray(y_encoded)[rows])
+    if teacher_score < (chance + 1.0) / 2:
+        return student  # a teacher near chance has had its own warning; the student is not the issue
     if student < (chance + teacher_score) / 2:
         warnings.warn(
             f"The student scores {student:.3f} on its training rows, far below its teacher "

@@ -383,13 +383,17 @@ def test_loss_applies_the_epoch_state_it_is_given():
     student, teacher, y = torch.randn(16, 10), torch.randn(16, 10), torch.randint(0, 10, (16,))
     plain = loss(student, teacher, y)  # no state: the parameters' values
     at_t8 = KD(temperature=8.0).initialize()(student, teacher, y)
-    first = loss(student, teacher, y, EpochState("cpu", loss.epoch_values(1, schedules)))
+    first = loss(student, teacher, y, loss.epoch_state(1, schedules))
     assert torch.allclose(first["ce"], plain["ce"]) and torch.allclose(first["kd"], at_t8["kd"])
-    middle = loss(student, teacher, y, EpochState("cpu", loss.epoch_values(3, schedules)))
+    middle = loss(student, teacher, y, loss.epoch_state(3, schedules))
     at_t6 = KD(temperature=6.0).initialize()(student, teacher, y)
     assert torch.allclose(middle["ce"], 1.5 * plain["ce"]) and torch.allclose(middle["kd"], 0.5 * at_t6["kd"])
-    last = loss(student, teacher, y, EpochState("cpu", loss.epoch_values(5, schedules)))
+    last = loss(student, teacher, y, loss.epoch_state(5, schedules))
     assert torch.allclose(last["ce"], 2.0 * plain["ce"]) and last["kd"].item() == 0.0
+    # the state holds the values it was made from
+    values = loss.epoch_values(3, schedules)
+    assert loss.epoch_state(3, schedules).values == values
+    assert isinstance(loss.epoch_state(3, schedules), EpochState)
 
 
 def test_schedule_writes_only_history():
