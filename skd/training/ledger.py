@@ -36,6 +36,8 @@ class EpochLedger:
         self.names: tuple[str, ...] | None = None
         self.sums: torch.Tensor | None = None
         self.n_samples = 0
+        #: Epochs started (:meth:`reset` calls); a captured step re-checks its signature on a new one.
+        self.epochs = 0
 
     def start(self, names: Sequence[str]) -> None:
         """Fix the term names on the first batch and allocate the sums once.
@@ -58,6 +60,7 @@ class EpochLedger:
         if self.sums is not None:
             self.sums.zero_()
         self.n_samples = 0
+        self.epochs += 1
 
     def row(self, total: torch.Tensor, values: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
         """``[total, *values]`` of one batch, zeroed where the batch was skipped."""
