@@ -56,8 +56,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from skorch.callbacks import Callback, EpochScoring, GradientNormClipping, LRScheduler, PassthroughScoring
-from skorch.callbacks import ProgressBar
+from skorch.callbacks import (
+    Callback,
+    EpochScoring,
+    GradientNormClipping,
+    LRScheduler,
+    PassthroughScoring,
+    ProgressBar,
+)
 
 from skd.book import is_book
 from skd.training.guard import NonFiniteGuard
@@ -234,7 +240,8 @@ class CapturedStep:
         optimizer = self.get_optimizer()
         seen = self._seen
         if (seen is None or seen[0] is not optimizer or seen[1] != self.module.training
-                or seen[2] != self.ledger.epochs or (fit_params or seen[3]) and _fit_params_key(fit_params) != seen[3]):
+                or seen[2] != self.ledger.epochs
+                or (fit_params or seen[3]) and _fit_params_key(fit_params) != seen[3]):
             self._check_structure(optimizer, fit_params)
         self.sync_lr()
         if self.graph is None:
@@ -264,11 +271,14 @@ class CapturedStep:
     def signature(self, optimizer: torch.optim.Optimizer, fit_params: dict) -> tuple:
         """Everything the graph bakes in: a change means a new capture (a walk over the parameters)."""
         tensor_lr = lr_in_tensor(optimizer)
-        groups = tuple(
-            (tuple(id(p) for p in group["params"]),
-             tuple((key, _hyper_key(value)) for key, value in sorted(group.items())
-                   if key != "params" and not (key == "lr" and tensor_lr and not isinstance(value, torch.Tensor))))
-            for group in optimizer.param_groups)
+
+        def baked(key, value):  # the float lr of a tensor-lr optimizer is read from its tensor
+            return key != "params" and not (key == "lr" and tensor_lr and not isinstance(value, torch.Tensor))
+
+        groups = tuple((tuple(id(p) for p in group["params"]),
+                        tuple((key, _hyper_key(value)) for key, value in sorted(group.items())
+                              if baked(key, value)))
+                       for group in optimizer.param_groups)
         params = tuple((id(p), tuple(p.shape), p.requires_grad) for p in self.module.parameters())
         buffers = tuple(id(b) for b in self.module.buffers())
         state = (id(optimizer.state), len(optimizer.state), id(optimizer.param_groups))
