@@ -36,8 +36,8 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 class NonFiniteGuard:
     """Watches the loss terms of every training batch, on the device.
 
-    The device work per batch is a few ops: ``isfinite(values).all()`` and
-    two or three in-place updates (``"skip"``: one count; ``"raise"``: the
+    The device work per batch is a few ops: one "all finite" reduction of
+    the batch's term values (3 ops) and one to three in-place updates (``"skip"``: one count; ``"raise"``: the
     first bad batch's values, the flag and the count of good batches). In
     ``"skip"`` mode the undo costs four ops whatever the number of tensors:
     one flat copy of the parameters and optimizer state before the step, and
@@ -106,7 +106,7 @@ class NonFiniteGuard:
         if self.checks_on_host:
             self._host_batch += 1
             return None
-        finite = torch.isfinite(values).all()
+        finite = _all_finite(values)
         self._observed += 1
         if self.mode == "skip":
             self.kept.add_(finite)
@@ -192,6 +192,14 @@ class NonFiniteGuard:
         self._since_check = 0
         self._host_batch = 0
         self._observed = 0
+
+
+def _all_finite(values: torch.Tensor) -> torch.Tensor:
+    """Whether every value is finite, in 3 ops (``isfinite(values).all()`` takes 5).
+
+    ``v - v`` is exactly 0 for a finite ``v`` and NaN for NaN and for +-inf.
+    """
+    return ((values - values) == 0).all()
 
 
 _ADVICE = ("Lower the learning rate, check X and the teacher's logits, or pass "

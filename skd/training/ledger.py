@@ -65,7 +65,7 @@ class EpochLedger:
     def row(self, total: torch.Tensor, values: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
         """``[total, *values]`` of one batch, zeroed where the batch was skipped."""
         row = torch.cat([total.detach().reshape(1).float(), values])
-        return row if kept is None else torch.where(kept, row, torch.zeros_like(row))
+        return row if kept is None else torch.where(kept, row, 0.0)
 
     def add(self, row: torch.Tensor, batch_size: int) -> None:
         """Add one batch's row (device work only)."""
