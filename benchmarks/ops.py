@@ -269,14 +269,14 @@ def main(argv=None):
 
     hand = hand_step_ops(args.batch)
     steps = {loss: skd_step_ops(loss, args.batch) for loss in LOSSES}
-    lines += ["| step (MLP, batch %d, Adam foreach) | hand KD | " % args.batch + " | ".join(LOSSES) + " |",
-              "|---" * (len(LOSSES) + 2) + "|",
-              "| kernel ops | %d | " % hand.kernels + " | ".join(str(steps[n].kernels) for n in LOSSES) + " |",
+    names = " | ".join(LOSSES)
+    rule = "|---" * (len(LOSSES) + 2) + "|"
+    lines += [f"| step (MLP, batch {args.batch}, Adam foreach) | hand KD | {names} |", rule,
+              f"| kernel ops | {hand.kernels} | " + " | ".join(str(steps[n].kernels) for n in LOSSES) + " |",
               "| vs hand KD step (target: kd <= 1.1, others <= 1.5) | 1.00 | "
               + " | ".join(f"{steps[n].kernels / hand.kernels:.2f}" for n in LOSSES) + " |", ""]
 
-    lines += ["| forward + backward, batch %d | plain KL | " % args.batch + " | ".join(LOSSES) + " |",
-              "|---" * (len(LOSSES) + 2) + "|"]
+    lines += [f"| forward + backward, batch {args.batch} | plain KL | {names} |", rule]
     per_c = {}
     for n_classes in (100, 1000):
         kl = reference_ops("kl", n_classes, args.batch)
@@ -288,13 +288,14 @@ def main(argv=None):
                      + " | ".join(f"{losses[n].kernels / kl.kernels:.2f}" for n in LOSSES) + " |")
     ce = reference_ops("ce", 100, args.batch)
     labelled = labelled_ce_ops(100, args.batch)
-    lines += ["", f"Labelled CE (`DistillationLoss.cross_entropy`), forward + backward: {labelled.kernels} ops "
-              f"({offenders(labelled, args.top)}); `F.cross_entropy(ignore_index=-1)`: {ce.kernels} "
-              f"({offenders(ce, args.top)}).", "",
+    lines += ["", "Labelled CE (`DistillationLoss.cross_entropy`), forward + backward: "
+              f"{labelled.kernels} ops ({offenders(labelled, args.top)}); "
+              f"`F.cross_entropy(ignore_index=-1)`: {ce.kernels} ({offenders(ce, args.top)}).", "",
               "| loss | top ops of its forward + backward at C=100 | top ops of its whole step |",
               "|---|---|---|"]
     for name in LOSSES:
-        lines.append(f"| {name} | {offenders(per_c[100][name], args.top)} | {offenders(steps[name], args.top)} |")
+        top_loss, top_step = offenders(per_c[100][name], args.top), offenders(steps[name], args.top)
+        lines.append(f"| {name} | {top_loss} | {top_step} |")
     lines.append(f"| hand KD step | — | {offenders(hand, args.top)} |")
     if args.host:
         host = host_us_per_run()

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from skd import MLP
 from skd.training.guard import NonFiniteGuard
 
-_SPEC = importlib.util.spec_from_file_location("skd_bench_ops", Path(__file__).parent.parent / "benchmarks" / "ops.py")
+_FILE = Path(__file__).parent.parent / "benchmarks" / "ops.py"
+_SPEC = importlib.util.spec_from_file_location("skd_bench_ops", _FILE)
 ops = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(ops)
 
