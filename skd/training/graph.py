@@ -23,7 +23,9 @@ A scheduler (skorch's ``LRScheduler``, epoch- or batch-wise) keeps writing
 plain floats to ``group["lr"]``, where the user and skorch see them; before
 each step the float is copied into the tensor if it changed (one tiny device
 fill, no sync). The tensor is put into ``group["lr"]`` only while the graph
-is recorded. The graph is captured again only after a structural change,
+is recorded. It is float32, as torch's tensor learning rates are: replays use
+the learning rate rounded to float32 (a relative change below 1e-7), eager
+steps the float. The graph is captured again only after a structural change,
 which the capture's signature sees: another optimizer object (made capturable
 too), its state or hyper-parameters (e.g. Adam's ``betas``), a parameter's
 ``requires_grad`` (skorch's ``Freezer``/``Unfreezer``), parameters or buffers
@@ -250,6 +252,8 @@ class CapturedStep:
                 self.n_warmup += 1
                 self._eager_step(optimizer)
                 return False
+            # what the graph bakes in is what exists now, after the warm-up (lazy optimizer state)
+            self._structure = self.signature(optimizer, fit_params)
             self._capture(optimizer)
         self._replay(optimizer)
         return True
