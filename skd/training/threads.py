@@ -22,8 +22,11 @@ one after it:
 2. otherwise ``min(torch's count, usable cores, cores left free)``, where the
    usable cores are the process's CPU affinity capped by a cgroup CPU quota,
    and the cores left free are the usable cores minus the other runnable
-   processes (the 1-minute load average, less one for this process), at
-   least 1. On an idle machine this is torch's default: nothing changes.
+   processes (the larger of the 1-minute load average and the number
+   runnable right now, less one for this process), at least 1. On an idle
+   machine this is torch's default: nothing changes. In a container,
+   ``/proc/loadavg`` may count the whole host's processes: then a fit runs
+   with fewer threads than it could, never more.
 """
 
 from __future__ import annotations
@@ -77,6 +80,14 @@ def _defaults() -> set[int]:
 
 
 def _load() -> float:
+    """Runnable processes, this one included: the larger of the 1-minute load average and
+    the number runnable right now (``/proc/loadavg``), since the average lags a minute
+    behind a competitor that just started."""
+    try:
+        fields = Path("/proc/loadavg").read_text().split()
+        return max(float(fields[0]), float(fields[3].split("/")[0]))
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
