@@ -42,7 +42,7 @@ def one_step(guard, module, optimizer, values):
     guard.step(optimizer.step, lambda: finite)
 
 
-@pytest.mark.parametrize("mode, budget", [("raise", 6), ("skip", 4)])
+@pytest.mark.parametrize("mode, budget", [("raise", 6), ("skip", 5)])
 def test_the_guard_watches_a_batch_in_a_few_ops(mode, budget):
     guard, *_ = guard_for(mode)
     values = torch.tensor([0.5, 1.5, 2.0])
@@ -70,7 +70,7 @@ def test_skip_restores_exactly_the_weights_and_state_before_a_bad_batch():
     one_step(guard, module, optimizer, torch.tensor([float("nan")]))
     after = [*module.parameters(), *ops_state(optimizer)]
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
-    assert guard.skipped == 1
+    assert int(guard.skipped) == 1
 
 
 def ops_state(optimizer):

@@ -37,8 +37,10 @@ class NonFiniteGuard:
     """Watches the loss terms of every training batch, on the device.
 
     The device work per batch is a few ops: one "all finite" reduction of
-    the batch's term values (3 ops) and one to three in-place updates (``"skip"``: one count; ``"raise"``: the
-    first bad batch's values, the flag and the count of good batches). In
+    the batch's term values (3 ops), then ``"skip"``: the count of skipped
+    batches (2 ops); ``"raise"``: the first bad batch's values, the flag and
+    the count of good batches (3 ops). Everything is counted on the device,
+    since a replayed step runs no Python. In
     ``"skip"`` mode the undo costs four ops whatever the number of tensors:
     one flat copy of the parameters and optimizer state before the step, and
     after it one flat copy, one ``where`` and one ``torch._foreach_copy_``.
@@ -64,18 +66,12 @@ class NonFiniteGuard:
         self.ok = torch.ones((), dtype=torch.bool, device=device)
         # batches before the first bad one, this epoch: its index, once ok is False
         self.good_batches = torch.zeros((), dtype=torch.long, device=device)
-        self.kept = torch.zeros((), dtype=torch.long, device=device)
+        self.skipped = torch.zeros((), dtype=torch.long, device=device)
         self.bad_values: torch.Tensor | None = None
         self._snapshot: list[torch.Tensor] | None = None
         self._undo: _FlatUndo | None = None
         self._since_check = 0
         self._host_batch = 0
-        self._observed = 0
-
-    @property
-    def skipped(self) -> int:
-        """Batches skipped this epoch (``"skip"`` mode; one device-to-host read)."""
-        return self._observed - int(self.kept)
 
     @property
     def checks_on_host(self) -> bool:
@@ -107,9 +103,8 @@ class NonFiniteGuard:
             self._host_batch += 1
             return None
         finite = _all_finite(values)
-        self._observed += 1
-        if self.mode == "skip":
-            self.kept.add_(finite)
+        if self.mode == "skip":  # counted on the device: a replayed step runs no Python
+            self.skipped.add_(~finite)
             return finite
         if self.bad_values is None:
             self.bad_values = torch.zeros_like(values)
@@ -188,10 +183,9 @@ class NonFiniteGuard:
     def reset_epoch(self) -> None:
         """Start an epoch: batch numbers count from 1 again."""
         self.good_batches.zero_()
-        self.kept.zero_()
+        self.skipped.zero_()
         self._since_check = 0
         self._host_batch = 0
-        self._observed = 0
 
 
 def _all_finite(values: torch.Tensor) -> torch.Tensor:
