@@ -132,7 +132,11 @@ def lr_in_tensor(optimizer: torch.optim.Optimizer) -> bool:
     :func:`prepare_capturable` sets them up on CUDA; any other optimizer has
     its learning rate baked into the graph, and a change re-captures.
     """
-    return isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD))
+    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        return True
+    if isinstance(optimizer, torch.optim.SGD):  # fused, which a differentiable SGD cannot be
+        return not any(group.get("differentiable") for group in optimizer.param_groups)
+    return False
 
 
 def _fit_params_key(fit_params: dict) -> tuple:
