@@ -103,6 +103,13 @@ def test_warm_up_runs_before_each_capture_and_counts_per_capture():
     assert bench.step.n_captures == 2 and bench.step.n_warmup == 2 * WARMUP_STEPS
 
 
+def test_a_warm_up_across_an_epoch_boundary_goes_on_where_it_was():
+    bench = Bench()
+    assert bench.epoch(steps=2) == [False, False]  # the optimizer state appears meanwhile
+    assert bench.epoch(steps=2) == [False, True]
+    assert bench.step.n_captures == 1 and bench.step.n_warmup == WARMUP_STEPS
+
+
 def test_forward_fit_params_reach_every_replayed_step():
     bench = Bench()
     scale = torch.tensor(2.0)

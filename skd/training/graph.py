@@ -295,15 +295,17 @@ class CapturedStep:
                 _fit_params_key(fit_params), loss)
 
     def _check_structure(self, optimizer, fit_params: dict) -> None:
-        if self._seen is None or self._seen[0] is not optimizer:
+        new_optimizer = self._seen is None or self._seen[0] is not optimizer
+        if new_optimizer:
             reason = prepare_capturable(optimizer, self.on_cuda)
             if reason:
                 raise RuntimeError(f"The captured step cannot continue: {reason}.")
         structure = self.signature(optimizer, fit_params)
         if structure != self._structure:
             self._structure = structure
+            if self.graph is not None or new_optimizer:  # a warm-up under way goes on (its own state)
+                self._warmup_left = self.warmup_steps
             self.graph = None  # free the old graph before recording a new one
-            self._warmup_left = self.warmup_steps
             self.fit_params = dict(fit_params)
             self._lr_slots = []
             if lr_in_tensor(optimizer):
