@@ -165,6 +165,8 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         Which training step ran in the last fit.
     eager_reasons_ : list of str
         Why the captured step did not run (empty when it did).
+    n_captures_ : int
+        CUDA graphs recorded by the last fit (1 unless something structural changed).
 
     Examples
     --------
@@ -448,5 +450,6 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         finally:
             self.train_step_path_ = self.trainer_.path
             self.eager_reasons_ = list(self.trainer_.blockers or [])
+            self.n_captures_ = self.trainer_.captures
             self.trainer_.finish()
         self.notify("on_train_end", X=X, y=y_encoded)

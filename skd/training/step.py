@@ -62,7 +62,7 @@ def teacher_logits_for(parts: StepParts, X) -> torch.Tensor:
     return parts.teacher.predict_logits(to_tensor(features_of(X), device=parts.device))
 
 
-def terms_for(parts: StepParts, y_pred, y, X, state: EpochState | None,
+def terms_for(parts: StepParts, y_pred, y, X, state: EpochState | None = None,
               suffix: str = "") -> dict[str, torch.Tensor]:
     """The loss's named terms for the student's logits ``y_pred`` on ``X``, at ``state``.
 
@@ -98,7 +98,7 @@ def _augmented(parts: StepParts, x, y):
     return augmented
 
 
-def batch_terms(parts: StepParts, Xi, yi, state: EpochState | None,
+def batch_terms(parts: StepParts, Xi, yi, state: EpochState | None = None,
                 **fit_params) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The named loss terms of one batch and the student's logits on it.
 

@@ -38,7 +38,13 @@ from skd._constraints import Interval, Options, validate_params
 from skd.callbacks.monitor import unscaled_key, unscaled_loss
 from skd.callbacks.schedules import Schedules
 from skd.training.batching import DeviceBatches
-from skd.training.graph import WARMUP_STEPS, CapturedStep, graph_blockers, prepare_capturable
+from skd.training.graph import (
+    CapturedStep,
+    body_clipper,
+    fallback_warning,
+    graph_blockers,
+    prepare_capturable,
+)
 from skd.training.guard import DEFAULT_CUDA_CHECK_EVERY, NonFiniteGuard
 from skd.training.ledger import EpochLedger
 from skd.training.step import StepParts, batch_terms, stack_terms, term_values, terms_for
@@ -153,9 +159,9 @@ class Trainer:
         }
         self.state = parts.loss.epoch_state(len(net.history) + 1, schedules, device, parts.labelled_only)
         self.captured: CapturedStep | None = None
+        self.n_captures = 0
         self.blockers: list[str] | None = None
         self.warned = False
-        self.full_steps = 0
         self._names: tuple[str, ...] = ()
         self._values: torch.Tensor | None = None  # the last batch's term values (one owner: this)
         self._in_epoch = False
@@ -189,7 +195,8 @@ class Trainer:
             self.blockers = ["trainer__step_mode='eager'"]
             return None
         data = iterator if isinstance(iterator, DeviceBatches) else None
-        blockers = graph_blockers(self.parts, data, self.net.callbacks_, self.optimizer_blocker)
+        blockers = graph_blockers(self.parts, data, self.net.callbacks_, self.optimizer_blocker,
+                                  optimizer=self.net.optimizer_)
         if self.guard.checks_on_host:
             blockers.append("trainer__check_every=1 checks every batch on the host")
         if self.step_mode == "graph":
@@ -205,22 +212,24 @@ class Trainer:
             return None
         self.blockers = []
         if self.captured is None or self.captured.take != data.take:
+            if self.captured is not None:
+                self.n_captures += self.captured.n_captures
             self.captured = CapturedStep(self.parts, lambda: self.net.optimizer_, self.net.module_,
                                          self.guard, self.ledgers[True], data.take, data.batch_size,
-                                         state=self.state)
+                                         state=self.state, clip=body_clipper(self.net.callbacks_))
         return self.captured
 
     def _warn_fallback(self, blockers: list[str]) -> None:
-        """Warn once per fit when CUDA is there but the eager step runs."""
-        if self.warned or torch.device(self.parts.device).type != "cuda":
+        """Warn once per fit when a graph was wanted (CUDA, ``step_mode="auto"``) but the eager step runs."""
+        if self.warned or torch.device(self.parts.device).type != "cuda" or self.step_mode != "auto":
             return
         self.warned = True
-        warnings.warn(
-            "The training step runs eagerly (one kernel launch per op from Python) instead of "
-            "as a captured CUDA graph, because " + "; ".join(blockers) + ". Remove what is named, "
-            "or pass trainer__step_mode='eager' to choose the eager step and silence this.",
-            RuntimeWarning, stacklevel=2,
-        )
+        warnings.warn(fallback_warning(blockers), RuntimeWarning, stacklevel=2)
+
+    @property
+    def captures(self) -> int:
+        """CUDA graphs recorded in this fit (on the CPU, the simulated path's count)."""
+        return self.n_captures + (self.captured.n_captures if self.captured is not None else 0)
 
     # ---------------------------------------------------------------- epoch
     def run_epoch(self, iterator, training: bool, prefix: str, **fit_params) -> None:
@@ -245,17 +254,15 @@ class Trainer:
             for index, batch in self._batches(iterator, captured):
                 net.notify("on_batch_begin", batch=batch, training=training)
                 if index is not None:
-                    captured.run(index, **fit_params)
+                    replayed = captured.run(index, **fit_params)  # False: an eager warm-up step
                     row, n = captured.last_row, captured.batch_size
                     step = {"loss": row[0], "y_pred": captured.last_pred}
-                    counts["graph"] += 1
+                    counts["graph" if replayed else "eager"] += 1
                 else:
                     step, row = (self._train_step(batch, epoch, **fit_params) if training
                                  else self._validation_step(batch, **fit_params))
                     n = _batch_size(batch)
                     counts["eager"] += 1
-                if training and n == getattr(captured, "batch_size", n):
-                    self.full_steps += 1
                 ledger.count(n)
                 history.record_batch(prefix + "_batch_size", n)
                 if self.record_batches_:
@@ -284,8 +291,8 @@ class Trainer:
         for index in iterator.indices():
             if isinstance(index, slice):
                 index = torch.arange(index.start, index.stop, device=self.parts.device)
-            if len(index) == captured.batch_size and self.full_steps >= WARMUP_STEPS:
-                yield index, None  # callbacks see batch=None: the batch lives in the graph
+            if len(index) == captured.batch_size:
+                yield index, None  # callbacks see batch=None: the batch lives in the graph (or warms it up)
             else:
                 yield None, iterator.take(index)
 
