@@ -35,7 +35,6 @@ loads it from this file.
 from __future__ import annotations
 
 import argparse
-import inspect
 import time
 from collections import Counter
 
@@ -154,13 +153,8 @@ def skd_step_ops(loss: str, batch_size=256, n_classes=10, **options) -> OpCounte
 
 # ------------------------------------------------------------------ the loss
 def _terms(loss, student, teacher, y):
-    """The loss's terms, with an EpochState if its ``__call__`` takes one."""
-    if "state" in inspect.signature(loss.__call__).parameters:
-        from skd.training.state import EpochState, EpochValues
-
-        values = EpochValues(temperature=float(getattr(loss, "temperature", 1.0) or 1.0))
-        return loss(student, teacher, y, state=EpochState("cpu", values))
-    return loss(student, teacher, y)
+    """The loss's terms at its epoch state (every row labelled, as in the step's common case)."""
+    return loss(student, teacher, y, state=loss.epoch_state(10**9, labelled_only=True))
 
 
 def loss_ops(name: str, n_classes: int, batch_size=256, seed=0) -> OpCounter:
@@ -207,12 +201,12 @@ def reference_ops(kind: str, n_classes: int, batch_size=256, seed=0) -> OpCounte
 
 
 def labelled_ce_ops(n_classes=10, batch_size=256) -> OpCounter:
-    """skd's labelled CE (``DistillationLoss.cross_entropy``), forward + backward."""
-    from skd.losses import DistillationLoss
+    """skd's labelled CE for data with unlabelled rows (``labelled_cross_entropy``), forward + backward."""
+    from skd.losses.functional import labelled_cross_entropy
 
     student = torch.randn(batch_size, n_classes, requires_grad=True)
     y = torch.randint(0, n_classes, (batch_size,))
-    return count_ops(lambda: DistillationLoss.cross_entropy(student, y).backward())
+    return count_ops(lambda: labelled_cross_entropy(student, y).backward())
 
 
 # ------------------------------------------------------------------ host cost
