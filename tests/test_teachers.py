@@ -42,8 +42,8 @@ def test_torch_teacher_is_never_trained(digits, student, make_teacher):
     teacher = make_teacher(seed=0)
     teacher.train()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    for cache in (True, False):
-        clf = student(teacher=teacher, book=cache, loss="dkd").fit(X, y)
+    for book in ("memory", "online"):
+        clf = student(teacher=teacher, book=book, loss="dkd").fit(X, y)
         assert not teacher.training
         for key, value in teacher.state_dict().items():
             assert torch.equal(value, before[key])  # bit-identical
