@@ -52,7 +52,7 @@ def test_notebook_classes_reach_loky_workers(tmp_path):
 @pytest.mark.slow
 def test_dask_cluster_equals_loky_and_writes_one_book_per_fold(tmp_path):
     runs = run_script("notebook_grid.py", "--kinds", "module", "--backends", "dask,loky",
-                      "--book-cache", "--workdir", tmp_path, timeout=400)
+                      "--book-dir", "--workdir", tmp_path, timeout=400)
     by_backend = {run["backend"]: run for run in runs}
     assert by_backend["dask"]["scores"] == by_backend["loky"]["scores"]
     for run in runs:  # 3 folds of 400 rows: one book each, shared by the 4 candidates
@@ -140,11 +140,14 @@ def test_book_key_follows_content_not_identity(digits, make_teacher):
     assert skorch_key(0) == skorch_key(0) != skorch_key(1)
 
 
-def test_book_cache_must_be_a_path(tmp_path):
+def test_book_cache_must_be_a_path(tmp_path, digits, make_student):
     assert check_book_cache(None) is None
     assert check_book_cache(tmp_path / "books").is_dir()
     with pytest.raises(TypeError, match="book_dir must be None or a directory path"):
         check_book_cache(3)
+    X, y = digits
+    with pytest.raises(ValueError, match="book_dir of DistillationClassifier must be None or an instance of str"):
+        make_student(book_dir=3).fit(X[:50], y[:50])
 
 
 # ------------------------------------------------------- data-parallel fits

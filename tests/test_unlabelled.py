@@ -94,6 +94,12 @@ def test_tfkd_reg_skips_unlabelled_rows():
 
 # -------------------------------------------------------------- classifier
 @pytest.fixture
+def make_student(make_student):
+    """Students that read -1 as the unlabelled marker (the default, None, makes every label a class)."""
+    return make_student.bind(unlabelled=-1)
+
+
+@pytest.fixture
 def digits(digits):
     """The first 500 digits: enough to fit, small enough for a shared CPU."""
     X, y = digits

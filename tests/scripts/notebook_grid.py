@@ -88,7 +88,7 @@ if __name__ == "__main__":
     parser.add_argument("--backends", default="loky")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--book-cache", action="store_true")
+    parser.add_argument("--book-dir", action="store_true")
     args = parser.parse_args()
     for backend in args.backends.split(","):
         for kind in args.kinds.split(","):
