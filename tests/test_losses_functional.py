@@ -38,7 +38,7 @@ def test_cakd_decomposition_sums_to_kl_for_every_k(pair, temperature, data):
     mask = Fn.strong_class_mask(teacher, target if use_labels else None, strong_k=strong_k)
     if use_labels:
         assert mask.gather(1, target[:, None]).all()
-        assert (mask.sum(1) == strong_k + 1).all()
+        assert (mask.sum(1) >= strong_k + 1).all()  # classes tied with the k-th join S too
     terms = Fn.cakd_terms(student, teacher, mask, temperature)
     kl = full_kl(student, teacher, temperature)
     assert close(kl, terms.bcd + terms.mass_strong * terms.scd + terms.mass_weak * terms.wcd)
