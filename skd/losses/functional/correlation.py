@@ -32,6 +32,20 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def _norm_and_unit(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``|x|`` and ``x / |x|`` along ``dim`` (0 for a zero vector), scaled by ``max |x|`` first.
+
+    The scaling keeps sums of squares from underflowing (``1e-30 ** 2`` is 0 in
+    float32) or overflowing; a NaN in ``x`` gives NaN in both.
+    """
+    largest = x.abs().amax(dim, keepdim=True)
+    zero = largest == 0
+    scaled = x / torch.where(zero, 1.0, largest)
+    length = (scaled * scaled).sum(dim, keepdim=True).sqrt()
+    unit = torch.where(zero, 0.0, scaled / torch.where(zero, 1.0, length))
+    return largest * length, unit
+
+
 class _CorrelationDistance(torch.autograd.Function):
     """``1 - rho`` (or ``1 - |rho|``) along ``dim`` with a closed-form gradient.
 
@@ -62,17 +76,14 @@ class _CorrelationDistance(torch.autograd.Function):
         a, b = a.to(compute), b.to(compute)
         a_c = a - a.mean(dim, keepdim=True) if centred else a
         b_c = b - b.mean(dim, keepdim=True) if centred else b
-        norm_a = (a_c * a_c).sum(dim, keepdim=True).sqrt()
-        norm_b = (b_c * b_c).sum(dim, keepdim=True).sqrt()
-        # 0 where the norm is 0 (even if underflow left a_c != 0); NaN stays NaN
-        unit_a = torch.where(norm_a == 0, 0.0, a_c / norm_a)
-        unit_b = torch.where(norm_b == 0, 0.0, b_c / norm_b)
+        norm_a, unit_a = _norm_and_unit(a_c, dim)
+        norm_b, unit_b = _norm_and_unit(b_c, dim)
         if eps is None:
             finfo = torch.finfo(compute)
             rtol = UNDEFINED_RTOL * finfo.eps
 
             def constant(x, norm_c):
-                scale = (x * x).sum(dim, keepdim=True).sqrt() if centred else norm_c
+                scale = _norm_and_unit(x, dim)[0] if centred else norm_c
                 return norm_c <= torch.clamp_min(rtol * scale, finfo.tiny)
 
             # NaN is not 'undefined': a NaN input must give a NaN distance, so that the
