@@ -61,6 +61,10 @@ PROBE_ROWS = 16
 _SHAPE_SUFFIX = re.compile(r"-(\d+)x(\d+)$")
 
 
+#: Adapter attributes that calling the teacher sets: left out of the key's content part.
+_CALL_STATE = frozenset({"n_forward_samples_", "_checked", "_returns_probabilities"})
+
+
 class BookCacheWarning(UserWarning):
     """A cached book could not be used (named in the message); it is rebuilt or not cached."""
 
@@ -127,7 +131,9 @@ def teacher_fingerprint(teacher):
     if isinstance(teacher, dict):
         return "dict", {key: teacher_fingerprint(value) for key, value in teacher.items()}
     if type(teacher).__module__.startswith("skd.teachers"):  # adapters: their parts
-        return type(teacher).__qualname__, teacher_fingerprint(vars(teacher))
+        # what the first call (the probe's too) sets is not content; the probe sees its effect
+        parts = {key: value for key, value in vars(teacher).items() if key not in _CALL_STATE}
+        return type(teacher).__qualname__, teacher_fingerprint(parts)
     return teacher
 
 
@@ -175,12 +181,13 @@ def book_key(X, y, teacher, original=None) -> str:
     cached book against. ``original`` is ``X`` as the user gave it (for
     scikit-learn teachers).
     """
+    content = teacher_fingerprint(teacher)  # before the probe, which sets first-call flags
     probe = probe_logits(teacher, X, original)
     features = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
     if scipy.sparse.issparse(features):
         features = features.tocsr()
         features = (features.shape, features.data, features.indices, features.indptr)
-    digest = joblib.hash((features, np.asarray(y), teacher_fingerprint(teacher), probe))
+    digest = joblib.hash((features, np.asarray(y), content, probe))
     if probe is None or probe.ndim != 2:
         return digest
     return f"{digest}-{_n_rows(X)}x{probe.shape[1]}"
