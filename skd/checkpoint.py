@@ -272,22 +272,29 @@ def check_resume_callbacks(callbacks) -> None:
         )
 
 
-def _steps_done(net, scheduler: LRScheduler) -> int:
-    if scheduler.step_every == "epoch":
-        return len(net.history)
-    try:
-        return int(sum(net.history[:, "train_batch_count"]))
-    except KeyError:
-        return int(sum(len(batches) for batches in net.history[:, "batches"]))
+def _training_batches(row: dict) -> int:
+    if "train_batch_count" in row:
+        return int(row["train_batch_count"])
+    return sum(1 for batch in row.get("batches", ()) if "train_loss" in batch or "train_batch_size" in batch)
 
 
-def replay_scheduler(net, scheduler: LRScheduler, initial_lrs) -> None:
-    """Rebuild ``scheduler.lr_scheduler_`` at the position of the loaded history.
+def replay_scheduler(net, scheduler: LRScheduler, initial_lrs, finished) -> None:
+    """Rebuild ``scheduler.lr_scheduler_`` at the position after the ``finished`` epochs.
 
     The learning rates are set back to where the fit began and the policy is
     stepped once per finished epoch (or training batch), with the history's
     scores for ``ReduceLROnPlateau``: the same sequence an uninterrupted fit
     took, hence the same rates (and momenta, for cyclic policies).
+
+    Parameters
+    ----------
+    net : NeuralNet
+    scheduler : skorch LRScheduler
+    initial_lrs : list of float
+        Each parameter group's learning rate where the fit began (used where
+        the group has no ``initial_lr``).
+    finished : list of dict
+        The history rows of the finished epochs.
     """
     optimizer = net.optimizer_
     for group, initial in zip(optimizer.param_groups, initial_lrs, strict=True):
@@ -296,18 +303,18 @@ def replay_scheduler(net, scheduler: LRScheduler, initial_lrs) -> None:
     kwargs = dict(scheduler.kwargs)
     if policy is not ReduceLROnPlateau:
         kwargs["last_epoch"] = -1
-    steps = _steps_done(net, scheduler)
-    scores = net.history[:, scheduler.monitor] if policy is ReduceLROnPlateau else None
+    n_batches = sum(_training_batches(row) for row in finished)
+    steps = len(finished) if scheduler.step_every == "epoch" else n_batches
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()"
         replayed = policy(optimizer, **kwargs)
         for step in range(steps):
-            if scores is None:
-                replayed.step()
+            if policy is ReduceLROnPlateau:
+                replayed.step(finished[step][scheduler.monitor])
             else:
-                replayed.step(scores[step])
+                replayed.step()
     scheduler.lr_scheduler_ = replayed
-    scheduler.batch_idx_ = int(sum(net.history[:, "train_batch_count"])) if net.history else 0
+    scheduler.batch_idx_ = n_batches
 
 
 class LoadInitState(SkorchLoadInitState):
@@ -355,13 +362,21 @@ class LoadInitState(SkorchLoadInitState):
         if not self.replay_pending_:
             return
         self.replay_pending_ = False
+        # skorch opened this epoch's row before calling on_epoch_begin
+        finished = list(net.history[:-1])
         for scheduler in _schedulers(net.callbacks_):
-            replay_scheduler(net, scheduler, self.initial_lrs_)
+            replay_scheduler(net, scheduler, self.initial_lrs_, finished)
 
 
 def _files(net, checkpoint) -> dict[str, str]:
     """``{f_name: path}`` of the checkpoint's module files (after the history: names may use it)."""
-    formatted = checkpoint.get_formatted_files(net)
+    if not net.history:  # nothing loaded: only names without epoch fields can be found
+        formatted = {key: (os.path.join(checkpoint.dirname, checkpoint.fn_prefix + value)
+                           if isinstance(value, str) else value)
+                     for key, value in checkpoint._f_kwargs().items()
+                     if not (isinstance(value, str) and "{" in value)}
+    else:
+        formatted = checkpoint.get_formatted_files(net)
     modules, _ = _check_f_arguments("LoadInitState", **{key: value for key, value in formatted.items()
                                                           if key not in ("f_history", "f_pickle")})
     return {"f_" + key[:-1]: value for key, value in modules.items() if isinstance(value, (str, os.PathLike))}
