@@ -141,6 +141,7 @@ load_best, use_safetensors, **kwargs
         """Write every file to a temporary file, then rename them all into place (journalled)."""
         recover_checkpoint(self)
         staged: dict[str, str] = {}
+        journalled = False
         try:
             for kind, f_name, target in self._targets(net):
                 if not isinstance(target, (str, os.PathLike)):  # a file-like object: in place
@@ -150,17 +151,23 @@ load_best, use_safetensors, **kwargs
                 staged[target] = _temporary_beside(target)
                 self._write(net, kind, f_name, staged[target])
                 _fsync_file(staged[target])
-            _commit(self.journal_, staged)
-            staged = {}
+            journalled = _write_journal(self.journal_, staged)
+            _apply(self.journal_, staged)
         except Exception as error:  # noqa: BLE001 - skorch goes on training after a failed save
+            if journalled:  # every file is written: finish the renames the journal lists
+                with suppress(OSError):
+                    recover_checkpoint(self)
             message = (f"Checkpoint: could not write {list(staged) or 'the checkpoint'} "
-                       f"({type(error).__name__}: {error}); the previous checkpoint is kept.")
+                       f"({type(error).__name__}: {error}); "
+                       + ("it was completed from its journal." if journalled
+                          else "the previous checkpoint is kept."))
             self._sink(message, net.verbose)
             warnings.warn(message, CheckpointWarning, stacklevel=2)
         finally:
-            for temporary in staged.values():
-                with suppress(OSError):
-                    os.unlink(temporary)
+            if not journalled:  # after the journal, its temporary files are the checkpoint
+                for temporary in staged.values():
+                    with suppress(OSError):
+                        os.unlink(temporary)
 
     def _write(self, net, kind, f_name, target):
         if kind == "pickle":
@@ -173,10 +180,10 @@ load_best, use_safetensors, **kwargs
             net.save_params(**{f_name: target, "use_safetensors": self.use_safetensors})
 
 
-def _commit(journal: str, staged: dict[str, str]) -> None:
-    """Rename every temporary file over its target; a journal lets a crash be finished later."""
+def _write_journal(journal: str, staged: dict[str, str]) -> bool:
+    """Record the renames to do (atomically); True once the journal is on disk."""
     if not staged:
-        return
+        return False
     temporary = _temporary_beside(journal)
     try:
         with open(temporary, "w") as handle:
@@ -187,9 +194,15 @@ def _commit(journal: str, staged: dict[str, str]) -> None:
     finally:
         with suppress(FileNotFoundError):
             os.unlink(temporary)
+    return True
+
+
+def _apply(journal: str, staged: dict[str, str]) -> None:
+    """Rename every temporary file over its target, then drop the journal."""
     for final, tmp in staged.items():
         os.replace(tmp, final)
-    os.unlink(journal)
+    if staged:
+        os.unlink(journal)
 
 
 def recover_checkpoint(checkpoint) -> bool:
