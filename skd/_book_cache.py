@@ -52,6 +52,8 @@ import torch
 from filelock import FileLock
 from skorch import NeuralNet
 
+from skd.teachers.base import users_rows
+
 __all__ = ["PROBE_ROWS", "BookCacheWarning", "book_key", "cached_book_logits", "check_book_cache",
            "probe_logits", "teacher_fingerprint"]
 
@@ -159,9 +161,10 @@ def probe_logits(teacher, X, original=None) -> np.ndarray | None:
     is ``X`` as the user gave it, for teachers that take it. None for an
     object that cannot write a book.
     """
-    if not hasattr(teacher, "book_logits"):
-        return None
     n_rows = _n_rows(X)
+    if not hasattr(teacher, "book_logits") or n_rows == 0:
+        return None
+    original = users_rows(original)  # arrays, DataFrames and sparse matrices; else None
     rows = np.unique(np.linspace(0, n_rows - 1, min(n_rows, PROBE_ROWS)).round().astype(np.int64))
     probe = _take_rows(X, rows)
     probe_original = None if original is None else _take_rows(original, rows)
