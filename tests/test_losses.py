@@ -436,17 +436,26 @@ def _ref_pearson(a, b):
 
 
 def _ref_exact_pearson(a, b):
+    """The exact rho per row, NaN where it is undefined (a constant row)."""
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    den = ((a * a).sum(1) * (b * b).sum(1)).sqrt()
-    return torch.where(den > 1e-12, (a * b).sum(1) / den.clamp_min(1e-12), 0.0)
+    na, nb = a.norm(dim=1), b.norm(dim=1)
+    defined = (na > 0) & (nb > 0)
+    return torch.where(defined, (a * b).sum(1) / (na * nb).clamp_min(1e-300), torch.nan)
+
+
+def _ref_mean_distance(rho):
+    """The paper convention's mean: undefined correlations left out, 0 if none is defined."""
+    defined = ~rho.isnan()
+    return torch.where(defined, 1 - rho, 0.0).sum() / defined.sum().clamp_min(1)
 
 
 def _ref_dist(zs, zt, tau, released):
     """hunto/image_classification_sota dist_kd.py (released) or the paper's exact rho (beta = gamma = 1)."""
     ys, yt = (zs / tau).softmax(1), (zt / tau).softmax(1)
-    rho = _ref_pearson if released else _ref_exact_pearson
-    intra = 1 - rho(ys.T, yt.T).mean() if released or len(zs) > 1 else 0.0
-    return tau**2 * ((1 - rho(ys, yt).mean()) + intra)
+    if released:
+        return tau**2 * ((1 - _ref_pearson(ys, yt).mean()) + (1 - _ref_pearson(ys.T, yt.T).mean()))
+    return tau**2 * (_ref_mean_distance(_ref_exact_pearson(ys, yt))
+                     + _ref_mean_distance(_ref_exact_pearson(ys.T, yt.T)))
 
 
 def _ref_r2kd_value(zs, zt, tau):

@@ -106,17 +106,17 @@ def test_book_cache_runs_the_teacher_once_per_training_set(digits, make_student,
     teacher = make_teacher()
     first = make_student(teacher=teacher, book_dir=tmp_path, max_epochs=1).fit(X, y)
     passes = teacher.calls
-    assert passes == 2  # 1797 rows in books of 1024
+    assert passes == 3  # the key's probe of 16 rows, then 1797 rows in books of 1024
     second = make_student(teacher=teacher, loss="dkd", book_dir=tmp_path, max_epochs=1).fit(X, y)
-    assert teacher.calls == passes  # read from the cache
+    assert teacher.calls == passes + 1  # the probe, then read from the cache
     uncached = make_student(teacher=make_teacher(), loss="dkd", max_epochs=1).fit(X, y)
     assert np.allclose(second.predict_proba(X), uncached.predict_proba(X), atol=1e-6)
     make_student(teacher=teacher, book_dir=tmp_path, max_epochs=1).fit(X[:500], y[:500])
-    assert teacher.calls == passes + 1  # other rows: another book
+    assert teacher.calls == passes + 3  # other rows: another book
     with torch.no_grad():
         teacher.net.weight.add_(1.0)
     make_student(teacher=teacher, book_dir=tmp_path, max_epochs=1).fit(X, y)
-    assert teacher.calls == passes + 3  # other weights: another book
+    assert teacher.calls == passes + 6  # other weights: another book
     assert len(list(tmp_path.glob("*.npy"))) == 3
     assert first.history[-1, "train_loss"] > 0
 

@@ -257,6 +257,20 @@ def test_an_online_teacher_that_fails_on_unlabelled_rows(digits, make_student):
     _assert_unfitted(clf)
 
 
+def test_bad_labels_leave_a_fitted_estimator_as_it_was(digits, make_student):
+    X, y = digits
+    clf = make_student(max_epochs=1).fit(X, _partial(y))
+    before = clf.predict_proba(X)
+    classes, history = clf.classes_.tolist(), len(clf.history)
+    nan_labels = y.astype(float)
+    nan_labels[5] = np.nan
+    for bad in (_partial(y).astype(float), nan_labels, np.full(len(y), -1)):
+        with pytest.raises(ValueError):
+            clf.fit(X, bad)
+        assert clf.classes_.tolist() == classes and len(clf.history) == history
+        np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+
 def test_binary_labels_minus_one_and_one_name_the_marker(digits, make_student, make_teacher):
     X, y = digits
     signs = np.where(y < 5, -1, 1)

@@ -49,7 +49,7 @@ class R2KD(DistillationLoss):
     rank_weight : float, default=2.0
     temperature : float, default=4.0
     rank_sharpness : float, default=5.0
-        Slope of the pairwise sigmoid in the soft rank, on the ``z / T`` scale;
+        Slope of the clipped-linear comparison in the soft rank, on the ``z / T`` scale;
         larger is closer to hard ranks, with sparser gradients.
     value : {"pearson", "cosine"}, default="pearson"
     ce_weight : float, default=1.0
