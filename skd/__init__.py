@@ -1,7 +1,7 @@
 """skd: scikit-learn-native knowledge distillation on skorch and PyTorch."""
 
 from skd.augment import BatchAugment
-from skd.callbacks import SoftLossSchedule, StudentPruning, TemperatureSchedule
+from skd.callbacks import Checkpoint, LoadInitState, SoftLossSchedule, StudentPruning, TemperatureSchedule
 from skd.classifier import DistillationClassifier
 from skd.losses import (
     CAKD,
@@ -25,9 +25,11 @@ __all__ = [
     "BatchAugment",
     "CAKD",
     "CE",
+    "Checkpoint",
     "DIST",
     "DKD",
     "KD",
+    "LoadInitState",
     "MLP",
     "OnFeatures",
     "PrunedTeacher",

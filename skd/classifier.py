@@ -19,7 +19,6 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochScoring, EpochTimer
 from skorch.utils import to_numpy
 
-from skd._book_cache import book_key, cached_book_logits, check_book_cache
 from skd._constraints import Interval, Options, Satisfies, validate_params
 from skd._device import checked_seed, resolved_device, seeded
 from skd._export import refuse_if_exported
@@ -36,7 +35,8 @@ from skd._persist import SavesStudent
 from skd._prediction import StudentPrediction
 from skd._validation import check_augment, check_module_dims, data_dims, validate_X, with_data_dims
 from skd.book import check_book_logits, is_book, make_book
-from skd.callbacks import DistillationPrintLog, find_schedules, watch_unscaled
+from skd.book.cache import book_key, cached_book_logits, check_book_cache
+from skd.callbacks import DistillationPrintLog, check_resume_callbacks, find_schedules, watch_unscaled
 from skd.labels import UNLABELLED, Labels, check_unlabelled_fit, labelled_part, labelled_rows, partial_labels
 from skd.losses.base import DistillationLoss, foreign_loss_params, make_loss
 from skd.metrics import labelled_accuracy_score
@@ -404,7 +404,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         if not writes_book(self.book, self.augment, self.augment_mode, X):
             probe_teacher(teacher, X, labels.encoded, self.unlabelled)
             return X
-        key = book_key(X, labels.raw, teacher) if cache is not None else None
+        key = book_key(X, labels.raw, teacher, original=original) if cache is not None else None
         logits = cached_book_logits(cache, key, lambda: teacher.book_logits(X, original=original))
         return make_book(X, logits)
 
@@ -439,6 +439,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
                           n_classes=len(self.classes_), device=torch.device(self.device),
                           labelled_only=y_encoded is not None and bool(labelled_rows(y_encoded).all()))
         self.callbacks_ = watch_unscaled(self.callbacks_)  # EarlyStopping watches the unscaled loss
+        check_resume_callbacks(self.callbacks_)
         before = len(self.history)
         self.notify("on_train_begin", X=X, y=y_encoded)
         restored = max(len(self.history) - before, 0) if whole else 0

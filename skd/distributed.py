@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import torch
 import torch.distributed as dist
 
 from skd.book import features_of, is_book

@@ -251,3 +251,24 @@ def test_classes_parameter_declares_labels_missing_from_y(digits, student):
     assert clf.predict_proba(X[:3]).shape == (3, 11)
     with pytest.raises(ValueError, match=r"y contains labels \[12\] not seen"):
         clf.partial_fit(X[:2], [0, 12])
+
+
+def test_fit_builds_one_loss_and_one_trainer(digits, student, monkeypatch):
+    import skd.classifier
+    from sklearn.exceptions import NotFittedError
+
+    from skd import Trainer
+    from skd.losses import DistillationLoss
+
+    X, y = digits
+    clf = student(loss="kd", trainer__step_mode="eager")
+    with pytest.raises(NotFittedError):
+        clf.get_loss(torch.zeros(2, 10), torch.zeros(2, dtype=torch.long))
+    built = []
+    real = skd.classifier.make_loss
+    monkeypatch.setattr(skd.classifier, "make_loss", lambda *a, **k: built.append(1) or real(*a, **k))
+    clf.fit(X[:200], y[:200])
+    assert len(built) == 1  # once per fit, whatever the number of epochs
+    assert isinstance(clf.trainer_, Trainer) and clf.trainer_.step_mode == "eager"
+    assert isinstance(clf.loss_, DistillationLoss)
+    assert not any(isinstance(cb, DistillationLoss) for _, cb in clf.callbacks_)

@@ -18,7 +18,7 @@ from sklearn.model_selection import GridSearchCV
 from skorch import NeuralNetClassifier
 
 import skd._pickling
-from skd._book_cache import book_key, check_book_cache
+from skd.book.cache import book_key, check_book_cache
 from skd.callbacks import GradientAllReduce
 from skd.distributed import shard
 from skd.teachers import TorchTeacher, as_teacher

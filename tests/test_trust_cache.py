@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from skd import MLP, DistillationClassifier
-from skd._book_cache import BookCacheWarning, book_key, cached_book_logits, check_book_cache
+from skd.book.cache import BookCacheWarning, book_key, cached_book_logits, check_book_cache
 from skd.teachers import as_teacher
 
 torch.manual_seed(0)

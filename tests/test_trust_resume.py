@@ -9,9 +9,9 @@ from skorch.callbacks import Callback, LRScheduler
 from skorch.callbacks import LoadInitState as SkorchLoadInitState
 from torch.optim.lr_scheduler import CyclicLR, OneCycleLR, ReduceLROnPlateau, StepLR
 
-import skd.checkpoint as checkpoint_module
+import skd.callbacks.checkpoint as checkpoint_module
 from skd import MLP, DistillationClassifier
-from skd.checkpoint import (
+from skd.callbacks.checkpoint import (
     Checkpoint,
     CheckpointError,
     CheckpointWarning,
@@ -95,7 +95,7 @@ def test_a_resumed_fit_with_a_scheduler_equals_an_uninterrupted_one(data, teache
 
 
 def test_resume_callbacks_that_cannot_be_replayed_are_refused():
-    with pytest.raises(CheckpointError, match="Use skd.checkpoint.LoadInitState"):
+    with pytest.raises(CheckpointError, match="Use skd.callbacks.checkpoint.LoadInitState"):
         check_resume_callbacks([("lr", SCHEDULES["step"]()), ("load", SkorchLoadInitState(Checkpoint()))])
     with pytest.raises(CheckpointError, match="2 LRScheduler callbacks"):
         check_resume_callbacks([SCHEDULES["step"](), SCHEDULES["cyclic"]()])

@@ -5,9 +5,18 @@
 - :class:`StudentPruning`: prune the student while it learns;
 - :class:`GradientAllReduce`: data-parallel fits over ``torch.distributed``;
 - :class:`DistillationPrintLog` and :func:`watch_unscaled`: the printed log
-  and the unscaled loss that ``EarlyStopping`` watches.
+  and the unscaled loss that ``EarlyStopping`` watches;
+- :class:`Checkpoint` and :class:`LoadInitState`: atomic checkpoints, and a
+  resume that equals an uninterrupted fit (LR schedulers included).
 """
 
+from skd.callbacks.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointWarning,
+    LoadInitState,
+    check_resume_callbacks,
+)
 from skd.callbacks.distributed import GradientAllReduce
 from skd.callbacks.monitor import UNSCALED, DistillationPrintLog, unscaled_key, unscaled_loss, watch_unscaled
 from skd.callbacks.pruning import StudentPruning
@@ -15,6 +24,11 @@ from skd.callbacks.schedules import Schedules, SoftLossSchedule, TemperatureSche
 
 __all__ = [
     "UNSCALED",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointWarning",
+    "LoadInitState",
+    "check_resume_callbacks",
     "DistillationPrintLog",
     "GradientAllReduce",
     "Schedules",

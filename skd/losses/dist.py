@@ -25,15 +25,16 @@ class DIST(DistillationLoss):
     ``lib/models/losses/dist_kd.py`` of hunto/image_classification_sota,
     disagree):
 
-    - ``"paper"`` (default): the exact correlation ``Cov / (Std Std)``; where
-      it is undefined (a constant vector, e.g. every column of a one-sample
-      batch) the relation is 0 with zero gradient, so a batch of one sample
+    - ``"paper"`` (default): the exact correlation ``Cov / (Std Std)``; rows
+      and columns where it is undefined (a constant vector, e.g. every column
+      of a one-sample batch, up to a tolerance relative to the vector's size)
+      are left out of the mean, with zero gradient, so a batch of one sample
       has ``intra = 0``. This is the formula of the paper, invariant to the
       scale of the probabilities.
     - ``"released"``: ``Cov / (|a_c| |b_c| + 1e-8)`` as the released code
       computes it. The ``1e-8`` shrinks the correlation of small-variance
-      vectors (up to 1.7e-2 relative on small batches with a confident
-      teacher), and a one-sample batch gets ``intra = 1`` (so ``gamma * T**2``).
+      vectors; the measured gap between the conventions is tabulated on the
+      "Losses" docs page.
 
     Parameters
     ----------

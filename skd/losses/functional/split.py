@@ -122,7 +122,7 @@ def split_kl(
         ``binary``, ``kl_in``, ``kl_out`` and the teacher's masses
         ``mass_in``, ``mass_out``, each of shape (batch,).
     """
-    return SplitKL(*_SplitKL.apply(student_logits, teacher_logits.detach(), in_group, float(temperature)))
+    return SplitKL(*_SplitKL.apply(student_logits, teacher_logits.detach(), in_group, temperature))
 
 
 class DKDTerms(NamedTuple):

@@ -2,7 +2,7 @@
 
 In a grid search every candidate of a fold trains on the same rows with the
 same teacher, so they can share one book. ``DistillationClassifier(...,
-book_cache=<dir>)`` keeps each book's logits in ``<dir>`` under a key (see
+book_dir=<dir>)`` keeps each book's logits in ``<dir>`` under a key (see
 :func:`book_key`). A file lock per key makes concurrent workers (joblib
 processes, Dask workers on one machine or on a shared file system) wait for
 the one that writes it instead of running the teacher again. This is the role
@@ -71,35 +71,35 @@ class BookCacheWarning(UserWarning):
     """A cached book could not be used (named in the message); it is rebuilt or not cached."""
 
 
-def check_book_cache(book_cache) -> Path | None:
+def check_book_cache(book_dir) -> Path | None:
     """The cache directory (created), or None; a clear error for anything else.
 
     Raises
     ------
     TypeError
-        If ``book_cache`` is not None, a str or an ``os.PathLike``.
+        If ``book_dir`` is not None, a str or an ``os.PathLike``.
     ValueError
-        If ``book_cache`` names a file, or a folder that cannot be created.
+        If ``book_dir`` names a file, or a folder that cannot be created.
     """
-    if book_cache is None:
+    if book_dir is None:
         return None
-    if not isinstance(book_cache, (str, os.PathLike)):
+    if not isinstance(book_dir, (str, os.PathLike)):
         raise TypeError(
-            f"book_cache must be None or a directory path (str or os.PathLike), got "
-            f"{type(book_cache).__name__}; give a folder every worker can read and write."
+            f"book_dir must be None or a directory path (str or os.PathLike), got "
+            f"{type(book_dir).__name__}; give a folder every worker can read and write."
         )
-    path = Path(book_cache)
+    path = Path(book_dir)
     if path.exists() and not path.is_dir():
         raise ValueError(
-            f"book_cache={os.fspath(book_cache)!r} is a file, not a directory. Give the path of a "
+            f"book_dir={os.fspath(book_dir)!r} is a file, not a directory. Give the path of a "
             "folder (it is created if missing) where the teacher's books can be kept."
         )
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(
-            f"book_cache={os.fspath(book_cache)!r} cannot be created as a directory ({error}). "
-            "Give a folder path that every worker can create or write, or book_cache=None."
+            f"book_dir={os.fspath(book_dir)!r} cannot be created as a directory ({error}). "
+            "Give a folder path that every worker can create or write, or book_dir=None."
         ) from error
     return path
 
@@ -245,8 +245,8 @@ def _write_atomically(cache: Path, key: str, path: Path, logits: np.ndarray) -> 
         partial = None
     except OSError as error:
         warnings.warn(
-            f"The book could not be written to the book_cache file {path} ({error}); the fit goes "
-            "on with the book in memory. Free space in the cache directory or set book_cache=None.",
+            f"The book could not be written to the book_dir file {path} ({error}); the fit goes "
+            "on with the book in memory. Free space in the cache directory or set book_dir=None.",
             BookCacheWarning, stacklevel=3,
         )
     finally:
@@ -283,9 +283,9 @@ def cached_book_logits(cache: Path | None, key: str, write, shape=None) -> np.nd
         guard.acquire()
     except OSError as error:
         warnings.warn(
-            f"The lock file {lock} of book_cache cannot be used ({error}); is it a symbolic link "
+            f"The lock file {lock} of book_dir cannot be used ({error}); is it a symbolic link "
             "planted there? The book is computed without the cache. Remove the file or use a "
-            "book_cache directory that only you can write.",
+            "book_dir directory that only you can write.",
             BookCacheWarning, stacklevel=2,
         )
         return write()

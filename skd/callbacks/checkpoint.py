@@ -251,7 +251,7 @@ def check_resume_callbacks(callbacks) -> None:
     ------
     CheckpointError
         For skorch's own ``LoadInitState`` beside an ``LRScheduler`` (use
-        :class:`skd.checkpoint.LoadInitState`), for two ``LRScheduler`` s, for a
+        :class:`skd.callbacks.checkpoint.LoadInitState`), for two ``LRScheduler`` s, for a
         scheduler given ``last_epoch``, and for ``ReduceLROnPlateau`` stepped
         per batch or monitoring a callable (its scores cannot be replayed).
     """
@@ -263,7 +263,7 @@ def check_resume_callbacks(callbacks) -> None:
         raise CheckpointError(
             "skorch's LoadInitState beside an LRScheduler resumes with other learning rates than an "
             "uninterrupted fit (the scheduler restarts, or counts epochs for a per-batch policy). "
-            "Use skd.checkpoint.LoadInitState, which replays the scheduler to its place."
+            "Use skd.callbacks.checkpoint.LoadInitState, which replays the scheduler to its place."
         )
     if len(schedulers) > 1:
         raise CheckpointError(
@@ -432,6 +432,6 @@ def _damaged(path, error) -> CheckpointError:
     return CheckpointError(
         f"The checkpoint file {os.fspath(path)} cannot be read ({type(error).__name__}: {error}). It is "
         "damaged or truncated (a checkpoint written in place by a crashed run?). Restore it, or delete "
-        "the checkpoint's files to start afresh; skd.checkpoint.Checkpoint writes files atomically."
+        "the checkpoint's files to start afresh; skd.callbacks.checkpoint.Checkpoint writes files atomically."
     )
 
