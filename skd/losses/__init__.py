@@ -14,7 +14,6 @@ from skd.losses.dist import DIST
 from skd.losses.dkd import DKD
 from skd.losses.kd import CE, KD
 from skd.losses.r2kd import R2KD
-from skd.losses.schedules import SoftLossSchedule, TemperatureSchedule
 from skd.losses.tfkd import TfKD
 
 __all__ = [
@@ -25,8 +24,6 @@ __all__ = [
     "KD",
     "R2KD",
     "DistillationLoss",
-    "SoftLossSchedule",
-    "TemperatureSchedule",
     "TfKD",
     "available_losses",
     "functional",

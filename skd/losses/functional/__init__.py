@@ -32,6 +32,7 @@ from skd.losses.functional.basics import (
     labelled_cross_entropy,
     labelled_mean,
     soften,
+    standardize_logits,
     target_mask,
     target_or_teacher_top,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "relation_distances",
     "soft_rank",
     "soften",
+    "standardize_logits",
     "spearman_distance",
     "split_kl",
     "strong_class_mask",
