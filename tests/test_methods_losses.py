@@ -86,8 +86,29 @@ def test_selective_kd_correction_rises_over_epochs(digits, trained_teacher):
     clf = DistillationClassifier(MLP, teacher=trained_teacher, loss="selective_kd", loss__correction_epochs=4,
                                  max_epochs=3, verbose=0, device="cpu", optimizer=torch.optim.Adam, lr=1e-2)
     clf.fit(X[:200], y[:200])
-    assert clf.loss_.correction_ == pytest.approx(0.75)
-    assert np.isfinite(clf.history[:, "kd"]).all()
+    assert clf.loss_.epoch_values(3).correction == pytest.approx(0.75)
+    coefficients = clf.loss_.term_coefficients(clf.loss_.epoch_values(1))
+    weight = 0.9 * 4.0**2
+    assert coefficients["kd"] == pytest.approx(weight)
+    assert coefficients["kd_corrected"] == pytest.approx(weight / 4)
+    assert coefficients["kd_wrong"] == pytest.approx(weight * 3 / 4)
+    for term in SelectiveKD.terms:
+        assert np.isfinite(clf.history[:, term]).all()
+
+
+def test_selective_kd_terms_have_the_gradient_of_kl_to_the_corrected_teacher():
+    student, teacher, y = batch(4)
+    student.requires_grad_(True)
+    y[:2] = -1
+    loss = SelectiveKD(correction_epochs=10).initialize()
+    state = loss.epoch_state(3)  # rho = 0.3
+    total = sum(value for name, value in loss(student, teacher, y, state).items() if name != "ce")
+    corrected = Fn.corrected_teacher_log_probs(teacher, y, 4.0, 0.3)
+    log_student = Fn.soften(student, 4.0)
+    direct = 0.9 * 16.0 * (corrected.exp() * (corrected - log_student)).sum(1).mean()
+    ours_grad, = torch.autograd.grad(total, student)
+    direct_grad, = torch.autograd.grad(direct, student)
+    assert torch.allclose(ours_grad, direct_grad.to(ours_grad.dtype), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", ["wttm", "nkd", "kd_topk"])
@@ -119,7 +140,7 @@ def test_ctkd_learns_its_temperature_while_fitting(digits, trained_teacher, base
                                  loss__lambda_epochs=2, max_epochs=3, verbose=0, device="cpu",
                                  optimizer=torch.optim.Adam, lr=1e-2)
     clf.fit(X[:400], y[:400])
-    temperatures = clf.history[:, "ctkd_temperature"]
+    temperatures = clf.loss_.temperature_history_ + [float(clf.loss_.last_temperature_.mean())]
     assert len(temperatures) == 3 and all(1.0 < t <= 21.0 for t in temperatures)
     assert any(abs(t - (1 + 20 / (1 + np.exp(-1)))) > 1e-3 for t in temperatures)  # it left its start
     assert clf.loss_.lambda_ == pytest.approx(1.0)

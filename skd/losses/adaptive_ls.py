@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
 import torch
 
+from skd._constraints import Interval
 from skd.losses.base import DistillationLoss, register_loss
 from skd.losses.functional import (
     adaptive_smoothing_alpha,
@@ -24,14 +27,15 @@ class SelfKnowledgeLS(DistillationLoss):
     student, as Tf-KD self, so :attr:`self_teaching` is True), by an amount
     ``alpha_i`` that varies per sample with the model's current entropy
     (:func:`~skd.losses.functional.adaptive_smoothing_alpha`):
-    ``mean_i [(1 - alpha_i) CE(y_i, p^S_i) + alpha_i H(softmax(z^prior_i / T), p^S_i)]``,
-    logged as two terms, ``ce`` (the first part) and ``self_prior`` (the
-    second). The paper's exact expression for ``alpha`` could not be read;
-    ``docs/methods.md`` says what is skd's.
+    ``mean_i [(1 - alpha_i) CE(y_i, p^S_i) + alpha_i H(softmax(z^prior_i / T), p^S_i)]``
+    over the labelled rows. The base class gives ``ce`` (the plain CE, weight
+    1); the ``self_prior`` term adds ``alpha_i (H(prior_i, p^S_i) - CE_i)``,
+    so that the two sum to the formula. The paper's exact expression for
+    ``alpha`` could not be read; ``docs/methods.md`` says what is skd's.
 
     A row with ``y == -1`` has no label to smooth: its target is the prior
-    alone (``alpha = 1``), so it adds to ``self_prior`` (a mean over every
-    row) and not to ``ce`` (a mean over the labelled rows).
+    alone (``alpha = 1``); ``self_prior`` adds its ``H(prior, p^S)`` divided
+    by the batch size.
 
     Parameters
     ----------
@@ -42,6 +46,7 @@ class SelfKnowledgeLS(DistillationLoss):
     """
 
     terms = ("ce", "self_prior")
+    _parameter_constraints = {"scale": [Interval(Real, 0, None, closed="left")]}
 
     def __init__(self, scale: float = 1.0, temperature: float = 1.0):
         self.scale = scale
@@ -51,11 +56,13 @@ class SelfKnowledgeLS(DistillationLoss):
     def self_teaching(self) -> bool:
         return True
 
-    def compute_terms(self, student_logits, teacher_logits, y):
-        alpha = torch.where(y >= 0, adaptive_smoothing_alpha(student_logits, self.scale), 1.0)
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
+        labelled = y >= 0
+        alpha = adaptive_smoothing_alpha(student_logits, self.scale)
         label = target_or_teacher_top(y, teacher_logits)
-        temperature = self.temperature_
-        hard = self_knowledge_smoothed_ce(student_logits, teacher_logits, label, alpha * 0.0, temperature)
-        both = self_knowledge_smoothed_ce(student_logits, teacher_logits, label, alpha, temperature)
-        weighted_hard = (1.0 - alpha) * hard
-        return {"ce": labelled_mean(weighted_hard, y), "self_prior": (both - weighted_hard).mean()}
+        zeros, ones = torch.zeros_like(alpha), torch.ones_like(alpha)
+        hard = self_knowledge_smoothed_ce(student_logits, teacher_logits, label, zeros, temperature)
+        prior = self_knowledge_smoothed_ce(student_logits, teacher_logits, label, ones, temperature)
+        shift = labelled_mean(alpha * (prior - hard), y)
+        unlabelled = torch.where(labelled, 0.0, prior).mean()
+        return {"self_prior": shift + unlabelled}

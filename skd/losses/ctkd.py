@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any
 
 import torch
 
+from skd._constraints import Interval, Options
 from skd.losses.base import DistillationLoss, make_loss, register_loss
 from skd.losses.functional import (
     GlobalTemperature,
     InstanceTemperature,
-    check_choice,
     curriculum_lambda,
     kd_divergence_per_sample_temperature,
 )
@@ -42,10 +43,12 @@ class CTKD(DistillationLoss):
     only (``ce_weight * CE + kd_weight * mean_i T_i^2 KL_i``).
 
     The temperature module is trained by its own SGD optimizer (``lr``
-    ``temperature_lr``, momentum 0.9, as the released code puts it in the
-    student's SGD), stepped at the end of each training batch, after the
-    student's step: the eager path. The temperature of the last batch is
-    logged as the term-free history key ``ctkd_temperature``.
+    ``temperature_lr``, momentum 0.9; the released code puts it in the
+    student's SGD), stepped on each training batch's gradient at the start
+    of the next one (the loss is not a callback): the eager path only, a
+    captured step would not see the module's update. ``temperature_history_``
+    holds the (mean) temperature reached at each epoch's start, from the
+    second epoch; ``last_temperature_`` the last batch's.
 
     Parameters
     ----------
@@ -61,6 +64,16 @@ class CTKD(DistillationLoss):
     """
 
     uses_temperature = False
+    _parameter_constraints = {
+        "base": [str],
+        "base_params": [None, dict],
+        "scope": [Options(("global", "instance"))],
+        "lambda_max": [Interval(Real, 0, None, closed="left")],
+        "lambda_epochs": [Interval(Real, 0, None, closed="neither")],
+        "t_start": [Interval(Real, 0, None, closed="neither")],
+        "t_range": [Interval(Real, 0, None, closed="neither")],
+        "temperature_lr": [Interval(Real, 0, None, closed="left")],
+    }
 
     def __init__(
         self,
@@ -82,35 +95,39 @@ class CTKD(DistillationLoss):
         self.t_range = t_range
         self.temperature_lr = temperature_lr
 
-    @property
-    def terms(self) -> tuple[str, ...]:
-        return make_loss(self.base, dict(self.base_params or {})).terms
+    def _wrapped(self) -> DistillationLoss:
+        return make_loss(self.base, dict(self.base_params or {}))
 
     @property
-    def requires_teacher(self) -> bool:
-        return True
+    def terms(self) -> tuple[str, ...]:
+        return self._wrapped().terms
+
+    @property
+    def ce_weight(self) -> float:
+        """The wrapped loss's CE weight (the base class applies it)."""
+        return self._wrapped().ce_weight
 
     def validate(self):
         super().validate()
-        check_choice(self.scope, ("global", "instance"), "loss__scope")
         if self.base == "ctkd":
             raise ValueError("loss__base cannot be 'ctkd' itself.")
         if self.base in _NO_TEMPERATURE_GRADIENT:
             raise ValueError(
                 f"loss__base={self.base!r} cannot be wrapped by CTKD yet: its closed-form backward "
-                "(skd.losses.functional.split) takes the temperature as a number, so the temperature "
-                "would get no gradient through the softening. Use 'kd', 'dist' or 'r2kd'."
+                "(skd.losses.functional.split) gives the temperature no gradient through the "
+                "softening. Use 'kd', 'dist' or 'r2kd'."
             )
         if self.scope == "instance" and self.base != "kd":
             raise ValueError(f"loss__scope='instance' works with loss__base='kd' only, got {self.base!r}.")
 
     def initialize(self):
         super().initialize()
-        self.base_ = make_loss(self.base, dict(self.base_params or {}))
+        self.base_ = self._wrapped()
         self.temperature_module_ = None  # built at the first batch, when C, the device and dtype are known
         self.optimizer_ = None
         self.lambda_ = 0.0
         self.last_temperature_ = None
+        self.temperature_history_: list[float] = []
         return self
 
     def _module(self, logits: torch.Tensor) -> torch.nn.Module:
@@ -124,31 +141,36 @@ class CTKD(DistillationLoss):
                                               momentum=0.9)
         return self.temperature_module_
 
-    def on_epoch_begin(self, net, **kwargs):
-        super().on_epoch_begin(net, **kwargs)
-        self.base_.on_epoch_begin(net, **kwargs)
-        self.lambda_ = curriculum_lambda(len(net.history), self.lambda_max, 0.0, self.lambda_epochs)
+    def epoch_values(self, epoch, schedules=None):
+        """The base's values; sets this epoch's lambda and records the temperature reached so far."""
+        self.lambda_ = curriculum_lambda(epoch, self.lambda_max, 0.0, self.lambda_epochs)
+        if self.last_temperature_ is not None:  # one host read per epoch, at its start
+            self.temperature_history_.append(float(self.last_temperature_.mean()))
+        return super().epoch_values(epoch, schedules)
 
-    def on_batch_end(self, net, training=False, **kwargs):
-        if training and self.optimizer_ is not None:
-            self.optimizer_.step()
-            self.optimizer_.zero_grad()
+    def _step_temperature(self) -> None:
+        """Apply the previous training batch's (reversed) gradient to the temperature module.
 
-    def on_epoch_end(self, net, **kwargs):
-        if self.last_temperature_ is not None:
-            net.history.record("ctkd_temperature", float(self.last_temperature_.mean()))
+        The loss is no callback, so it steps at the start of the next batch
+        with gradients enabled (a training batch), before using the module.
+        """
+        if self.optimizer_ is not None and torch.is_grad_enabled():
+            if any(p.grad is not None for p in self.temperature_module_.parameters()):
+                self.optimizer_.step()
+                self.optimizer_.zero_grad()
 
-    def compute_terms(self, student_logits, teacher_logits, y):
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
+        # ``temperature`` (the epoch state's) is not used: this loss's temperature is learnt
+        self._step_temperature()
         module = self._module(student_logits)
         if self.scope == "instance":
-            temperature = module(student_logits, teacher_logits, self.lambda_)
-            self.last_temperature_ = temperature.detach()
-            kd = kd_divergence_per_sample_temperature(student_logits, teacher_logits, temperature).mean()
-            return {
-                "ce": self.base_.ce_weight * self.cross_entropy(student_logits, y),
-                "kd": self.base_.kd_weight * kd,
-            }
-        temperature = module(self.lambda_).squeeze(0)
-        self.last_temperature_ = temperature.detach()
-        self.base_.temperature_ = temperature  # the wrapped loss reads its temperature here
-        return self.base_.compute_terms(student_logits, teacher_logits, y)
+            learnt = module(student_logits, teacher_logits, self.lambda_)
+            self.last_temperature_ = learnt.detach()
+            kd = kd_divergence_per_sample_temperature(student_logits, teacher_logits, learnt).mean()
+            return {"kd": self.base_.kd_weight * kd}
+        learnt = module(self.lambda_).squeeze(0)
+        self.last_temperature_ = learnt.detach()
+        terms = self.base_.compute_terms(student_logits, teacher_logits, y, learnt)
+        # the wrapped loss's weights (T**2 included) at the learnt T, inside the graph: T gets their gradient
+        weights = self.base_.term_weights(learnt)
+        return {name: value * weights.get(name, 1.0) for name, value in terms.items()}

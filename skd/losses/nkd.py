@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
+from skd._constraints import Interval
 from skd.losses.base import DistillationLoss, register_loss
 from skd.losses.functional import nkd_terms, target_or_teacher_top
 
@@ -34,21 +37,27 @@ class NKD(DistillationLoss):
     gamma : float, default=1.5
         Weight of the non-target term (times ``T**2``).
     ce_weight : float, default=1.0
+    standardize : bool, default=False
+        Z-score each row of student and teacher logits before the NKD terms
+        (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
     terms = ("ce", "nkd_target", "nkd_non_target")
 
-    def __init__(self, temperature: float = 1.0, gamma: float = 1.5, ce_weight: float = 1.0):
+    _parameter_constraints = {"gamma": [Interval(Real, 0, None, closed="left")]}
+
+    def __init__(
+        self, temperature: float = 1.0, gamma: float = 1.5, ce_weight: float = 1.0, standardize: bool = False
+    ):
         self.temperature = temperature
         self.gamma = gamma
         self.ce_weight = ce_weight
+        self.standardize = standardize
 
-    def compute_terms(self, student_logits, teacher_logits, y):
-        temperature = self.temperature_
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
         target = target_or_teacher_top(y, teacher_logits)
         terms = nkd_terms(student_logits, teacher_logits, target, temperature)
-        return {
-            "ce": self.ce_weight * self.cross_entropy(student_logits, y),
-            "nkd_target": terms.target.mean(),
-            "nkd_non_target": self.gamma * temperature**2 * terms.non_target.mean(),
-        }
+        return {"nkd_target": terms.target.mean(), "nkd_non_target": terms.non_target.mean()}
+
+    def term_weights(self, temperature):
+        return {"nkd_target": 1.0, "nkd_non_target": self.gamma * temperature**2}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+
+from skd._constraints import Interval
 from skd.losses.base import DistillationLoss, register_loss
 from skd.losses.functional import TopKBook, compress_teacher, topk_kd_divergence
 
@@ -32,30 +35,34 @@ class TopKKD(DistillationLoss):
     temperature : float, default=1.0
     ce_weight : float, default=0.1
     kd_weight : float, default=0.9
+
+    It has no ``standardize``: a compressed book holds log-probabilities,
+    not logits to z-score.
     """
 
     terms = ("ce", "kd_topk")
     #: This loss can read a compressed (top-k + tail) book; other losses refuse one.
     accepts_compressed_book = True
 
-    def __init__(self, k: int = 10, temperature: float = 1.0, ce_weight: float = 0.1, kd_weight: float = 0.9):
+    _parameter_constraints = {"k": [Interval(Integral, 1, None, closed="left")]}
+
+    def __init__(
+        self,
+        k: int = 10,
+        temperature: float = 1.0,
+        ce_weight: float = 0.1,
+        kd_weight: float = 0.9,
+    ):
         self.k = k
         self.temperature = temperature
         self.ce_weight = ce_weight
         self.kd_weight = kd_weight
 
-    def validate(self):
-        super().validate()
-        if not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"loss__k must be an int >= 1 (classes kept per row), got {self.k!r}.")
-
-    def compute_terms(self, student_logits, teacher_logits, y):
-        temperature = self.temperature_
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
         book = teacher_logits
         if not isinstance(book, TopKBook):
             book = compress_teacher(teacher_logits, min(self.k, teacher_logits.shape[1]), temperature)
-        divergence = topk_kd_divergence(student_logits, book, temperature).mean()
-        return {
-            "ce": self.ce_weight * self.cross_entropy(student_logits, y),
-            "kd_topk": self.kd_weight * temperature**2 * divergence,
-        }
+        return {"kd_topk": topk_kd_divergence(student_logits, book, temperature).mean()}
+
+    def term_weights(self, temperature):
+        return {"kd_topk": self.kd_weight * temperature**2}

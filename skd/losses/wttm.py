@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
+from skd._constraints import Interval
 from skd.losses.base import DistillationLoss, register_loss
 from skd.losses.functional import ttm_divergence, wttm_divergence
 
@@ -33,27 +36,32 @@ class WTTM(DistillationLoss):
     kd_weight : float, default=4.0
     weighted : bool, default=True
         False gives TTM (no sample weight).
+    standardize : bool, default=False
+        Z-score each row of student and teacher logits before the soft term
+        (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
     terms = ("ce", "wttm")
     uses_temperature = False
+    _parameter_constraints = {"gamma": [Interval(Real, 0, 1, closed="right")], "weighted": [bool]}
 
     def __init__(
-        self, gamma: float = 0.2, ce_weight: float = 1.0, kd_weight: float = 4.0, weighted: bool = True
+        self,
+        gamma: float = 0.2,
+        ce_weight: float = 1.0,
+        kd_weight: float = 4.0,
+        weighted: bool = True,
+        standardize: bool = False,
     ):
         self.gamma = gamma
         self.ce_weight = ce_weight
         self.kd_weight = kd_weight
         self.weighted = weighted
+        self.standardize = standardize
 
-    def validate(self):
-        super().validate()
-        if not isinstance(self.gamma, (int, float)) or not 0.0 < self.gamma <= 1.0:
-            raise ValueError(f"loss__gamma must be in (0, 1] (gamma = 1/T), got {self.gamma!r}.")
-
-    def compute_terms(self, student_logits, teacher_logits, y):
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
         divergence = wttm_divergence if self.weighted else ttm_divergence
-        return {
-            "ce": self.ce_weight * self.cross_entropy(student_logits, y),
-            "wttm": self.kd_weight * divergence(student_logits, teacher_logits, self.gamma).mean(),
-        }
+        return {"wttm": divergence(student_logits, teacher_logits, self.gamma).mean()}
+
+    def term_weights(self, temperature):
+        return {"wttm": self.kd_weight}

@@ -119,7 +119,6 @@ from skd.losses.functional.related import (  # noqa: E402
     teacher_quality_weights,
     weighted_teacher_log_probs,
 )
-from skd.losses.functional.standardize import STANDARDIZE_EPS, standardize_logits  # noqa: E402
 from skd.losses.functional.transformed import (  # noqa: E402
     NKDTerms,
     nkd_terms,
@@ -130,7 +129,6 @@ from skd.losses.functional.transformed import (  # noqa: E402
 
 __all__ += [
     "CONSISTENCY_KINDS",
-    "STANDARDIZE_EPS",
     "GlobalTemperature",
     "GradientReversal",
     "InstanceTemperature",
@@ -147,7 +145,6 @@ __all__ += [
     "nkd_terms",
     "power_transformed_teacher",
     "self_knowledge_smoothed_ce",
-    "standardize_logits",
     "teacher_quality",
     "teacher_quality_weights",
     "topk_kd_divergence",

@@ -29,8 +29,9 @@ class TopKBook(NamedTuple):
     log_tail: torch.Tensor
     #: Number of classes C of the full distribution.
     n_classes: int
-    #: The temperature the book was written at (its ``log_probs`` are of ``softmax(z / temperature)``).
-    temperature: float = 1.0
+    #: The temperature the book was written at (its ``log_probs`` are of ``softmax(z / temperature)``);
+    #: a float, or a 0-d tensor during a fit (never read back to the host).
+    temperature: float | torch.Tensor = 1.0
 
 
 def _mask_out(values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -38,7 +39,9 @@ def _mask_out(values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return values.scatter(1, indices, float("-inf"))
 
 
-def compress_teacher(teacher_logits: torch.Tensor, k: int, temperature: float = 1.0) -> TopKBook:
+def compress_teacher(
+    teacher_logits: torch.Tensor, k: int, temperature: float | torch.Tensor = 1.0
+) -> TopKBook:
     """Compress teacher logits into a :class:`TopKBook` written at ``temperature``.
 
     A book written at the temperature the loss will use gives exact buckets
@@ -61,7 +64,7 @@ def compress_teacher(teacher_logits: torch.Tensor, k: int, temperature: float = 
     log_probs = torch.log_softmax(teacher_logits / temperature, dim=1)
     top_log_probs, indices = log_probs.topk(k, dim=1)
     log_tail = torch.logsumexp(_mask_out(log_probs, indices), dim=1)
-    return TopKBook(top_log_probs, indices, log_tail, n_classes, float(temperature))
+    return TopKBook(top_log_probs, indices, log_tail, n_classes, temperature)
 
 
 def _teacher_buckets(book: TopKBook, temperature: float) -> torch.Tensor:
