@@ -223,10 +223,14 @@ def test_bf16_precision_trains_and_keeps_the_terms_in_float32(digits, make_teach
 
 
 @pytest.mark.parametrize("option, value", [("step_mode", "cuda-graph"), ("record_batches", "yes"),
-                                           ("precision", "fp16"), ("nonfinite_check_every", 0)])
+                                           ("precision", "fp16"), ("check_every", 0),
+                                           ("on_nonfinite", "ignore"), ("batching", "fast")])
 def test_bad_training_options_are_named(digits, make_student, option, value):
     X, y = digits
-    with pytest.raises(ValueError, match=option):
+    with pytest.raises(ValueError, match=f"trainer__{option} of Trainer must be .*; got {value!r}"):
+        make_student(**{f"trainer__{option}": value}).fit(X, y)
+    # the trainer's options are routed: given bare, they are not parameters of the classifier
+    with pytest.raises((TypeError, ValueError), match=option):
         make_student(**{option: value}).fit(X, y)
 
 

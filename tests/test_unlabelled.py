@@ -92,6 +92,16 @@ def test_tfkd_reg_skips_unlabelled_rows():
                                    loss(student[labelled], None, y[labelled])["kd"])
 
 
+def test_marker_rows_none_marks_no_row():
+    from skd.labels import marker_rows
+
+    y = np.array([-1, 0, 1, -1])
+    assert marker_rows(y, None).tolist() == [False] * 4
+    assert marker_rows(y, -1).tolist() == [True, False, False, True]
+    labels = np.array(["?", "a", -1], dtype=object)
+    assert marker_rows(labels, "?").tolist() == [True, False, False]
+
+
 # -------------------------------------------------------------- classifier
 @pytest.fixture
 def make_student(make_student):

@@ -27,14 +27,20 @@ class TrainerHooks:
     def get_iterator(self, dataset, training=False):
         """Batches of ``dataset``: device slices for in-memory data, else a DataLoader."""
         prefix = "iterator_train" if training else "iterator_valid"
-        epoch = len(self.history) if getattr(self, "history_", None) is not None else 0
         batching = self.get_params_for("trainer").get("batching", getattr(self.trainer, "batching", "auto"))
         return make_iterator(
             dataset, self.iterator_train if training else self.iterator_valid,
             self.get_params_for(prefix), self.batch_size, self.device, training=training,
             fast=batching == "auto",
-            generator=lambda: epoch_generator(checked_seed(self.random_state), epoch),
+            generator=self._epoch_generator,
         )
+
+    def _epoch_generator(self):
+        """This epoch's shuffle generator, read when the epoch's batches start (skorch makes the
+        iterator once per fit): it depends only on the seed and the epoch number, so a resumed
+        fit shuffles as an uninterrupted one."""
+        epoch = len(self.history) if getattr(self, "history_", None) is not None else 0
+        return epoch_generator(checked_seed(self.random_state), epoch)
 
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
         """One epoch through :class:`skd.training.Trainer` (terms summed on the device)."""
