@@ -18,7 +18,7 @@ from sklearn.model_selection import GridSearchCV
 from skorch import NeuralNetClassifier
 
 import skd._pickling
-from skd.book.cache import book_key, check_book_cache
+from skd.book.cache import PROBE_ROWS, book_key, check_book_cache
 from skd.callbacks import GradientAllReduce
 from skd.distributed import shard
 from skd.teachers import TorchTeacher, as_teacher
@@ -56,7 +56,9 @@ def test_dask_cluster_equals_loky_and_writes_one_book_per_fold(tmp_path):
     by_backend = {run["backend"]: run for run in runs}
     assert by_backend["dask"]["scores"] == by_backend["loky"]["scores"]
     for run in runs:  # 3 folds of 400 rows: one book each, shared by the 4 candidates
-        assert run["teacher_calls"] == [400, 400, 400]
+        assert [n for n in run["teacher_calls"] if n != PROBE_ROWS] == [400, 400, 400]
+        # and the cache key's probe (PROBE_ROWS rows) for each candidate of each fold
+        assert run["teacher_calls"].count(PROBE_ROWS) == 4 * 3
 
 
 def closure_teacher(seed=0):
