@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,7 +33,7 @@ from skd.data import DATASETS, Split, add_transfer, load_split
 from skd.losses import available_losses
 from skd.students import MLP, SmallCNN
 
-__all__ = ["BenchConfig", "run_bench", "train_teacher", "fit_student", "main", "BENCH_LOSSES"]
+__all__ = ["BenchConfig", "run_bench", "train_teacher", "fit_student", "main", "machine", "BENCH_LOSSES"]
 
 BENCH_LOSSES = ("ce", "kd", "dkd", "cakd", "r2kd", "dist", "tfkd")
 
@@ -114,6 +116,43 @@ class EpochProgress(Callback):
     def on_train_end(self, net, **kwargs):
         if self.bar_ is not None:
             self.bar_.close()
+
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def _processor() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def machine(load_at_start: float | None = None) -> str:
+    """One sentence naming the machine a timing was measured on, and how busy it was.
+
+    ``load_at_start`` is ``os.getloadavg()[0]`` taken when the timed work began;
+    the 1-minute load average now is added, so a reader can tell an idle
+    machine (load below its core count) from a shared one.
+    """
+    if torch.cuda.is_available():
+        where = f"{torch.cuda.get_device_name()} and {os.cpu_count()} CPU cores"
+    else:
+        where = f"{_processor()}, {os.cpu_count()} CPU cores, torch with {torch.get_num_threads()} thread(s)"
+    load = _load()
+    if load is None:
+        busy = "load average unknown"
+    elif load_at_start is None:
+        busy = f"1-minute load average {load:.1f}"
+    else:
+        busy = f"1-minute load average {load_at_start:.1f} at the start, {load:.1f} at the end"
+    return f"Measured on {where}; {busy}; torch {torch.__version__}, Python {platform.python_version()}."
 
 
 def _say(message: str) -> None:
@@ -274,7 +313,7 @@ def bar_chart(rows: list[dict], teacher: dict, path: Path, title: str) -> None:
 def run_bench(config: BenchConfig) -> dict:
     """Run the benchmark; write ``results-<dataset>.md``, ``.json`` and ``.png`` under ``config.out``."""
     config = config.trimmed()
-    start = time.perf_counter()
+    start, load_at_start = time.perf_counter(), _load()
     split = load_split(config.dataset, config.split_seed)
     teacher, teacher_info = train_teacher(split, config)
     how = "loaded from" if teacher_info["cached"] else "trained and saved to"
@@ -297,12 +336,13 @@ def run_bench(config: BenchConfig) -> dict:
         "summary": rows,
         "torch": torch.__version__,
         "seconds": time.perf_counter() - start,
+        "machine": machine(load_at_start),
     }
     json_path = out / f"results-{config.dataset}.json"
     json_path.write_text(json.dumps(report, indent=2))
     png_path = out / f"results-{config.dataset}.png"
     bar_chart(rows, teacher_info, png_path, f"skd bench: {config.dataset}")
-    report["table"] = markdown_table(rows, teacher_info, config)
+    report["table"] = markdown_table(rows, teacher_info, config) + "\n\n" + report["machine"]
     md_path = out / f"results-{config.dataset}.md"
     md_path.write_text(report["table"] + "\n")
     report["files"] = [str(md_path), str(json_path), str(png_path)]
