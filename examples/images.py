@@ -11,6 +11,10 @@ epoch from ``history`` into bench-out/img/cakd_terms.png (git-ignored);
 ``--write`` replaces the figure in docs/img instead.
 """
 
+import os
+import sys
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -21,7 +25,19 @@ from skd import MLP, DistillationClassifier, SmallCNN
 from skd.bench import BenchConfig, train_teacher
 from skd.data import load_split
 
-from _common import QUICK, figure_path
+#: SKD_QUICK=1 cuts epochs so that the script runs in seconds (the tests use it).
+QUICK = os.environ.get("SKD_QUICK") == "1"
+
+
+def figure_path(name: str) -> Path:
+    """Where a figure goes: ``bench-out/img`` here (or ``$SKD_FIGURES_DIR``); with ``--write``, inside
+    skd's repository, the tracked ``docs/img`` next to this script's folder."""
+    if "--write" in sys.argv[1:] and not QUICK:
+        folder = Path(__file__).resolve().parent.parent / "docs" / "img"
+    else:
+        folder = Path(os.environ.get("SKD_FIGURES_DIR", Path("bench-out") / "img"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
 
 
 def main():

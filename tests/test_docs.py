@@ -2,11 +2,13 @@
 
 Each page runs in a fresh interpreter, in an empty folder, with mktestdocs
 (``check_md_file(path, memory=True)``: the page's ```` ```python ```` blocks joined in order).
-Blocks that cannot run here (CUDA only, several processes) are fenced as ```` ```python notest ````
-and the page says why; bash blocks are not run.
+A block that cannot run here (CUDA only, several processes) is fenced with a title,
+```` ```python title="not run by the docs test: <why>" ````, which mktestdocs skips and the
+site shows above the block; bash blocks are not run.
 """
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +46,13 @@ RUN_PAGE = "import sys, mktestdocs; mktestdocs.check_md_file(sys.argv[1], memory
 def test_every_page_is_listed():
     pages = {"README.md", *(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))}
     assert pages == set(PAGES) | set(NOT_YET)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_python_blocks_that_are_not_run_say_so(page):
+    fences = re.findall(r"^\s*```(py\S*.*)$", (ROOT / page).read_text(), re.M)
+    skipped = [fence for fence in fences if fence.strip() != "python"]
+    assert all('title="not run by the docs test: ' in fence for fence in skipped), skipped
 
 
 @pytest.mark.parametrize("page", PAGES)
