@@ -299,9 +299,11 @@ def bar_chart(rows: list[dict], teacher: dict, path: Path, title: str) -> None:
     stds = [100 * r["std"] for r in rows]
     several = any(r["n"] > 1 for r in rows)
     bars = ax.bar(names, means, yerr=stds if several else None, capsize=4, color="#4c72b0")
-    ax.bar_label(bars, fmt="%.1f", fontsize=8)  # the axis starts at 0, so the labels carry the differences
-    ax.axhline(100 * teacher["accuracy"], color="#c44e52", linestyle="--", label="teacher")
-    ax.set_ylim(0.0, 105.0)
+    # the axis starts at 0, so that bar heights compare honestly; the labels carry the differences
+    ax.bar_label(bars, fmt="%.1f", label_type="center", color="white", fontsize=9)
+    ax.axhline(100 * teacher["accuracy"], color="#c44e52", linestyle="--",
+               label=f"teacher {100 * teacher['accuracy']:.1f}")
+    ax.set_ylim(0.0, 100.0)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.legend(loc="lower right")
