@@ -23,6 +23,8 @@ def test_bench_quick_on_digits_writes_table_json_and_png(tmp_path, capsys):
     for loss in ("ce", "kd", "dkd", "cakd", "r2kd", "dist", "tfkd"):
         assert f"| {loss} |" in out
     assert "total time" in out
+    # every timing names the machine and its load
+    assert "Measured on" in out and "CPU cores" in out and ("load average" in out)
     # the Markdown table it promises, as printed
     assert (tmp_path / "results-digits.md").read_text().strip() in out
     # progress: the teacher's epochs, each student's epochs, one line per finished fit
