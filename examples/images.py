@@ -1,6 +1,6 @@
 """Images: a CNN teacher on MNIST-5k distilled into an MLP and a tiny CNN.
 
-Run:  python examples/images.py              (a few minutes on 2 CPU cores)
+Run:  python examples/images.py              (MNIST-5k; the first run also trains the teacher)
       python examples/images.py --write      (also refreshes docs/img/cakd_terms.png)
       SKD_QUICK=1 python examples/images.py  (a smoke test)
 

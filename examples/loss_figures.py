@@ -1,6 +1,6 @@
 """Figures for "The losses, explained": how the KL splits as the teacher grows confident.
 
-Run:  python examples/loss_figures.py           (seconds; writes bench-out/img/kl_split.png)
+Run:  python examples/loss_figures.py           (writes bench-out/img/kl_split.png)
       python examples/loss_figures.py --write   (refreshes the tracked docs/img/kl_split.png)
 
 A 10-class example: a fixed student, and a teacher whose target logit rises

@@ -1,6 +1,6 @@
 """Pipelines and GridSearchCV: tune the loss, prune the teacher, reuse the book.
 
-Run:  python examples/pipelines.py              (about a minute on 2 CPU cores)
+Run:  python examples/pipelines.py              (digits; grid searches, so it takes a while)
       SKD_QUICK=1 python examples/pipelines.py  (a smoke test)
 
 1. search over ``loss``, ``loss__temperature`` and a schedule parameter;

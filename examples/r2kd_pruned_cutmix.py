@@ -1,6 +1,6 @@
 """R2KD with a pruned teacher and CutMix on MNIST-5k, beside plain KD.
 
-Run:  python examples/r2kd_pruned_cutmix.py          (about 90 s on 2 CPU cores)
+Run:  python examples/r2kd_pruned_cutmix.py          (MNIST-5k; the teacher runs on every batch)
       SKD_QUICK=1 python examples/r2kd_pruned_cutmix.py   (a smoke test)
 
 The R2KD recipe (Kim et al., 2024) as scikit-learn parts: the teacher's
