@@ -9,7 +9,7 @@ an MLP student (784-128-10), ``--epochs`` epochs, batch 128, on the CPU,
 ``refit=False``. The teacher is an MLP (784-256-10) trained in this process
 with CE. Its class is defined here, in ``__main__`` (the notebook case), and
 it appends to a file on each call, so its calls are counted in every worker.
-Each run uses a fresh ``book_cache``, except the last, which has none.
+Each run uses a fresh ``book_dir``, except the last, which has none.
 ``--write`` puts the table in docs/scale-out.md.
 """
 
@@ -65,7 +65,7 @@ def run(name, backend, n_jobs, X, y, teacher_module, epochs, cache: bool):
         clf = DistillationClassifier(
             MLP, teacher=LoggedTeacher(teacher_module, log), module__hidden_units=(128,), max_epochs=epochs,
             batch_size=128, optimizer=torch.optim.Adam, device="cpu", verbose=0, random_state=0,
-            book_cache=os.path.join(workdir, "books") if cache else None)
+            book_dir=os.path.join(workdir, "books") if cache else None)
         search = GridSearchCV(clf, GRID, cv=StratifiedKFold(3), n_jobs=n_jobs, refit=False)
         if backend == "dask":
             from distributed import Client, LocalCluster  # optional: pip install 'skd[dask]'
@@ -100,11 +100,11 @@ def main():
     lines = [
         "| run | wall time (s) | teacher passes | passes per candidate | best mean CV accuracy |",
         "|---|---:|---:|---:|---:|",
-        run("one process (`n_jobs=1`), `book_cache`", "loky", 1, X, y, teacher, args.epochs, True),
-        run("loky, `n_jobs=2`, `book_cache`", "loky", 2, X, y, teacher, args.epochs, True),
-        run("Dask `LocalCluster` (2 worker processes), `book_cache`", "dask", -1, X, y, teacher,
+        run("one process (`n_jobs=1`), `book_dir`", "loky", 1, X, y, teacher, args.epochs, True),
+        run("loky, `n_jobs=2`, `book_dir`", "loky", 2, X, y, teacher, args.epochs, True),
+        run("Dask `LocalCluster` (2 worker processes), `book_dir`", "dask", -1, X, y, teacher,
             args.epochs, True),
-        run("loky, `n_jobs=2`, no `book_cache`", "loky", 2, X, y, teacher, args.epochs, False),
+        run("loky, `n_jobs=2`, no `book_dir`", "loky", 2, X, y, teacher, args.epochs, False),
     ]
     table = "\n".join(lines) + (
         f"\n\n12 candidates x 3 folds, MNIST-5k (4000 training images), {args.epochs} epochs, "

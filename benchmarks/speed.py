@@ -93,7 +93,7 @@ def pure_kd(X, y, teacher, batch_size, epochs, temperature=4.0):
 
 def skd_fit(X, y, teacher, batch_size, epochs, cache):
     clf = DistillationClassifier(
-        MLP, teacher=teacher, loss="kd", teacher_cache=cache, optimizer=torch.optim.Adam, lr=1e-3,
+        MLP, teacher=teacher, loss="kd", book=cache, optimizer=torch.optim.Adam, lr=1e-3,
         batch_size=batch_size, max_epochs=epochs, verbose=0, device="cpu", random_state=0,
     )
     return clf.fit(X, y)
@@ -149,8 +149,13 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=50_000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", default="32,256", help="comma-separated batch sizes")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads for every variant (default: torch's)")
     add_write_flag(parser)
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     X, y = make_data(args.samples)
     teacher = make_teacher(X, y)
     import tempfile
@@ -171,7 +176,8 @@ def main(argv=None):
         "|" + "---|" * 14,
     ]
     results = {}
-    for batch_size in (32, 256):
+    targets = {32: (1.1, 1.0), 256: (1.0, 1.0)}  # issue 18: (b)/(a) and (b)/(c)
+    for batch_size in (int(b) for b in args.batches.split(",")):
         times = {name: [] for name in VARIANTS}
         counts = {}
         for _ in range(args.repeats):
@@ -197,6 +203,8 @@ def main(argv=None):
         print(lines[-1], flush=True)
     lines += [
         "",
+        "Targets (issue 18): " + "; ".join(f"batch {b}: (b)/(a) <= {t[0]}, (b)/(c) <= {t[1]}"
+                                           for b, t in targets.items()) + ".",
         f"Teacher forwards per fit: n_samples = {args.samples} with the book, "
         f"n_samples x epochs = {args.samples * args.epochs} without it.",
     ]

@@ -1,7 +1,7 @@
 """skd: scikit-learn-native knowledge distillation on skorch and PyTorch."""
 
 from skd.augment import BatchAugment
-from skd.callbacks import StudentPruning
+from skd.callbacks import Checkpoint, LoadInitState, SoftLossSchedule, StudentPruning, TemperatureSchedule
 from skd.classifier import DistillationClassifier
 from skd.losses import (
     CAKD,
@@ -11,14 +11,13 @@ from skd.losses import (
     KD,
     R2KD,
     DistillationLoss,
-    SoftLossSchedule,
-    TemperatureSchedule,
     TfKD,
     available_losses,
 )
-from skd.pipeline import OnFeatures
+from skd.pipeline import OnFeatures, WriteBook
 from skd.students import MLP, SmallCNN
 from skd.teachers import EnsembleTeacher, PrunedTeacher, Teacher
+from skd.training.trainer import Trainer
 
 __version__ = "0.1.0"
 
@@ -26,9 +25,11 @@ __all__ = [
     "BatchAugment",
     "CAKD",
     "CE",
+    "Checkpoint",
     "DIST",
     "DKD",
     "KD",
+    "LoadInitState",
     "MLP",
     "OnFeatures",
     "PrunedTeacher",
@@ -41,6 +42,8 @@ __all__ = [
     "StudentPruning",
     "TemperatureSchedule",
     "Teacher",
+    "Trainer",
     "TfKD",
+    "WriteBook",
     "available_losses",
 ]

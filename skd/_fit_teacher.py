@@ -2,25 +2,26 @@
 
 The classifier's ``teacher`` parameter (with ``teacher__*`` settings), the
 loss's needs (none, a teacher, or self-teaching) and the data decide; the
-result is a set-up :class:`skd.teachers.Teacher` or None.
+result is a set-up :class:`skd.teachers.Teacher` or None. Also the checks
+around it: the teacher's score on the book, a probe of an online teacher on
+unlabelled rows, and whether the student ended far below its teacher.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from sklearn.base import clone
 from torch.utils.data import Dataset
 
-from skd._partial_labels import other_label
-from skd.book import BOOK_LOGITS, book_score, is_book
-from skd.losses.base import DistillationLoss
+from skd.book import BOOK_LOGITS, BOOK_X, book_score, features_of, is_book
+from skd.labels import labelled_rows, other_label
 from skd.teachers import Teacher, TeacherScoreWarning, TorchTeacher, as_teacher
 
-__all__ = ["chance_level", "score_book", "self_teacher", "teacher_for_fit", "writes_book"]
+__all__ = ["UnderTrainedWarning", "chance_level", "chosen_teacher", "probe_teacher", "score_book",
+           "self_teacher", "setup_teacher", "warn_if_undertrained", "writes_book"]
 
 
 def _with_params(teacher: Any, params: dict) -> Any:
@@ -34,46 +35,35 @@ def _with_params(teacher: Any, params: dict) -> Any:
     return clone(teacher).set_params(**params)
 
 
-def teacher_for_fit(teacher: Any, params: dict, loss: DistillationLoss, loss_spec: Any, X, y,
-                    classes, device, self_teacher: Callable[[], Teacher], original=None,
-                    bucket: bool = False) -> Teacher | None:
-    """The set-up teacher of a fit, or None when the loss needs none or ``X`` is a book.
+def chosen_teacher(teacher: Any, params: dict, loss_spec: Any) -> Any:
+    """The classifier's ``teacher`` with its ``teacher__*`` settings; an error when there is none."""
+    if teacher is None:
+        raise ValueError(
+            f"loss={loss_spec!r} needs a teacher: pass teacher=..., or pass X as a "
+            "book {'X': X, 'teacher_logits': logits}; the losses 'ce' and "
+            "'tfkd' (mode='reg') need none."
+        )
+    return _with_params(teacher, params)
+
+
+def setup_teacher(teacher: Any, X, y, classes, device, original=None, bucket: bool = False) -> Teacher:
+    """The set-up adapter of ``teacher`` for a fit on ``(X, y)``.
 
     Parameters
     ----------
     teacher : object
-        The classifier's ``teacher`` parameter.
-    params : dict
-        Its ``teacher__*`` settings.
-    loss : DistillationLoss
-        The initialised loss (``requires_teacher``, ``self_teaching``).
-    loss_spec : str or DistillationLoss
-        The ``loss`` parameter, for messages.
+        Any accepted kind of teacher (see :func:`skd.teachers.as_teacher`).
     X, y, classes, device
-        The training data (to fit an unfitted teacher), the student's
-        ``classes_`` and device.
-    self_teacher : callable
-        Makes the Tf-KD self teacher (a first fit of the student with CE).
+        The labelled training rows (to fit an unfitted teacher), the
+        student's ``classes_`` and device.
     original : array-like, DataFrame or None
         ``X`` as the user gave it, for scikit-learn teachers.
     bucket : bool, default=False
         ``teacher_other="bucket"``: the student's "other" class gets the
         log-sum-exp of the teacher's classes outside ``classes``.
     """
-    if not loss.requires_teacher or is_book(X):
-        return None
-    if loss.self_teaching:
-        chosen = self_teacher()
-    elif teacher is None:
-        raise ValueError(
-            f"loss={loss_spec!r} needs a teacher: pass teacher=..., or pass X as a "
-            "book {'X': X, 'teacher_logits': logits}; the losses 'ce' and "
-            "'tfkd' (mode='reg') need none."
-        )
-    else:
-        chosen = _with_params(teacher, params)
     other = other_label(classes) if bucket else None
-    return as_teacher(chosen).setup(X, y, classes, device, original=original, other=other)
+    return as_teacher(teacher).setup(X, y, classes, device, original=original, other=other)
 
 
 def chance_level(y_encoded) -> float:
@@ -108,7 +98,7 @@ def score_book(book, y_encoded, teacher: Teacher | None, verbose: int) -> float 
     teacher_name = teacher.describe() if teacher is not None else "the book's teacher"
     if getattr(teacher, "fitted_in_setup_", False):
         teacher_name += ", fitted in this fit"
-    labelled = np.asarray(y_encoded) >= 0  # unlabelled rows (encoded -1) have nothing to score
+    labelled = labelled_rows(y_encoded)  # unlabelled rows have nothing to score
     if not labelled.any():
         return None
     score = book_score(np.asarray(book[BOOK_LOGITS])[labelled], np.asarray(y_encoded)[labelled])
@@ -120,8 +110,8 @@ def score_book(book, y_encoded, teacher: Teacher | None, verbose: int) -> float 
             f"The teacher ({teacher_name}) scores {score:.3f} on the training rows it labels "
             f"(teacher_score_), near chance ({chance:.3f}); the student would learn from "
             "poor logits. Was it trained on other features than it is given here, e.g. a "
-            "prefit teacher after a scaler in a Pipeline? Put PrunedTeacher(teacher, "
-            "amount=0) first in the pipeline and wrap later feature steps in "
+            "prefit teacher after a scaler in a Pipeline? Put WriteBook(teacher) "
+            "first in the pipeline and wrap later feature steps in "
             "skd.OnFeatures (see the Pipelines docs).",
             TeacherScoreWarning,
             stacklevel=3,
@@ -129,19 +119,87 @@ def score_book(book, y_encoded, teacher: Teacher | None, verbose: int) -> float 
     return score
 
 
-def writes_book(teacher_cache, augment, augment_mode: str, X) -> bool:
-    """Whether the teacher's logits are written once before the first epoch.
+def writes_book(book: str, augment, augment_mode: str, X) -> bool:
+    """Whether the teacher's logits are written once before the first epoch (``book``).
 
     With augmentation the augmented batches are labelled online; in ``"add"``
     mode the clean batches still read their logits from the book.
     """
-    if teacher_cache is False or (augment is not None and augment_mode == "replace"):
+    if book == "online" or (augment is not None and augment_mode == "replace"):
         return False
     if isinstance(X, Dataset):
-        if teacher_cache is True:
+        if book == "memory":
             raise ValueError(
-                "teacher_cache=True needs in-memory X (array, tensor or DataFrame); a "
-                "torch Dataset is read online. Use teacher_cache='auto' or False."
+                "book='memory' needs in-memory X (array, tensor or DataFrame); a "
+                "torch Dataset is read online. Use book='auto' or 'online'."
             )
         return False
     return True
+
+
+class UnderTrainedWarning(UserWarning):
+    """The student ended training far below its teacher on the rows it was trained on."""
+
+
+def warn_if_undertrained(net, book, y_encoded) -> float | None:
+    """Warn when the student's training accuracy is below half-way from chance to the teacher's.
+
+    Measured on the labelled rows of the book (one prediction pass), only
+    when the fit wrote one (``teacher_score_`` is known) and the teacher
+    itself is well above chance (else :func:`score_book` has warned about
+    the teacher). Returns the student's training accuracy, or None when it
+    was not measured.
+    """
+    teacher_score = getattr(net, "teacher_score_", None)
+    if teacher_score is None or not is_book(book):
+        return None
+    labelled = labelled_rows(y_encoded)
+    features = book[BOOK_X]
+    rows = np.flatnonzero(labelled)
+    student = float((net.predict_proba(features[rows] if len(rows) < len(labelled) else features)
+                     .argmax(axis=1) == np.asarray(y_encoded)[rows]).mean())
+    chance = chance_level(np.asarray(y_encoded)[rows])
+    if teacher_score < (chance + 1.0) / 2:
+        return student  # a teacher near chance has had its own warning; the student is not the issue
+    if student < (chance + teacher_score) / 2:
+        warnings.warn(
+            f"The student scores {student:.3f} on its training rows, far below its teacher "
+            f"({teacher_score:.3f}; chance {chance:.3f}): it is under-trained. Train longer "
+            f"(max_epochs={net.max_epochs}), raise the learning rate (lr={net.lr}), use an "
+            "adaptive optimizer (optimizer=torch.optim.Adam, the default), standardise raw "
+            "features (e.g. StandardScaler in a Pipeline), or use a larger student.",
+            UnderTrainedWarning, stacklevel=3,
+        )
+    return student
+
+
+#: Unlabelled rows the teacher is asked about before an online fit.
+PROBE_ROWS = 256
+
+
+def probe_teacher(teacher, X, y_encoded, marker) -> None:
+    """Ask an online teacher about the first unlabelled rows before training starts.
+
+    With ``book="online"`` nothing else runs the teacher on the
+    unlabelled rows before the epochs, and a teacher that cannot answer for
+    them would fail mid-fit; this fails first, naming the cause.
+    """
+    if y_encoded is None or isinstance(X, Dataset) or labelled_rows(y_encoded).all():
+        return
+    rows = np.flatnonzero(~labelled_rows(y_encoded))[:PROBE_ROWS]
+    try:
+        teacher.book_logits(features_of(X)[rows])
+    except Exception as error:
+        raise ValueError(
+            f"The teacher ({teacher.describe()}) failed on the unlabelled rows of y "
+            f"({marker!r}, first at row {rows[0]}): {error} Unlabelled rows get the "
+            "teacher's terms only, so the teacher must answer for them; check it on those "
+            "rows, or drop them."
+        ) from error
+
+
+def forget_failed_fit(estimator) -> None:
+    """Leave an estimator whose ``fit`` raised unfitted, not half-fitted."""
+    estimator.initialized_ = False
+    for name in ("classes_inferred_", "label_encoder_", "teacher_", "data_dims_"):
+        estimator.__dict__.pop(name, None)

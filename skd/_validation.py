@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import scipy.sparse
 import torch
-from sklearn.preprocessing import LabelEncoder
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
-    _assert_all_finite,
-    check_consistent_length,
-    column_or_1d,
     validate_data,
 )
 from torch.utils.data import Dataset
 
 from skd.book import BOOK_LOGITS, BOOK_X, features_of, is_book, make_book
 
-__all__ = ["validate_X", "validate_labels", "check_options", "data_dims", "with_data_dims", "Labels",
-           "check_module_dims", "check_loss_numbers"]
+__all__ = ["check_augment", "check_module_dims", "data_dims", "validate_X", "with_data_dims"]
 
 
 def validate_features(estimator, X, reset: bool):
@@ -41,6 +35,10 @@ def validate_features(estimator, X, reset: bool):
                 "Reshape a single feature with X.reshape(-1, 1), a single sample with "
                 "X.reshape(1, -1)."
             )
+        if X.shape[0] == 0:
+            raise ValueError(
+                f"X is an empty tensor of shape {tuple(X.shape)}; at least one row is required."
+            )
         X = X.float() if X.dtype != torch.float32 else X
         if not torch.isfinite(X).all():
             raise ValueError("Input X contains NaN or infinity; clean or impute it first.")
@@ -52,8 +50,19 @@ def validate_features(estimator, X, reset: bool):
                 f"{estimator.n_features_in_} features as input."
             )
         return X
-    X = validate_data(estimator, X, reset=reset, dtype=np.float32, allow_nd=True,
-                      accept_sparse="csr")
+    try:
+        X = validate_data(estimator, X, reset=reset, dtype=np.float32, allow_nd=True,
+                          accept_sparse="csr")
+    except ValueError as error:
+        if "NaN" not in str(error) and "infinity" not in str(error):
+            raise
+        # scikit-learn's message recommends estimators that accept NaN; a student network does not
+        raise ValueError(
+            "Input X contains NaN or infinity. A student network cannot take missing values: "
+            "impute them first (e.g. sklearn.impute.SimpleImputer in a Pipeline before the "
+            "classifier). A teacher that handles NaN itself can still write the book from the "
+            "raw X: put WriteBook(teacher) first and OnFeatures(SimpleImputer()) after it."
+        ) from None
     if scipy.sparse.issparse(X):  # CSR: rows are sliced per batch; never densified whole
         return X.tocsr()
     if not X.flags.writeable:  # e.g. pandas copy-on-write views; torch needs writable
@@ -74,62 +83,6 @@ def validate_X(estimator, X, reset: bool):
             return features
         return make_book(features, X[BOOK_LOGITS])
     return validate_features(estimator, X, reset)
-
-
-class Labels(NamedTuple):
-    """Checked labels: the user's values, their encoding, and the encoder."""
-
-    raw: np.ndarray | None
-    encoded: np.ndarray | None
-    encoder: LabelEncoder
-
-
-def validate_labels(y, X, known_classes, encoder: LabelEncoder | None, name: str) -> Labels:
-    """Check ``y`` against ``X`` and encode it.
-
-    Parameters
-    ----------
-    y : array-like or None
-    X : validated features, book or Dataset
-    known_classes : array-like or None
-        ``classes=`` from the user, if any (used to fit a new encoder).
-    encoder : LabelEncoder or None
-        The fitted encoder of an earlier fit; None fits a new one.
-    name : str
-        The estimator's class name, for messages.
-    """
-    if y is None and isinstance(X, Dataset):
-        if encoder is None:
-            if known_classes is None:
-                raise ValueError(
-                    f"{name} requires y or classes= when X is a torch Dataset and y is None; "
-                    "the Dataset must yield labels as indices 0..n_classes-1 into classes."
-                )
-            encoder = LabelEncoder().fit(np.asarray(known_classes))
-        return Labels(None, None, encoder)
-    if y is None:
-        raise ValueError(f"{name} requires y to be passed, but the target y is None.")
-    y = column_or_1d(y, warn=True)
-    if y.dtype.kind in "fc":
-        _assert_all_finite(y, input_name="y")
-    check_classification_targets(y)
-    if not isinstance(X, Dataset):
-        check_consistent_length(features_of(X), y)
-    if encoder is None:
-        encoder = LabelEncoder().fit(y if known_classes is None else np.asarray(known_classes))
-        if len(encoder.classes_) < 2:
-            raise ValueError(
-                f"y contains only one class ({encoder.classes_[0]!r}); a classifier "
-                "needs at least 2 classes."
-            )
-    try:
-        return Labels(y, encoder.transform(y).astype(np.int64), encoder)
-    except ValueError:
-        unseen = sorted(set(np.unique(y).tolist()) - set(encoder.classes_.tolist()))
-        raise ValueError(
-            f"y contains labels {unseen} not seen in the first fit (classes_ = "
-            f"{encoder.classes_.tolist()}); pass classes= to partial_fit on the first call."
-        ) from None
 
 
 def data_dims(X, n_classes: int) -> dict[str, int]:
@@ -163,46 +116,17 @@ def with_data_dims(module, kwargs: dict, dims: dict | None) -> dict:
     return kwargs
 
 
-_CHOICES = {
-    "on_nonfinite": ("raise", "skip"),
-    "teacher_cache": ("auto", True, False),
-    "batching": ("auto", "loader"),
-    "step_mode": ("auto", "eager", "graph"),
-    "record_batches": ("auto", True, False),
-    "precision": ("32", "bf16"),
-    "teacher_other": ("drop", "bucket"),
-}
-
-
-def check_options(estimator, X) -> None:
-    """Check the estimator's options before any work is done."""
-    for name, choices in _CHOICES.items():
-        value = getattr(estimator, name)
-        if not any(value is c or (type(value) is type(c) and value == c) for c in choices):
-            *head, last = map(repr, choices)
-            raise ValueError(f"{name} must be {', '.join(head)} or {last}, got {value!r}.")
-    every = estimator.nonfinite_check_every
-    if every != "auto" and (isinstance(every, bool) or not isinstance(every, (int, np.integer))
-                            or every < 1):
-        raise ValueError(
-            f"nonfinite_check_every must be 'auto' or an int >= 1, got {every!r}."
-        )
-    augment, mode = estimator.augment, estimator.augment_mode
-    if augment is None:
-        return
-    if not callable(augment):
-        raise TypeError(f"augment must be a callable (X_batch, y_batch) -> X_batch, got {augment!r}.")
-    if mode not in ("add", "replace"):
-        raise ValueError(f"augment_mode must be 'add' or 'replace', got {mode!r}.")
-    if estimator.teacher_cache is True and mode == "replace":
-        raise ValueError(
-            "teacher_cache=True cannot be combined with augment_mode='replace': the teacher "
-            "must see each augmented batch and no clean one. Use teacher_cache='auto'."
-        )
-    if is_book(X):
+def check_augment(augment, augment_mode: str, book: str, X) -> None:
+    """Refuse combinations of ``augment`` with the book that cannot work."""
+    if augment is not None and is_book(X):
         raise ValueError(
             "augment needs a teacher to label augmented batches, but X is a book; pass "
             "the features and teacher=... instead."
+        )
+    if augment is not None and book == "memory" and augment_mode == "replace":
+        raise ValueError(
+            "book='memory' cannot be combined with augment_mode='replace': the teacher "
+            "must see each augmented batch and no clean one. Use book='auto'."
         )
 
 
@@ -223,19 +147,3 @@ def check_module_dims(module, kwargs: dict) -> None:
             f"the data. To initialise without fitting, pass {given}, or load a saved student "
             "with DistillationClassifier.load_student(path, module=...)."
         )
-
-
-def check_loss_numbers(loss) -> None:
-    """Refuse a text value for a loss parameter whose default is a number (``loss__temperature="4"``)."""
-    try:
-        defaults = inspect.signature(type(loss).__init__).parameters
-    except (TypeError, ValueError):
-        return
-    for name, value in loss.get_params().items():
-        default = defaults[name].default if name in defaults else None
-        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
-        if numeric and isinstance(value, (str, bytes)):
-            raise TypeError(
-                f"loss__{name} must be a number, got the {type(value).__name__} {value!r}; "
-                f"write loss__{name}={default!r}-like numbers without quotes."
-            )

@@ -1,63 +1,66 @@
 """``DistillationClassifier``: the scikit-learn face of skd.
 
-It wires the parts together and owns none of their work: input checks live
-in :mod:`skd._validation`, device and seeding in :mod:`skd._device`, the
-book in :mod:`skd.book`, teachers in :mod:`skd.teachers`, losses in
-:mod:`skd.losses`, and the training step with its epoch loop in
-:mod:`skd.training`.
+It wires the parts together and owns none of their work: input checks in
+:mod:`skd._validation`, labels in :mod:`skd.labels`, the book in
+:mod:`skd.book`, teachers in :mod:`skd.teachers`, losses in
+:mod:`skd.losses`, the epochs in :mod:`skd.training`.
 """
 
 from __future__ import annotations
 
+import os
+from numbers import Integral
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
-from skorch import NeuralNet, NeuralNetClassifier
-from skorch.callbacks import EpochScoring, EpochTimer, PrintLog
-from skorch.utils import to_numpy, to_tensor
+from skorch import NeuralNetClassifier
+from skorch.callbacks import EpochScoring, EpochTimer
+from skorch.utils import to_numpy
 
-from skd._batching import make_iterator
-from skd._book_cache import book_key, cached_book_logits, check_book_cache
-from skd._device import checked_seed, epoch_generator, resolved_device, seeded
+from skd._constraints import Interval, Options, Satisfies, validate_params
+from skd._device import checked_seed, resolved_device, seeded
 from skd._export import refuse_if_exported
-from skd._fit_teacher import score_book, self_teacher, teacher_for_fit, writes_book
-from skd._partial_labels import (
-    check_unlabelled_fit,
-    forget_failed_fit,
-    labelled_part,
-    partial_labels,
+from skd._fit_teacher import (
+    chosen_teacher,
     probe_teacher,
-    teacher_classes,
+    score_book,
+    self_teacher,
+    setup_teacher,
+    warn_if_undertrained,
+    writes_book,
 )
 from skd._persist import SavesStudent
 from skd._prediction import StudentPrediction
-from skd._validation import (
-    check_loss_numbers,
-    check_module_dims,
-    check_options,
-    data_dims,
-    validate_X,
-    with_data_dims,
-)
-from skd.book import check_book_logits, features_of, is_book, make_book
-from skd.losses.base import DistillationLoss, make_loss
+from skd._validation import check_augment, check_module_dims, data_dims, validate_X, with_data_dims
+from skd.book import check_book_logits, is_book, make_book
+from skd.book.cache import book_key, cached_book_logits, check_book_cache
+from skd.callbacks import DistillationPrintLog, check_resume_callbacks, find_schedules, watch_unscaled
+from skd.labels import UNLABELLED, Labels, check_unlabelled_fit, labelled_part, labelled_rows, partial_labels
+from skd.losses.base import DistillationLoss, foreign_loss_params, make_loss
 from skd.metrics import labelled_accuracy_score
+from skd.teachers import teacher_classes
 from skd.teachers.cloning import KeepsFittedTeachers
-from skd.training import StepParts, Trainer, stack_terms, terms_for
-from skd.training.monitor import DistillationPrintLog, watch_unscaled
+from skd.training.hooks import TrainerHooks
+from skd.training.step import StepParts
+from skd.training.threads import fit_threads
+from skd.training.trainer import Trainer
 
-__all__ = ["DistillationClassifier"]
+__all__ = ["DistillationClassifier", "DEFAULT_MAX_EPOCHS"]
+
+#: skd's default ``max_epochs`` (skorch's is 10): enough for small students with Adam at 1e-3.
+DEFAULT_MAX_EPOCHS = 40
 
 
 def _encoded_accuracy(net, X, y):
     """Validation accuracy on encoded labels (skorch's scorer sees encoded y)."""
     predicted = net.predict_proba(X).argmax(axis=1)
-    return labelled_accuracy_score(to_numpy(y), predicted, unlabelled=-1)
+    return labelled_accuracy_score(to_numpy(y), predicted, unlabelled=UNLABELLED)
 
 
-class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStudent, NeuralNetClassifier):
+class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeachers, SavesStudent,
+                             NeuralNetClassifier):
     """A scikit-learn classifier that distils a teacher into a student network.
 
     A skorch :class:`~skorch.NeuralNetClassifier` whose only trained module is
@@ -74,96 +77,68 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         from the data unless given as ``module__n_features`` /
         ``module__n_classes`` (see :class:`skd.students.MLP`).
     teacher : object, default=None
-        A trained ``torch.nn.Module``; a fitted skorch net; a scikit-learn
-        classifier (prefit inside ``sklearn.frozen.FrozenEstimator``, or
-        unfitted, then fitted on the training data of each ``fit``); a
-        callable ``X -> logits``; a list of these (an ensemble, mean logits;
-        use :class:`skd.teachers.EnsembleTeacher` for weights); or a
-        :class:`skd.teachers.Teacher`. None for teacher-free losses or when X
-        is a book. Parameters of a scikit-learn teacher can be set as
-        ``teacher__<param>``.
+        A trained ``torch.nn.Module``, a fitted skorch net, a scikit-learn
+        classifier (prefit in ``FrozenEstimator``, or unfitted: fitted in each
+        ``fit``), a callable ``X -> logits``, a list of these (an ensemble),
+        or a :class:`skd.teachers.Teacher`; ``teacher__<param>`` sets its
+        parameters. None for teacher-free losses or when X is a book.
     loss : str or DistillationLoss, default="kd"
         A registered name (``"ce"``, ``"kd"``, ``"dkd"``, ``"cakd"``,
         ``"r2kd"``, ``"dist"``, ``"tfkd"``) or an instance. Its parameters are
         set as ``loss__<param>``, e.g. ``loss__temperature=2``.
-    teacher_cache : {"auto", True, False}, default="auto"
-        Whether to write the teacher's logits for the training data once,
-        before the first epoch (the "book"), instead of calling the teacher
-        on every batch of every epoch. ``"auto"`` writes the book for
-        in-memory data and calls the teacher online for a torch ``Dataset``.
+    trainer : class or instance, default=skd.training.Trainer
+        The engine that runs the epochs (a component, like ``optimizer``):
+        its options are routed as ``trainer__<option>``: ``step_mode``
+        (``"auto"``, ``"eager"``, ``"graph"``: the captured CUDA step),
+        ``precision`` (``"32"``, ``"bf16"``), ``on_nonfinite`` (``"raise"``,
+        ``"skip"``), ``check_every``, ``record_batches`` and ``batching``.
+        See :class:`skd.training.Trainer` and the "GPU and scale" page.
+    book : {"auto", "memory", "online"}, default="auto"
+        ``"memory"``: the teacher runs once per training row before the first
+        epoch and its logits (the "book") stay in memory; ``"online"``: it
+        runs on every batch; ``"auto"``: memory unless X is a torch ``Dataset``.
+    book_dir : str, os.PathLike or None, default=None
+        A directory of books on disk keyed by rows, labels and teacher, so
+        that a grid search runs the teacher once per fold ("Scale out").
+        Whoever can write to it controls the teacher's targets.
     augment : callable or None, default=None
         A batch augmentation ``(X_batch, y_batch) -> X_batch`` run on the
-        device each training step, e.g. ``skd.augment.BatchAugment`` around
-        torchvision's ``MixUp``/``CutMix``. The teacher runs online on every
-        augmented batch; the clean batches of ``"add"`` mode still read their
-        logits from the book.
+        device each step (e.g. ``skd.augment.BatchAugment(v2.CutMix(...))``);
+        the teacher labels augmented batches online.
     augment_mode : {"add", "replace"}, default="add"
-        ``"add"`` (R2KD's released recipe): CE and the distillation terms on
-        the clean batch, plus the distillation terms again on the augmented
-        batch (recorded as ``<term>_aug``). ``"replace"``: every term on the
-        augmented batch only.
-    on_nonfinite : {"raise", "skip"}, default="raise"
-        A NaN or infinite loss term in training: ``"raise"`` stops with a
-        ``RuntimeError`` naming the epoch, the first bad batch and the term,
-        leaving the student at good weights (from before the bad batch when
-        checked every batch; else restored from an on-device snapshot of the
-        last passing check) and ``history`` kept. ``"skip"`` undoes the bad
-        batch's update on the device and counts it in ``"skipped_batches"``.
-        The exact promises are on the "GPU and scale" docs page.
-    nonfinite_check_every : "auto" or int, default="auto"
-        Batches between host checks in ``"raise"`` mode (and at each epoch's
-        end); ``"auto"``: 1 on the CPU, 64 on CUDA and in the captured step.
-    batching : {"auto", "loader"}, default="auto"
-        ``"auto"`` batches in-memory data (arrays, tensors, DataFrames, books,
-        scipy sparse) by slicing tensors kept on the device, with the same
-        batches as the DataLoader's, when the iterators are skorch's default
-        with at most ``batch_size``/``shuffle``/``drop_last``; ``"loader"``
-        always uses skorch's ``DataLoader`` (a torch ``Dataset`` always does).
-        Training batches are shuffled unless ``iterator_train__shuffle=False``.
+        ``"add"`` (R2KD's recipe): every term on the clean batch plus the
+        distillation terms on the augmented one (``<term>_aug``);
+        ``"replace"``: every term on the augmented batch only.
     random_state : int or None, default=None
         Seeds torch's generators during ``fit`` (initial weights, shuffling),
         without changing the global random state. None leaves them alone.
-    step_mode : {"auto", "eager", "graph"}, default="auto"
-        ``"auto"`` captures the whole training step in a CUDA graph and
-        replays it for full batches of in-memory data on CUDA when nothing
-        needs Python on every batch, else runs the eager step; ``"graph"``
-        insists (an error names what prevents it). ``train_step_path_`` and
-        ``eager_reasons_`` say what ran and why; see "GPU and scale".
-    record_batches : "auto" or bool, default="auto"
-        Also record the loss and every term per batch in
-        ``history[..., "batches"]`` (one device-to-host copy per batch).
-        ``"auto"``: on the CPU yes, on CUDA no. Epoch means are always
-        recorded, from sums kept on the device.
-    precision : {"32", "bf16"}, default="32"
-        ``"bf16"`` runs the student's training forward under bfloat16
-        autocast (for CNN students on GPUs); the loss terms are always
-        computed in float32.
-    book_cache : str, os.PathLike or None, default=None
-        A directory of books keyed by the training rows, labels and teacher
-        (by content, file-locked), so that in a grid search the teacher runs
-        once per fold, not once per candidate; see "Scale out".
-    unlabelled : object, default=-1
-        The label of a row without one (scikit-learn's semi-supervised
-        convention): such rows get the teacher's terms only, never CE, and
-        ``score`` skips them. Use a string (e.g. ``""``) with string labels.
-        See ``docs/unlabelled.md``.
+    unlabelled : object or None, default=None
+        The label that marks a row without one, e.g. ``-1`` (scikit-learn's
+        semi-supervised convention): such rows get the teacher's terms only,
+        never CE, and ``score`` skips them. Use a string (e.g. ``""``) with
+        string labels. None (the default): every value of ``y`` is a class,
+        so labels such as ``{-1, 0, 1}`` keep their three classes. See
+        ``docs/unlabelled.md``.
     teacher_other : {"drop", "bucket"}, default="drop"
-        For a student with a strict subset of the teacher's classes:
-        ``"drop"`` renormalises the teacher over the subset; ``"bucket"`` adds
-        an "other" class (``-2`` or ``"other"``) whose teacher logit is the
-        log-sum-exp of the rest.
+        A student of a subset of the teacher's classes: ``"drop"`` renormalises
+        the teacher over it; ``"bucket"`` adds an "other" class (``-2`` or
+        ``"other"``) with the log-sum-exp of the rest.
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
-        Kept for skorch compatibility; the loss callback computes the loss.
+        Kept for skorch compatibility; the loss computes the loss.
     train_split : callable or None, default=None
-        skorch's split for internal validation. Unlike skorch's default, no
-        data is held out unless asked, e.g. ``skorch.dataset.ValidSplit(0.2)``.
+        No data is held out unless asked (skorch holds out 20% by default),
+        e.g. ``skorch.dataset.ValidSplit(0.2)``.
     device : str, default="auto"
-        ``"auto"`` trains on CUDA when available, else on the CPU. Asking for
-        ``"cuda"`` on a machine without it fails at ``fit``.
+        CUDA when available, else the CPU; ``"cuda"`` without CUDA fails at ``fit``.
     **kwargs
         Any other :class:`skorch.NeuralNetClassifier` parameter
         (``max_epochs``, ``lr``, ``optimizer``, ``batch_size``, ``callbacks``,
-        ``module__*``, ``optimizer__*``, ...).
+        ``module__*``, ``optimizer__*``, ...). Three defaults depart from
+        skorch's, so that a fit with none of them set trains a good student:
+        ``optimizer=torch.optim.Adam`` (skorch: SGD), ``lr=1e-3`` (skorch:
+        0.01) and ``max_epochs=DEFAULT_MAX_EPOCHS`` (skorch: 10). A student
+        that ends far below its teacher gets an :class:`UnderTrainedWarning`
+        naming the settings to change.
 
     Attributes
     ----------
@@ -171,7 +146,9 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         The labels seen in ``fit``, sorted; ``predict`` returns them.
     n_features_in_ : int
     loss_ : DistillationLoss
-        The initialised loss callback.
+        The loss of the last fit (built once per fit from ``loss`` and ``loss__*``).
+    trainer_ : Trainer
+        The trainer of the last fit.
     teacher_ : skd.teachers.Teacher or None
         The teacher adapter used by the last ``fit``.
     teacher_fitted_in_fit_ : bool
@@ -181,14 +158,15 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         The teacher's accuracy on the book's rows (None for online teachers);
         see :func:`skd._fit_teacher.score_book` for when it warns.
     history : skorch History
-        Per epoch: ``train_loss`` and every loss term (e.g. ``"kd"``), and
-        ``valid_*`` twins when there is a validation split;
-        ``*_unscaled_loss`` (no warm-up or schedule factors; ``EarlyStopping``
-        watches it); ``graph_steps``/``eager_steps``.
+        Per epoch: ``train_loss``, every loss term, ``*_unscaled_loss`` (no
+        warm-up or schedule factors; ``EarlyStopping`` watches it), and
+        ``valid_*`` twins with a validation split.
     train_step_path_ : {"graph", "eager", "graph+eager"}
         Which training step ran in the last fit.
     eager_reasons_ : list of str
         Why the captured step did not run (empty when it did).
+    n_captures_ : int
+        CUDA graphs recorded by the last fit (1 unless something structural changed).
 
     Examples
     --------
@@ -197,17 +175,30 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
     >>> from skd import MLP, DistillationClassifier
     >>> X, y = load_digits(return_X_y=True)
     >>> clf = DistillationClassifier(MLP, teacher=LogisticRegression(max_iter=500), loss="kd",
-    ...                              max_epochs=2, verbose=0, device="cpu", random_state=0)
+    ...                              verbose=0, device="cpu", random_state=0)
     >>> clf.fit(X / 16, y).predict(X[:3] / 16).shape
     (3,)
     >>> clf.teacher_fitted_in_fit_, clf.teacher_score_ > 0.9  # fitted in fit, accurate
     (True, True)
     """
 
-    prefixes_ = NeuralNetClassifier.prefixes_ + ["loss", "teacher"]
+    prefixes_ = NeuralNetClassifier.prefixes_ + ["loss", "teacher", "trainer"]
     # The teacher is not a cuda_dependent_attribute: skorch pickles those in a
     # nested stream that stores classes by reference, which breaks teachers
     # defined in __main__ (notebooks) in joblib/Dask workers; see skd._pickling.
+
+    #: The constraints of skd's own parameters, checked once at the start of each fit.
+    _parameter_constraints = {
+        "book": [Options(("auto", "memory", "online"))],
+        "book_dir": [None, str, os.PathLike],
+        "augment": [None, Satisfies(callable, "a callable (X_batch, y_batch) -> X_batch")],
+        "augment_mode": [Options(("add", "replace"))],
+        "random_state": [None, Interval(Integral, None, None)],
+        "teacher_other": [Options(("drop", "bucket"))],
+        "max_epochs": [Interval(Integral, 1, None)],
+        "trainer": [Trainer, Satisfies(lambda t: isinstance(t, type) and issubclass(t, Trainer),
+                                       "skd.training.Trainer or a subclass of it")],
+    }
 
     def __init__(
         self,
@@ -215,40 +206,31 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         teacher: Any = None,
         loss: str | DistillationLoss = "kd",
         *,
-        teacher_cache: str | bool = "auto",
+        trainer=Trainer,
+        book: str = "auto",
+        book_dir=None,
         augment=None,
         augment_mode: str = "add",
-        on_nonfinite: str = "raise",
-        nonfinite_check_every: str | int = "auto",
-        batching: str = "auto",
         random_state: int | None = None,
-        step_mode: str = "auto",
-        record_batches: str | bool = "auto",
-        precision: str = "32",
-        book_cache=None,
-        unlabelled: Any = -1,
+        unlabelled: Any = None,
         teacher_other: str = "drop",
         criterion=torch.nn.CrossEntropyLoss,
         train_split=None,
         device: str | None = "auto",
         **kwargs,
     ):
-        super().__init__(
-            module, criterion=criterion, train_split=train_split, device=device, **kwargs
-        )
+        kwargs.setdefault("optimizer", torch.optim.Adam)
+        kwargs.setdefault("lr", 1e-3)
+        kwargs.setdefault("max_epochs", DEFAULT_MAX_EPOCHS)
+        super().__init__(module, criterion=criterion, train_split=train_split, device=device, **kwargs)
         self.teacher = teacher
         self.loss = loss
-        self.teacher_cache = teacher_cache
+        self.trainer = trainer
+        self.book = book
+        self.book_dir = book_dir
         self.augment = augment
         self.augment_mode = augment_mode
-        self.on_nonfinite = on_nonfinite
-        self.nonfinite_check_every = nonfinite_check_every
-        self.batching = batching
         self.random_state = random_state
-        self.step_mode = step_mode
-        self.record_batches = record_batches
-        self.precision = precision
-        self.book_cache = book_cache
         self.unlabelled = unlabelled
         self.teacher_other = teacher_other
 
@@ -260,9 +242,17 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         return {key: value for key, value in params.items() if not key.startswith("_")}
 
     def set_params(self, **kwargs):
-        # loss__/teacher__ values are read at the next fit; skorch's own
-        # re-initialisation logic knows only modules, criteria and optimizers.
-        routed = [key for key in kwargs if key.startswith(("loss", "teacher"))]
+        """Set parameters; ``loss__*``, ``teacher__*`` and ``trainer__*`` are read at the next fit.
+
+        Changing ``loss`` to another loss drops the ``loss__*`` settings made
+        earlier that the new loss does not have (they belonged to the old
+        one), so ``set_params(loss="dist")`` after ``loss__kd_weight=0.5`` works.
+        """
+        if "loss" in kwargs:
+            for key in foreign_loss_params(kwargs["loss"], [k for k in vars(self) if k not in kwargs]):
+                delattr(self, key)
+                self._params_to_validate.discard(key)
+        routed = [key for key in kwargs if key.split("__")[0] in ("loss", "teacher", "trainer")]
         for key in routed:
             setattr(self, key, kwargs.pop(key))
             if "__" in key:
@@ -273,7 +263,7 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True  # scipy sparse X is densified per batch (skd._batching)
+        tags.input_tags.sparse = True  # scipy sparse X is densified per batch (skd.training.batching)
         return tags
 
     @property
@@ -297,27 +287,9 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
                 f"{type(self).__name__} has no classes_ before fit; call fit first."
             ) from None
 
-    def _epoch_generator(self):
-        epoch = len(self.history) if getattr(self, "history_", None) is not None else 0
-        return epoch_generator(checked_seed(self.random_state), epoch)
-
     def initialize(self):
         with resolved_device(self), seeded(checked_seed(self.random_state)):
             return super().initialize()
-
-    def initialize_callbacks(self):
-        self.loss_ = make_loss(self.loss, self.get_params_for("loss"))
-        check_loss_numbers(self.loss_)
-        super().initialize_callbacks()
-        self.callbacks_ = watch_unscaled(self.callbacks_)
-        if "loss" in [name for name, _ in self.callbacks_]:
-            raise ValueError("The callback name 'loss' is reserved by skd for the loss; rename yours.")
-        first_log = next(
-            (i for i, (_, cb) in enumerate(self.callbacks_) if isinstance(cb, PrintLog)),
-            len(self.callbacks_),
-        )
-        self.callbacks_[first_log:first_log] = [("loss", self.loss_)]
-        return self
 
     def initialize_module(self):
         kwargs = with_data_dims(self.module, self.get_params_for("module"), getattr(self, "data_dims_", None))
@@ -329,30 +301,6 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         # Labels are validated and encoded in fit; skorch sees encoded y.
         pass
 
-    # ------------------------------------------------------------- validation
-    def _validate_X(self, X, reset: bool):
-        return validate_X(self, X, reset)
-
-    def _validate_training_data(self, X, y, reset: bool, classes=None):
-        refuse_if_exported(self)
-        check_options(self, X)
-        X = validate_X(self, X, reset)
-        known = classes if classes is not None else self.classes
-        encoder = None if reset else self.label_encoder_
-        labels = partial_labels(y, X, known, encoder, type(self).__name__, marker=self.unlabelled,
-                                teacher_known=teacher_classes(self.teacher),
-                                bucket=self.teacher_other == "bucket")
-        check_unlabelled_fit(labels.encoded, make_loss(self.loss, self.get_params_for("loss")),
-                             self.loss, self.unlabelled)
-        if reset:
-            self.label_encoder_ = labels.encoder
-            self.classes_inferred_ = labels.encoder.classes_
-            self.data_dims_ = data_dims(X, len(self.classes_))
-        if is_book(X):
-            X = check_book_logits(X, len(self.classes_))
-        return X, labels.raw, labels.encoded
-
-    # ---------------------------------------------------------------- teacher
     def write_book(self, X) -> dict:
         """Return the book ``{"X": X, "teacher_logits": logits}`` for ``X``.
 
@@ -365,9 +313,12 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
             features = validate_X(self, X, reset=False)
             return make_book(features, self.teacher_.book_logits(features, original=X))
 
-    # -------------------------------------------------------------------- fit
     def fit(self, X, y=None, **fit_params):
         """Fit the student to the labels and the teacher.
+
+        Bad input raises before anything changes: a fitted estimator stays
+        as it was. A failure during training (a non-finite loss, an
+        interrupt) keeps the student at its last good weights.
 
         Parameters
         ----------
@@ -383,27 +334,8 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         -------
         self
         """
-        if not isinstance(self.max_epochs, (int, np.integer)) or self.max_epochs < 1:
-            raise ValueError(
-                f"max_epochs must be an int >= 1 for fit, got {self.max_epochs!r}; "
-                "max_epochs=0 would return an untrained student."
-            )
-        with resolved_device(self):
-            checked_seed(self.random_state)
-            self._in_fit_, self._training_started_ = True, False
-            try:
-                original, (X, y_raw, y_encoded) = X, self._validate_training_data(X, y, reset=True)
-                if not self.warm_start or not self.initialized_:
-                    self.initialize()
-                return self._fit_validated(X, y_raw, y_encoded, original, **fit_params)
-            except BaseException:
-                # bad input leaves nothing half-fitted; a failure while training (a
-                # non-finite loss, an interrupt) keeps the student at its last good weights
-                if not getattr(self, "_training_started_", False):
-                    forget_failed_fit(self)
-                raise
-            finally:
-                self._in_fit_ = False
+        fresh = not self.warm_start or not self.initialized_
+        return self._fit(X, y, self.classes, first=True, initialize=fresh, **fit_params)
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         """Continue training for ``max_epochs`` without re-initialising.
@@ -411,95 +343,114 @@ class DistillationClassifier(StudentPrediction, KeepsFittedTeachers, SavesStuden
         ``classes`` gives all labels on the first call when a batch of data
         may miss some.
         """
-        with resolved_device(self):
-            checked_seed(self.random_state)
-            first = not self.initialized_ or not hasattr(self, "label_encoder_")
-            original, (X, y_raw, y_encoded) = X, self._validate_training_data(X, y, first, classes)
-            if not self.initialized_:
-                self.initialize()
-            return self._fit_validated(X, y_raw, y_encoded, original, **fit_params)
+        first = not self.initialized_ or not hasattr(self, "label_encoder_")
+        return self._fit(X, y, classes, first=first, initialize=not self.initialized_, **fit_params)
 
-    def fit_loop(self, X, y=None, epochs=None, **fit_params):
-        # In fit (not partial_fit), history is fresh unless a LoadInitState
-        # callback restored a checkpoint in on_train_begin: then train only the
-        # epochs that remain, so that a resumed fit ends where an uninterrupted
-        # one would.
-        if epochs is None and getattr(self, "_in_fit_", False):
-            epochs = max(self.max_epochs - len(self.history), 0)
-        return super().fit_loop(X, y, epochs=epochs, **fit_params)
-
-    def _step_parts(self) -> StepParts:
-        return StepParts(
-            forward=self.infer, loss=self.loss_, teacher=getattr(self, "teacher_", None),
-            augment=self.augment, augment_mode=self.augment_mode,
-            n_classes=len(self.classes_), device=torch.device(self.device), precision=self.precision,
-        )
-
-    def _fit_validated(self, X, y_raw, y_encoded, original, **fit_params):
+    def _fit(self, X, y, classes, first: bool, initialize: bool, **fit_params):
+        """validate → labels → teacher → book → fitted attributes → train → check."""
         fit_params.pop("_routing_method", None)
-        fit_X, fit_y = labelled_part(X, y_raw, y_encoded)
-        self.teacher_ = teacher_for_fit(
-            self.teacher, self.get_params_for("teacher"), self.loss_, self.loss, fit_X, fit_y,
-            self.classes_, self.device, lambda: self_teacher(self, X, y_raw),
-            original=original if fit_y is y_raw else None, bucket=self.teacher_other == "bucket",
-        )
-        self.teacher_fitted_in_fit_ = bool(getattr(self.teacher_, "fitted_in_setup_", False))
-        if self.teacher_ is not None and writes_book(self.teacher_cache, self.augment,
-                                                     self.augment_mode, X):
-            cache = check_book_cache(self.book_cache)
-            key = book_key(X, y_raw, self.teacher_) if cache is not None else None
-            X = make_book(X, cached_book_logits(
-                cache, key, lambda: self.teacher_.book_logits(X, original=original)))
-        elif self.teacher_ is not None:
-            probe_teacher(self.teacher_, X, y_encoded, self.unlabelled)
-        self.teacher_score_ = score_book(X, y_encoded, self.teacher_, self.verbose)
-        self.trainer_ = Trainer(
-            self._step_parts(), self.module_, lambda: self.optimizer_, lambda: self.history, self.notify,
-            self.callbacks_, self._set_training, on_nonfinite=self.on_nonfinite,
-            check_every=self.nonfinite_check_every, record_batches=self.record_batches,
-            step_mode=self.step_mode,
-        )
-        self._training_started_ = True
-        try:
-            NeuralNet.partial_fit(self, X, y_encoded, **fit_params)
-        finally:
-            # the trainer holds CUDA graphs and device buffers: keep only what it says
-            self.train_step_path_ = self.trainer_.path
-            self.eager_reasons_ = list(self.trainer_.blockers or [])
-            del self.trainer_
+        with resolved_device(self), fit_threads():
+            loss, trainer, cache = self._checked_settings()
+            features, labels = self._checked_data(X, y, first, classes, loss)
+            teacher = self._teacher_for(features, labels, loss, original=X)
+            book = self._book_for(features, labels, teacher, cache, original=X)
+            self._set_fitted(labels, book, loss, trainer, teacher, first, initialize)
+            self._train(book, labels.encoded, whole=initialize, **fit_params)
+            warn_if_undertrained(self, book, labels.encoded)
         return self
 
-    # --------------------------------------------------------------- batching
-    def get_iterator(self, dataset, training=False):
-        """Batches of ``dataset``: device slices for in-memory data, else a DataLoader."""
-        prefix = "iterator_train" if training else "iterator_valid"
-        return make_iterator(
-            dataset, self.iterator_train if training else self.iterator_valid,
-            self.get_params_for(prefix), self.batch_size, self.device, training=training,
-            fast=self.batching == "auto", generator=self._epoch_generator,
-        )
+    def _checked_settings(self) -> tuple[DistillationLoss, Trainer, Any]:
+        """Every parameter checked once; the fit's loss and trainer built once."""
+        refuse_if_exported(self)
+        validate_params(self._parameter_constraints, self.get_params(deep=False), "",
+                        type(self).__name__)
+        checked_seed(self.random_state)
+        loss = make_loss(self.loss, self.get_params_for("loss"))
+        trainer = self.trainer
+        trainer = (type(trainer)(**{**trainer.get_params(), **self.get_params_for("trainer")})
+                   if isinstance(trainer, Trainer) else trainer(**self.get_params_for("trainer")))
+        return loss, trainer.validate(), check_book_cache(self.book_dir)
 
-    # ------------------------------------------------------------ train step
-    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
-        """One epoch through :class:`skd.training.Trainer` (terms summed on the device)."""
-        self.trainer_.run_epoch(iterator, training=training, prefix=prefix, **fit_params)
+    def _checked_data(self, X, y, first: bool, classes, loss) -> tuple[Any, Labels]:
+        """The checked features (or book) and labels; nothing is stored on the estimator."""
+        check_augment(self.augment, self.augment_mode, self.book, X)
+        features = validate_X(self, X, reset=first)
+        labels = partial_labels(y, features, classes, None if first else self.label_encoder_,
+                                type(self).__name__, marker=self.unlabelled,
+                                teacher_known=teacher_classes(self.teacher),
+                                bucket=self.teacher_other == "bucket")
+        check_unlabelled_fit(labels.encoded, loss, self.loss, self.unlabelled)
+        if is_book(features):
+            features = check_book_logits(features, len(labels.encoder.classes_))
+        return features, labels
 
-    def train_step(self, batch, **fit_params):
-        """One eager training step on ``batch`` (inside a fit)."""
-        return self.trainer_.train_step(batch, len(self.history), **fit_params)[0]
+    def _teacher_for(self, X, labels: Labels, loss: DistillationLoss, original):
+        """The set-up teacher of this fit, or None (no teacher needed, or X is a book)."""
+        if not loss.requires_teacher or is_book(X):
+            return None
+        if loss.self_teaching:
+            chosen = self_teacher(self, X, labels.raw)
+        else:
+            chosen = chosen_teacher(self.teacher, self.get_params_for("teacher"), self.loss)
+        fit_X, fit_y = labelled_part(X, labels.raw, labels.encoded)
+        return setup_teacher(chosen, fit_X, fit_y, labels.encoder.classes_, self.device,
+                             original=original if fit_y is labels.raw else None,
+                             bucket=self.teacher_other == "bucket")
 
-    def _set_training(self, training=True):
-        # skorch calls module.train() on every batch, which walks every
-        # submodule; skip it when the student is already in that mode.
-        module = getattr(self, "module_", None)
-        if isinstance(module, torch.nn.Module) and module.training == training:
-            return
-        super()._set_training(training)
+    def _book_for(self, X, labels: Labels, teacher, cache, original):
+        """``X`` with the teacher's logits written once (the book), or ``X`` for an online teacher."""
+        if teacher is None:
+            return X
+        if not writes_book(self.book, self.augment, self.augment_mode, X):
+            probe_teacher(teacher, X, labels.encoded, self.unlabelled)
+            return X
+        key = book_key(X, labels.raw, teacher, original=original) if cache is not None else None
+        logits = cached_book_logits(cache, key, lambda: teacher.book_logits(X, original=original))
+        return make_book(X, logits)
 
-    def infer(self, x, **fit_params):
-        return super().infer(features_of(x), **fit_params)
+    def _set_fitted(self, labels: Labels, book, loss, trainer, teacher, first: bool,
+                    initialize: bool) -> None:
+        """Store what the fit learnt before training; the one place a failure rolls back."""
+        before = dict(vars(self))
+        try:
+            if first:
+                self.label_encoder_ = labels.encoder
+                self.classes_inferred_ = labels.encoder.classes_
+                self.data_dims_ = data_dims(book, len(self.classes_))
+            self.loss_, self.trainer_, self.teacher_ = loss, trainer, teacher
+            self.teacher_fitted_in_fit_ = bool(getattr(teacher, "fitted_in_setup_", False))
+            if initialize:
+                self.initialize()
+            self.teacher_score_ = score_book(book, labels.encoded, teacher, self.verbose)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
 
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        """Sum of the loss terms for a batch (nothing is recorded)."""
-        y_true = to_tensor(y_true, device=self.device).long()
-        return stack_terms(terms_for(self._step_parts(), y_pred, y_true, X))[1]
+    def _train(self, X, y_encoded, whole: bool, **fit_params) -> None:
+        """skorch's training sequence, with the trainer and the resume-aware epoch count.
+
+        ``whole``: a fit (not ``partial_fit``, not a warm start) trains
+        ``max_epochs`` in all, so epochs restored by ``LoadInitState`` in
+        ``on_train_begin`` are not trained again.
+        """
+        parts = StepParts(forward=self.infer, loss=self.loss_, teacher=self.teacher_,
+                          augment=self.augment, augment_mode=self.augment_mode,
+                          n_classes=len(self.classes_), device=torch.device(self.device),
+                          labelled_only=y_encoded is not None and bool(labelled_rows(y_encoded).all()))
+        self.callbacks_ = watch_unscaled(self.callbacks_)  # EarlyStopping watches the unscaled loss
+        check_resume_callbacks(self.callbacks_)
+        before = len(self.history)
+        self.notify("on_train_begin", X=X, y=y_encoded)
+        restored = max(len(self.history) - before, 0) if whole else 0
+        self.trainer_.start(self, parts, find_schedules(self.callbacks_, self.max_epochs))
+        try:
+            self.fit_loop(X, y_encoded, epochs=max(self.max_epochs - restored, 0), **fit_params)
+        except KeyboardInterrupt:
+            pass  # as skorch: an interrupt ends training, the student keeps its weights
+        finally:
+            self.train_step_path_ = self.trainer_.path
+            self.eager_reasons_ = list(self.trainer_.blockers or [])
+            self.n_captures_ = self.trainer_.captures
+            self.trainer_.finish()
+        self.notify("on_train_end", X=X, y=y_encoded)

@@ -27,14 +27,13 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 import torch.distributed as dist
-from skorch.callbacks import Callback
 
 from skd.book import features_of, is_book
 
-__all__ = ["GradientAllReduce", "shard"]
+__all__ = ["shard", "world"]
 
 
-def _world(group=None) -> tuple[int, int]:
+def world(group=None) -> tuple[int, int]:
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError(
             "No torch.distributed process group: call torch.distributed.init_process_group(...) "
@@ -43,75 +42,58 @@ def _world(group=None) -> tuple[int, int]:
     return dist.get_rank(group), dist.get_world_size(group)
 
 
-class GradientAllReduce(Callback):
-    """Average the student's gradients over the processes of a ``torch.distributed`` group.
+def _rows(values, rows: np.ndarray):
+    """Rows ``rows`` of an array, tensor, sparse matrix, DataFrame or Series (by position)."""
+    if hasattr(values, "iloc"):
+        return values.iloc[rows]
+    if isinstance(values, torch.Tensor):
+        return values[torch.as_tensor(rows, device=values.device)]
+    return values[rows]
 
-    Add it to every rank's classifier, e.g.
-    ``callbacks=[("allreduce", GradientAllReduce())]``, and fit each rank on
-    its :func:`shard` with the same settings. With ``batch_size=b`` on ``k``
-    ranks, each step uses the gradient of ``k * b`` samples.
 
-    Parameters
-    ----------
-    group : torch.distributed.ProcessGroup or None, default=None
-        The group to average over; None is the default (world) group.
-
-    Notes
-    -----
-    A rank that stops early (an error, ``on_nonfinite="raise"``, an
-    ``EarlyStopping`` on per-rank scores) leaves the others waiting in the
-    all-reduce until the group's timeout; give ``init_process_group`` a
-    ``timeout``.
-    """
-
-    def __init__(self, group=None):
-        self.group = group
-
-    def on_train_begin(self, net, X=None, y=None, **kwargs):
-        _world(self.group)
-        source = dist.get_global_rank(self.group, 0) if self.group is not None else 0
-        for tensor in net.module_.state_dict().values():  # views: broadcast writes the weights
-            dist.broadcast(tensor, src=source, group=self.group)
-
-    def on_grad_computed(self, net, named_parameters, X=None, y=None, training=None, **kwargs):
-        grads = [param.grad for _, param in named_parameters if param.grad is not None]
-        if not grads:
-            return
-        _, world_size = _world(self.group)
-        flat = torch.cat([grad.reshape(-1) for grad in grads])
-        dist.all_reduce(flat, group=self.group)
-        flat /= world_size
-        offset = 0
-        for grad in grads:
-            grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
-            offset += grad.numel()
+def _n_rows(values) -> int:
+    return values.shape[0] if hasattr(values, "shape") else len(values)
 
 
 def shard(X, y, rank: int | None = None, world_size: int | None = None):
-    """This rank's rows of ``X`` (array, sparse matrix or book) and ``y``.
+    """This rank's rows of ``X`` (array, sparse matrix, tensor, DataFrame or book) and ``y``.
 
     Every ``world_size``-th row from ``rank`` on; the last ``n % world_size``
     rows are dropped so that every rank has as many rows, hence as many
-    batches (the all-reduce needs every rank at every step).
+    batches (the all-reduce needs every rank at every step). Rows are taken
+    by position: a DataFrame (or Series) by ``.iloc``, never by its columns
+    or index labels.
 
     Parameters
     ----------
-    X : ndarray, scipy sparse matrix, Tensor or book
-    y : array-like
+    X : ndarray, scipy sparse matrix, Tensor, DataFrame or book
+    y : array-like or Series
     rank, world_size : int or None
         Default: those of the initialised default process group.
 
     Returns
     -------
     X_shard, y_shard
+
+    Raises
+    ------
+    ValueError
+        If ``rank`` is not in ``[0, world_size)`` or ``y`` has another
+        number of rows than ``X``.
     """
     if rank is None or world_size is None:
-        rank, world_size = _world()
+        rank, world_size = world()
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}.")
-    y = np.asarray(y)
-    n_rows = features_of(X).shape[0]
+    n_rows = _n_rows(features_of(X))
+    y = np.asarray(y)  # by position, as before: a Series gives its values
+    n_labels = y.shape[0] if y.ndim else 0
+    if n_labels != n_rows:
+        raise ValueError(
+            f"shard(X, y): y has {n_labels} rows but X has {n_rows}; give one label per row of X "
+            "(a book's rows are those of X['X'])."
+        )
     rows = np.arange(rank, n_rows // world_size * world_size, world_size)
     if is_book(X) or isinstance(X, Mapping):
-        return {key: value[rows] for key, value in X.items()}, y[rows]
-    return X[rows], y[rows]
+        return {key: _rows(value, rows) for key, value in X.items()}, y[rows]
+    return _rows(X, rows), y[rows]

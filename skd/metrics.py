@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import column_or_1d
 
-from skd._partial_labels import marker_rows
+from skd.labels import marker_rows
 
 __all__ = ["labelled_accuracy", "labelled_accuracy_score"]
 

@@ -1,10 +1,11 @@
-"""Pipeline steps that carry a book through feature transformers.
+"""Pipeline steps that write a book and carry it through feature transformers.
 
-:class:`skd.PrunedTeacher` writes the book ``{"X": features, "teacher_logits":
-logits}`` as a pipeline step, so the teacher sees the X that reaches that step.
-A prefit teacher trained on raw features must therefore come first; the
-feature steps after it are wrapped in :class:`OnFeatures`, which transforms a
-book's features and keeps its logits.
+:class:`WriteBook` runs a teacher once and hands on the book ``{"X":
+features, "teacher_logits": logits}`` (``PrunedTeacher`` is a shortcut for
+``WriteBook(PrunedTeacher(...))``), so the teacher sees the X that reaches
+that step. A prefit teacher trained on raw features must therefore come
+first; the feature steps after it are wrapped in :class:`OnFeatures`, which
+transforms a book's features and keeps its logits.
 """
 
 from __future__ import annotations
@@ -14,8 +15,70 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.helper import SliceDict
 
 from skd.book import BOOK_LOGITS, features_of, is_book, make_book
+from skd.teachers.cloning import KeepsFittedTeachers
+from skd.teachers.writing import book_of
 
-__all__ = ["OnFeatures"]
+__all__ = ["OnFeatures", "WriteBook"]
+
+
+class WriteBook(KeepsFittedTeachers, TransformerMixin, BaseEstimator):
+    """A pipeline step that runs a teacher once and hands the student its book.
+
+    **fit_transform differs from fit().transform()**, as in
+    :class:`sklearn.preprocessing.TargetEncoder`: ``fit_transform(X, y)``
+    returns the book ``{"X": X, "teacher_logits": logits}`` (a
+    :class:`skorch.helper.SliceDict`) that the classifier learns from, while
+    ``transform(X)`` returns ``X`` untouched, so that no teacher runs at
+    predict time. With ``Pipeline(memory=...)`` the book is reused by
+    candidates that differ only in later steps.
+
+    Parameters
+    ----------
+    teacher : object
+        Any teacher :class:`skd.DistillationClassifier` accepts (an unfitted
+        scikit-learn one is fitted on the step's ``X, y``), e.g. a
+        :class:`skd.PrunedTeacher`.
+    device : str, default="auto"
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        Labels of the book's columns.
+    teacher_score_ : float
+        Accuracy of the book's logits on the rows of ``fit_transform``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skd.pipeline import WriteBook
+    >>> X, y = load_digits(return_X_y=True)
+    >>> book = WriteBook(LogisticRegression(max_iter=500)).fit_transform(X, y)
+    >>> sorted(book.keys()), book["teacher_logits"].shape
+    (['X', 'teacher_logits'], (1797, 10))
+    """
+
+    def __init__(self, teacher=None, device: str = "auto"):
+        self.teacher = teacher
+        self.device = device
+
+    def fit(self, X, y=None):
+        """Run the teacher once (as ``fit_transform``) and keep its classes and score."""
+        self.fit_transform(X, y)
+        return self
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """Return the book ``{"X": X as float32, "teacher_logits": logits}``."""
+        if self.teacher is None:
+            raise ValueError("WriteBook needs a teacher: WriteBook(teacher=...).")
+        written = book_of(self.teacher, X, y, self.device)
+        self.classes_, self.teacher_score_ = written.classes, written.score
+        return written.book
+
+    def transform(self, X):
+        """Return X untouched: the teacher never runs at predict time."""
+        check_is_fitted(self, "classes_")
+        return X
 
 
 class OnFeatures(TransformerMixin, BaseEstimator):

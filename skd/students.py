@@ -31,6 +31,14 @@ class MLP(nn.Module):
         self, n_features: int, n_classes: int, hidden_units: Sequence[int] = (128,), dropout: float = 0.0
     ):
         super().__init__()
+        if isinstance(hidden_units, int) or not all(isinstance(u, int) and u > 0 for u in hidden_units):
+            raise TypeError(
+                f"module__hidden_units must be a sequence of positive ints, one per hidden layer, "
+                f"got {hidden_units!r}; for one layer of {hidden_units} units write "
+                f"module__hidden_units=({hidden_units},)."
+                if isinstance(hidden_units, int) else
+                f"module__hidden_units must be a sequence of positive ints, got {hidden_units!r}."
+            )
         layers: list[nn.Module] = [nn.Flatten()]
         width = n_features
         for units in hidden_units:

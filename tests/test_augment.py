@@ -36,14 +36,14 @@ def test_replace_mode_uses_only_the_augmented_view(digits, student, make_teacher
 def test_augment_errors(digits, student, make_teacher):
     X, y = digits
     teacher = make_teacher()
-    with pytest.raises(ValueError, match="augment_mode must be 'add' or 'replace'"):
+    with pytest.raises(ValueError, match="augment_mode of DistillationClassifier must be one of 'add', 'replace'; got 'mix'"):
         student(teacher=teacher, augment=lambda X, y: X, augment_mode="mix").fit(X, y)
-    with pytest.raises(ValueError, match="teacher_cache=True cannot be combined with augment_mode='replace'"):
-        student(teacher=teacher, augment=lambda X, y: X, teacher_cache=True, augment_mode="replace").fit(X, y)
+    with pytest.raises(ValueError, match="book='memory' cannot be combined with augment_mode='replace'"):
+        student(teacher=teacher, augment=lambda X, y: X, book="memory", augment_mode="replace").fit(X, y)
     online = make_teacher()
-    student(teacher=online, augment=lambda X, y: X, teacher_cache=False, max_epochs=1).fit(X, y)
+    student(teacher=online, augment=lambda X, y: X, book="online", max_epochs=1).fit(X, y)
     assert online.samples == 2 * len(X)  # no book: clean and augmented batches online
     with pytest.raises(ValueError, match="it must return a tensor shaped like the batch"):
         student(teacher=teacher, augment=lambda X, y: X[:, :10]).fit(X, y)
-    with pytest.raises(TypeError, match="augment must be a callable"):
+    with pytest.raises(ValueError, match="augment of DistillationClassifier must be None or a callable"):
         student(teacher=teacher, augment="cutmix").fit(X, y)

@@ -6,7 +6,7 @@ import torch
 from skorch.dataset import ValidSplit
 from torch.utils.data import TensorDataset
 
-from skd._batching import DeviceBatches
+from skd.training.batching import DeviceBatches
 
 
 @pytest.fixture
@@ -16,8 +16,8 @@ def student(make_student, make_teacher):
 
 def test_fast_path_gives_identical_weights_without_shuffle(digits, student):
     X, y = digits
-    fast = student(iterator_train__shuffle=False, batching="auto").fit(X, y)
-    slow = student(iterator_train__shuffle=False, batching="loader").fit(X, y)
+    fast = student(iterator_train__shuffle=False, trainer__batching="auto").fit(X, y)
+    slow = student(iterator_train__shuffle=False, trainer__batching="loader").fit(X, y)
     for a, b in zip(fast.module_.parameters(), slow.module_.parameters(), strict=False):
         assert torch.equal(a, b)
     assert np.array_equal(fast.predict_proba(X), slow.predict_proba(X))
@@ -28,7 +28,7 @@ def test_fast_path_is_used_for_arrays_and_books(digits, student):
     clf = student()
     clf.fit(X, y)
     assert isinstance(clf.get_iterator(clf.get_dataset(X, y), training=True), DeviceBatches)
-    clf.set_params(batching="loader")
+    clf.set_params(trainer__batching="loader")
     assert not isinstance(clf.get_iterator(clf.get_dataset(X, y), training=True), DeviceBatches)
 
 
@@ -36,7 +36,7 @@ def test_fast_path_matches_loader_accuracy_with_shuffle(digits, student):
     X, y = digits
     scores = {}
     for batching in ("auto", "loader"):
-        accs = [student(batching=batching, random_state=seed, loss="ce", max_epochs=8).fit(X[:1200], y[:1200])
+        accs = [student(trainer__batching=batching, random_state=seed, loss="ce", max_epochs=8).fit(X[:1200], y[:1200])
                 .score(X[1200:], y[1200:]) for seed in range(3)]
         scores[batching] = np.mean(accs)
     assert abs(scores["auto"] - scores["loader"]) < 0.02
@@ -79,5 +79,5 @@ def test_device_batches_cover_every_sample_once():
 
 def test_bad_batching_value(digits, student):
     X, y = digits
-    with pytest.raises(ValueError, match="batching must be 'auto' or 'loader'"):
-        student(batching="fast").fit(X[:50], y[:50])
+    with pytest.raises(ValueError, match="trainer__batching of Trainer must be one of 'auto', 'loader'; got 'fast'"):
+        student(trainer__batching="fast").fit(X[:50], y[:50])

@@ -87,10 +87,10 @@ def test_set_params_reaches_the_loss_at_fit(digits, student):
     X, y = digits
     clf = student(loss="kd").set_params(loss__temperature=3.0)
     clf.fit(X[:200], y[:200])
-    assert clf.loss_.temperature == 3.0 and clf.loss_.temperature_ == 3.0
+    assert clf.loss_.temperature == 3.0 and clf.trainer_.state.values.temperature == 3.0
     clf.set_params(loss="dkd", loss__temperature=2.0, loss__beta=2.0).fit(X[:200], y[:200])
     assert type(clf.loss_).__name__ == "DKD" and clf.loss_.beta == 2.0
-    clf.set_params(teacher_cache=False, max_epochs=1).fit(X[:200], y[:200])
+    clf.set_params(book="online", max_epochs=1).fit(X[:200], y[:200])
     assert clf.teacher_.n_forward_samples_ == 200
 
 
@@ -104,7 +104,7 @@ def test_grid_search_over_loss_and_temperature(digits, student):
     assert search.best_score_ > 0.7
     with pytest.raises(ValueError, match="loss__beta is not a parameter of CE"):
         student(loss="ce", loss__beta=2).fit(X[:100], y[:100])
-    with pytest.raises(ValueError, match="loss__temperature must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"loss__temperature of CE must be None or a finite number in \(0, inf\); got -1"):
         student(loss="ce", loss__temperature=-1).fit(X[:100], y[:100])
 
 
@@ -174,7 +174,7 @@ def test_unknown_loss_name_is_listed(digits, student):
 @pytest.mark.parametrize("temperature", [0, -1.0])
 def test_non_positive_temperature(digits, temperature, student):
     X, y = digits
-    with pytest.raises(ValueError, match="loss__temperature must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"loss__temperature of KD must be a finite number in \(0, 1000\]; got"):
         student(loss__temperature=temperature).fit(X[:50], y[:50])
 
 
@@ -183,7 +183,7 @@ def test_nan_or_inf_in_X(digits, value, word, student):
     X, y = digits
     X = X.copy()
     X[3, 5] = value
-    with pytest.raises(ValueError, match=f"Input X contains {word}"):
+    with pytest.raises(ValueError, match="Input X contains NaN or infinity.*impute"):
         student().fit(X, y)
     with pytest.raises(ValueError, match="NaN or infinity"):
         student().fit(torch.as_tensor(X), y)
@@ -217,10 +217,10 @@ def test_loss_needing_a_teacher_without_one(digits, student):
         student(teacher=None).fit(X[:50], y[:50])
 
 
-def test_teacher_cache_value(digits, student):
+def test_book_value(digits, student):
     X, y = digits
-    with pytest.raises(ValueError, match="teacher_cache must be 'auto', True or False"):
-        student(teacher_cache="yes").fit(X[:50], y[:50])
+    with pytest.raises(ValueError, match="book of DistillationClassifier must be one of 'auto', 'memory', 'online'; got 'yes'"):
+        student(book="yes").fit(X[:50], y[:50])
 
 
 
@@ -251,3 +251,24 @@ def test_classes_parameter_declares_labels_missing_from_y(digits, student):
     assert clf.predict_proba(X[:3]).shape == (3, 11)
     with pytest.raises(ValueError, match=r"y contains labels \[12\] not seen"):
         clf.partial_fit(X[:2], [0, 12])
+
+
+def test_fit_builds_one_loss_and_one_trainer(digits, student, monkeypatch):
+    import skd.classifier
+    from sklearn.exceptions import NotFittedError
+
+    from skd import Trainer
+    from skd.losses import DistillationLoss
+
+    X, y = digits
+    clf = student(loss="kd", trainer__step_mode="eager")
+    with pytest.raises(NotFittedError):
+        clf.get_loss(torch.zeros(2, 10), torch.zeros(2, dtype=torch.long))
+    built = []
+    real = skd.classifier.make_loss
+    monkeypatch.setattr(skd.classifier, "make_loss", lambda *a, **k: built.append(1) or real(*a, **k))
+    clf.fit(X[:200], y[:200])
+    assert len(built) == 1  # once per fit, whatever the number of epochs
+    assert isinstance(clf.trainer_, Trainer) and clf.trainer_.step_mode == "eager"
+    assert isinstance(clf.loss_, DistillationLoss)
+    assert not any(isinstance(cb, DistillationLoss) for _, cb in clf.callbacks_)

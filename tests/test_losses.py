@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
-from skd import MLP, DistillationClassifier
+from skd import MLP, DistillationClassifier, SoftLossSchedule, TemperatureSchedule
+from skd.callbacks import find_schedules
 from skd.losses import (
     CAKD,
     CE,
@@ -21,13 +22,12 @@ from skd.losses import (
     KD,
     R2KD,
     DistillationLoss,
-    SoftLossSchedule,
-    TemperatureSchedule,
     TfKD,
     available_losses,
     get_loss_class,
     make_loss,
 )
+from skd.training.state import EpochState, EpochValues
 
 ALL_LOSSES = [CE(), KD(), DKD(), CAKD(), R2KD(), DIST(), TfKD()]
 
@@ -37,11 +37,11 @@ def total(loss, student, teacher, y):
 
 
 def test_registry_has_every_method():
-    assert available_losses() == ["cakd", "ce", "dist", "dkd", "kd", "r2kd", "tfkd"]
+    assert {"cakd", "ce", "dist", "dkd", "kd", "r2kd", "tfkd"} <= set(available_losses())
 
 
 def test_unknown_loss_name_lists_valid_names():
-    with pytest.raises(ValueError, match="Unknown loss 'kdd'.*cakd, ce, dist, dkd, kd, r2kd, tfkd"):
+    with pytest.raises(ValueError, match="Unknown loss 'kdd'. Valid names are: cakd, ce, .*dist, dkd, kd, "):
         make_loss("kdd", {})
 
 
@@ -65,6 +65,9 @@ def test_terms_match_declared_names_and_are_finite(loss):
     terms = loss(student, teacher, y)
     assert tuple(terms) == type(loss).terms == loss.terms
     assert all(torch.isfinite(v) and v.ndim == 0 for v in terms.values())
+    # the base class owns CE: compute_terms returns the loss's own (soft) terms only
+    soft = loss.compute_terms(student, teacher, y, loss.epoch_values(1).temperature)
+    assert tuple(soft) == tuple(name for name in loss.terms if name != "ce")
 
 
 @pytest.mark.parametrize("loss", ALL_LOSSES, ids=lambda loss: type(loss).__name__)
@@ -188,18 +191,18 @@ def test_cakd_strong_k_too_large_is_named():
 @pytest.mark.parametrize(
     "loss, match",
     [
-        (KD(temperature=0), "loss__temperature must be a finite number > 0"),
+        (KD(temperature=0), r"loss__temperature of KD must be a finite number in \(0, 1000\]; got 0\."),
         (KD(temperature=-2), "loss__temperature"),
-        (DKD(beta=-1), "loss__beta must be >= 0"),
+        (DKD(beta=-1), r"loss__beta of DKD must be a finite number in \[0, inf\); got -1"),
         (CAKD(strong_rule="top"), "loss__strong_rule"),
-        (CAKD(strong_k=-1), "loss__strong_k must be None or an int >= 0"),
+        (CAKD(strong_k=-1), r"loss__strong_k of CAKD must be None or an int in \[0, inf\]; got -1"),
         (R2KD(value="spearman"), "loss__value"),
         (TfKD(mode="both"), "loss__mode"),
         (TfKD(a=1.5), "loss__a"),
-        (TfKD(convention="code"), "loss__convention must be 'paper' or 'released', got 'code'"),
-        (DIST(convention=None), "loss__convention must be 'paper' or 'released'"),
+        (TfKD(convention="code"), "loss__convention of TfKD must be one of 'paper', 'released'; got 'code'"),
+        (DIST(convention=None), "loss__convention of DIST must be one of 'paper', 'released'; got None"),
         (R2KD(convention="Paper"), "loss__convention"),
-        (R2KD(rank_sharpness=0), "loss__rank_sharpness must be > 0"),
+        (R2KD(rank_sharpness=0), r"loss__rank_sharpness of R2KD must be a finite number in \(0, inf\); got 0"),
     ],
 )
 def test_bad_loss_parameters_fail_at_initialize(loss, match):
@@ -212,7 +215,9 @@ def test_dkd_warmup_is_linear_in_epochs(digits):
     clf = DistillationClassifier(MLP, teacher=lambda X: torch.zeros(len(X), 10), loss="dkd",
                                  loss__warmup=4, max_epochs=3, verbose=0, device="cpu")
     clf.fit(X[:200], y[:200])
-    assert clf.loss_.warmup_scale_ == pytest.approx(3 / 4)
+    # the last epoch's values, as the trainer used them
+    assert clf.trainer_.state.values.warmup == pytest.approx(3 / 4)
+    assert clf.trainer_.state.values.soft_scale == pytest.approx(3 / 4)
 
 
 class MarginLoss(DistillationLoss):
@@ -223,11 +228,8 @@ class MarginLoss(DistillationLoss):
     def __init__(self, weight=1.0):
         self.weight = weight
 
-    def compute_terms(self, student_logits, teacher_logits, y):
-        return {
-            "ce": self.cross_entropy(student_logits, y),
-            "mse": self.weight * (student_logits - teacher_logits).pow(2).mean(),
-        }
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
+        return {"mse": self.weight * (student_logits - teacher_logits).pow(2).mean()}
 
 
 def test_custom_loss_fits_records_terms_and_tunes(digits):
@@ -348,25 +350,50 @@ class _History(list):
 
 
 @pytest.mark.parametrize("order", ["schedules_first", "loss_first"])
-def test_loss_reads_schedules_in_its_own_epoch_begin(order):
+def test_loss_reads_schedules_through_epoch_values(order):
     soft = SoftLossSchedule(start=1.0, end=0.0).initialize()
     temp = TemperatureSchedule(start=8.0, end=4.0).initialize()
     loss = KD(temperature=3.0).initialize()
     callbacks = [("gslr", soft), ("temp", temp), ("loss", loss)]
     if order == "loss_first":
         callbacks = callbacks[::-1]
+    schedules = find_schedules(callbacks, max_epochs=5)
+    assert schedules.soft is soft and schedules.temperature is temp and schedules.max_epochs == 5
     seen = []
     for epoch in range(1, 6):
-        net = _net(epoch, *callbacks)
+        values = loss.epoch_values(epoch, schedules)
+        net = _net(epoch, *[(name, cb) for name, cb in callbacks if cb is not loss])
         for _, callback in net.callbacks_:
             callback.on_epoch_begin(net)
-        seen += [loss.soft_scale_, loss.ce_scale_, loss.temperature_]
-        assert net.history[-1] == {"soft_scale": loss.soft_scale_, "temperature": loss.temperature_}
+        seen += [values.soft_scale, values.ce_scale, values.temperature]
+        assert net.history[-1] == {"soft_scale": values.soft_scale, "temperature": values.temperature}
     assert seen == pytest.approx([1.0, 1.0, 8.0, 0.75, 1.25, 7.0, 0.5, 1.5, 6.0, 0.25, 1.75, 5.0, 0.0, 2.0, 4.0])
     # the schedules wrote nothing on the loss: without them the loss falls back to its own values
-    net = _net(2, ("loss", loss))
-    loss.on_epoch_begin(net)
-    assert (loss.soft_scale_, loss.ce_scale_, loss.temperature_) == (1.0, 1.0, 3.0)
+    assert vars(loss) == {"temperature": 3.0, "ce_weight": 0.1, "kd_weight": 0.9, "standardize": False}
+    assert loss.epoch_values(2, find_schedules([("loss", loss)], 5)) == EpochValues(3.0, 1.0, 1.0, 1.0)
+    assert loss.epoch_values(2) == EpochValues(3.0, 1.0, 1.0, 1.0)
+
+
+def test_loss_applies_the_epoch_state_it_is_given():
+    soft = SoftLossSchedule(start=1.0, end=0.0).initialize()
+    temp = TemperatureSchedule(start=8.0, end=4.0).initialize()
+    schedules = find_schedules([("gslr", soft), ("temp", temp)], max_epochs=5)
+    loss = KD(temperature=3.0).initialize()
+    torch.manual_seed(0)
+    student, teacher, y = torch.randn(16, 10), torch.randn(16, 10), torch.randint(0, 10, (16,))
+    plain = loss(student, teacher, y)  # no state: the parameters' values
+    at_t8 = KD(temperature=8.0).initialize()(student, teacher, y)
+    first = loss(student, teacher, y, loss.epoch_state(1, schedules))
+    assert torch.allclose(first["ce"], plain["ce"]) and torch.allclose(first["kd"], at_t8["kd"])
+    middle = loss(student, teacher, y, loss.epoch_state(3, schedules))
+    at_t6 = KD(temperature=6.0).initialize()(student, teacher, y)
+    assert torch.allclose(middle["ce"], 1.5 * plain["ce"]) and torch.allclose(middle["kd"], 0.5 * at_t6["kd"])
+    last = loss(student, teacher, y, loss.epoch_state(5, schedules))
+    assert torch.allclose(last["ce"], 2.0 * plain["ce"]) and last["kd"].item() == 0.0
+    # the state holds the values it was made from
+    values = loss.epoch_values(3, schedules)
+    assert loss.epoch_state(3, schedules).values == values
+    assert isinstance(loss.epoch_state(3, schedules), EpochState)
 
 
 def test_schedule_writes_only_history():
@@ -377,19 +404,24 @@ def test_schedule_writes_only_history():
     assert vars(net.loss_) == {} and net.history[-1] == {"soft_scale": 1.0}
 
 
-def test_two_schedules_of_one_kind_are_an_error():
-    loss = KD().initialize()
-    net = _net(1, ("a", TemperatureSchedule().initialize()), ("b", TemperatureSchedule().initialize()),
-               ("loss", loss))
+def test_two_schedules_of_one_kind_are_an_error(digits):
+    callbacks = [("a", TemperatureSchedule().initialize()), ("b", TemperatureSchedule().initialize())]
     with pytest.raises(ValueError, match="Found 2 TemperatureSchedule callbacks \\('a', 'b'\\).*Remove all but one"):
-        loss.on_epoch_begin(net)
+        find_schedules(callbacks, max_epochs=5)
+    X, y = digits
+    clf = DistillationClassifier(MLP, teacher=torch.nn.Linear(64, 10), max_epochs=1, verbose=0,
+                                 device="cpu", callbacks=[("a", TemperatureSchedule()),
+                                                          ("b", TemperatureSchedule())])
+    with pytest.raises(ValueError, match="Found 2 TemperatureSchedule callbacks"):
+        clf.fit(X[:50], y[:50])
 
 
 def test_warmup_and_temperature_fall_back_without_schedules():
     loss = DKD(warmup=4, temperature=2.0).initialize()
     for epoch, expected in [(1, 0.25), (2, 0.5), (4, 1.0), (9, 1.0)]:
-        loss.on_epoch_begin(_net(epoch, ("loss", loss)))
-        assert loss.warmup_scale_ == expected and loss.temperature_ == 2.0
+        values = loss.epoch_values(epoch, find_schedules([("loss", loss)], max_epochs=10))
+        assert values.warmup == expected and values.soft_scale == expected and values.temperature == 2.0
+        assert values == loss.epoch_values(epoch)
 
 
 # -- conventions against independent transcriptions of the reference code ------
@@ -404,17 +436,26 @@ def _ref_pearson(a, b):
 
 
 def _ref_exact_pearson(a, b):
+    """The exact rho per row, NaN where it is undefined (a constant row)."""
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    den = ((a * a).sum(1) * (b * b).sum(1)).sqrt()
-    return torch.where(den > 1e-12, (a * b).sum(1) / den.clamp_min(1e-12), 0.0)
+    na, nb = a.norm(dim=1), b.norm(dim=1)
+    defined = (na > 0) & (nb > 0)
+    return torch.where(defined, (a * b).sum(1) / (na * nb).clamp_min(1e-300), torch.nan)
+
+
+def _ref_mean_distance(rho):
+    """The paper convention's mean: undefined correlations left out, 0 if none is defined."""
+    defined = ~rho.isnan()
+    return torch.where(defined, 1 - rho, 0.0).sum() / defined.sum().clamp_min(1)
 
 
 def _ref_dist(zs, zt, tau, released):
     """hunto/image_classification_sota dist_kd.py (released) or the paper's exact rho (beta = gamma = 1)."""
     ys, yt = (zs / tau).softmax(1), (zt / tau).softmax(1)
-    rho = _ref_pearson if released else _ref_exact_pearson
-    intra = 1 - rho(ys.T, yt.T).mean() if released or len(zs) > 1 else 0.0
-    return tau**2 * ((1 - rho(ys, yt).mean()) + intra)
+    if released:
+        return tau**2 * ((1 - _ref_pearson(ys, yt).mean()) + (1 - _ref_pearson(ys.T, yt.T).mean()))
+    return tau**2 * (_ref_mean_distance(_ref_exact_pearson(ys, yt))
+                     + _ref_mean_distance(_ref_exact_pearson(ys.T, yt.T)))
 
 
 def _ref_r2kd_value(zs, zt, tau):

@@ -37,7 +37,8 @@ def test_nonfinite_loss_raises_with_epoch_batch_and_term(digits, student):
     clf.set_params(callbacks=[Snapshot(), PoisonAt(epoch=2, batch=3)])
     with pytest.raises(RuntimeError, match=r"Non-finite loss at epoch 2, batch 3: ce=nan, kd=nan"):
         clf.fit(X, y)
-    assert len(clf.history) == 2 and len(clf.history[0, "batches"]) > 0  # history kept
+    # history kept: the finished epoch 1 (an unfinished epoch leaves no row)
+    assert len(clf.history) == 1 and len(clf.history[0, "batches"]) > 0
     for key, value in clf.module_.state_dict().items():
         assert torch.equal(value, weights_before[key])  # no step was taken on the bad batch
     assert clf.predict(X[:5]).shape == (5,)  # the last good student still predicts
@@ -60,7 +61,7 @@ def test_teacher_nonfinite_logits_are_refused(digits, student):
             return out
 
     # online teacher so that bad logits appear during training, after the book's checks
-    clf = student(teacher=NaNTeacher(), teacher_cache=False, on_nonfinite="skip", max_epochs=2)
+    clf = student(teacher=NaNTeacher(), book="online", trainer__on_nonfinite="skip", max_epochs=2)
     with pytest.raises(ValueError, match="NaN or infinite logits"):
         clf.fit(X, y)  # the teacher adapter refuses non-finite logits outright
     assert clf.history is not None
@@ -68,7 +69,7 @@ def test_teacher_nonfinite_logits_are_refused(digits, student):
 
 def test_skip_mode_skips_student_nan_batches(digits, student):
     X, y = digits
-    clf = student(on_nonfinite="skip", callbacks=[PoisonAt(epoch=1, batch=2), PoisonAt(epoch=2, batch=5)],
+    clf = student(trainer__on_nonfinite="skip", callbacks=[PoisonAt(epoch=1, batch=2), PoisonAt(epoch=2, batch=5)],
                   max_epochs=3)
     clf.module = PoisonableMLP
     clf.fit(X, y)
@@ -219,7 +220,7 @@ def test_concurrent_fits_equal_sequential_and_leave_the_teacher_alone(digits, ba
 @pytest.mark.parametrize("epochs", [0, -1])
 def test_max_epochs_below_one(digits, epochs, student):
     X, y = digits
-    with pytest.raises(ValueError, match="max_epochs must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"max_epochs of DistillationClassifier must be an int in \[1, inf\]; got "):
         student(max_epochs=epochs).fit(X, y)
 
 
@@ -257,5 +258,5 @@ def test_book_for_other_data_is_refused(digits, student):
 
 def test_bad_on_nonfinite(digits, student):
     X, y = digits
-    with pytest.raises(ValueError, match="on_nonfinite must be 'raise' or 'skip'"):
-        student(on_nonfinite="ignore").fit(X, y)
+    with pytest.raises(ValueError, match="trainer__on_nonfinite of Trainer must be one of 'raise', 'skip'; got 'ignore'"):
+        student(trainer__on_nonfinite="ignore").fit(X, y)

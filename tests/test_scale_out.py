@@ -18,8 +18,9 @@ from sklearn.model_selection import GridSearchCV
 from skorch import NeuralNetClassifier
 
 import skd._pickling
-from skd._book_cache import book_key, check_book_cache
-from skd.distributed import GradientAllReduce, shard
+from skd.book.cache import book_key, check_book_cache
+from skd.callbacks import GradientAllReduce
+from skd.distributed import shard
 from skd.teachers import TorchTeacher, as_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ def test_notebook_classes_reach_loky_workers(tmp_path):
 @pytest.mark.slow
 def test_dask_cluster_equals_loky_and_writes_one_book_per_fold(tmp_path):
     runs = run_script("notebook_grid.py", "--kinds", "module", "--backends", "dask,loky",
-                      "--book-cache", "--workdir", tmp_path, timeout=400)
+                      "--book-dir", "--workdir", tmp_path, timeout=400)
     by_backend = {run["backend"]: run for run in runs}
     assert by_backend["dask"]["scores"] == by_backend["loky"]["scores"]
     for run in runs:  # 3 folds of 400 rows: one book each, shared by the 4 candidates
@@ -103,19 +104,19 @@ def test_book_cache_runs_the_teacher_once_per_training_set(digits, make_student,
                                                            tmp_path):
     X, y = digits
     teacher = make_teacher()
-    first = make_student(teacher=teacher, book_cache=tmp_path, max_epochs=1).fit(X, y)
+    first = make_student(teacher=teacher, book_dir=tmp_path, max_epochs=1).fit(X, y)
     passes = teacher.calls
-    assert passes == 2  # 1797 rows in books of 1024
-    second = make_student(teacher=teacher, loss="dkd", book_cache=tmp_path, max_epochs=1).fit(X, y)
-    assert teacher.calls == passes  # read from the cache
+    assert passes == 3  # the key's probe of 16 rows, then 1797 rows in books of 1024
+    second = make_student(teacher=teacher, loss="dkd", book_dir=tmp_path, max_epochs=1).fit(X, y)
+    assert teacher.calls == passes + 1  # the probe, then read from the cache
     uncached = make_student(teacher=make_teacher(), loss="dkd", max_epochs=1).fit(X, y)
     assert np.allclose(second.predict_proba(X), uncached.predict_proba(X), atol=1e-6)
-    make_student(teacher=teacher, book_cache=tmp_path, max_epochs=1).fit(X[:500], y[:500])
-    assert teacher.calls == passes + 1  # other rows: another book
+    make_student(teacher=teacher, book_dir=tmp_path, max_epochs=1).fit(X[:500], y[:500])
+    assert teacher.calls == passes + 3  # other rows: another book
     with torch.no_grad():
         teacher.net.weight.add_(1.0)
-    make_student(teacher=teacher, book_cache=tmp_path, max_epochs=1).fit(X, y)
-    assert teacher.calls == passes + 3  # other weights: another book
+    make_student(teacher=teacher, book_dir=tmp_path, max_epochs=1).fit(X, y)
+    assert teacher.calls == passes + 6  # other weights: another book
     assert len(list(tmp_path.glob("*.npy"))) == 3
     assert first.history[-1, "train_loss"] > 0
 
@@ -139,11 +140,14 @@ def test_book_key_follows_content_not_identity(digits, make_teacher):
     assert skorch_key(0) == skorch_key(0) != skorch_key(1)
 
 
-def test_book_cache_must_be_a_path(tmp_path):
+def test_book_cache_must_be_a_path(tmp_path, digits, make_student):
     assert check_book_cache(None) is None
     assert check_book_cache(tmp_path / "books").is_dir()
-    with pytest.raises(TypeError, match="book_cache must be None or a directory path"):
+    with pytest.raises(TypeError, match="book_dir must be None or a directory path"):
         check_book_cache(3)
+    X, y = digits
+    with pytest.raises(ValueError, match="book_dir of DistillationClassifier must be None or an instance of str"):
+        make_student(book_dir=3).fit(X[:50], y[:50])
 
 
 # ------------------------------------------------------- data-parallel fits

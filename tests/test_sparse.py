@@ -6,7 +6,7 @@ import scipy.sparse
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from skd._batching import DeviceBatches, make_iterator
+from skd.training.batching import DeviceBatches, make_iterator
 from skd.teachers import SklearnTeacher
 
 

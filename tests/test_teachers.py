@@ -32,7 +32,7 @@ def test_book_runs_teacher_once_per_sample(digits, student, make_teacher):
 def test_online_teacher_runs_every_epoch(digits, student, make_teacher):
     X, y = digits
     teacher = make_teacher(seed=0)
-    student(teacher=teacher, teacher_cache=False, max_epochs=4).fit(X, y)
+    student(teacher=teacher, book="online", max_epochs=4).fit(X, y)
     assert teacher.samples == len(X) * 4
     assert teacher.calls == 4 * int(np.ceil(len(X) / 64))
 
@@ -42,8 +42,8 @@ def test_torch_teacher_is_never_trained(digits, student, make_teacher):
     teacher = make_teacher(seed=0)
     teacher.train()
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    for cache in (True, False):
-        clf = student(teacher=teacher, teacher_cache=cache, loss="dkd").fit(X, y)
+    for book in ("memory", "online"):
+        clf = student(teacher=teacher, book=book, loss="dkd").fit(X, y)
         assert not teacher.training
         for key, value in teacher.state_dict().items():
             assert torch.equal(value, before[key])  # bit-identical
@@ -65,8 +65,8 @@ def test_book_equals_online_teacher_without_shuffle(digits, student, make_teache
     X, y = digits
     teacher = make_teacher(seed=0)
     kwargs = {"teacher": teacher, "iterator_train__shuffle": False, "max_epochs": 2}
-    a = student(teacher_cache=True, **kwargs).fit(X, y)
-    b = student(teacher_cache=False, **kwargs).fit(X, y)
+    a = student(book="memory", **kwargs).fit(X, y)
+    b = student(book="online", **kwargs).fit(X, y)
     for pa, pb in zip(a.module_.parameters(), b.module_.parameters(), strict=False):
         assert torch.allclose(pa, pb, atol=1e-6)
 

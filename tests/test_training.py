@@ -36,6 +36,7 @@ def reference_setup():
 def reference_student(loss, teacher, **kwargs):
     clf = DistillationClassifier(MLP, teacher=teacher if loss != "tfkd" else None, loss=loss,
                                  module__hidden_units=(16,), max_epochs=3, batch_size=64, lr=0.05,
+                                 optimizer=torch.optim.SGD,  # skorch's default when the reference was saved
                                  random_state=7, verbose=0, device="cpu", **kwargs)
     return clf.set_params(loss__warmup=2) if loss in ("dkd", "cakd") else clf
 
@@ -64,7 +65,7 @@ def weight_tolerance(loss):
 @pytest.mark.parametrize("step_mode", ["eager", "graph"])
 def test_fit_gives_the_saved_weights_of_the_code_before_the_split(loss, step_mode):
     reference, X, y, teacher = reference_setup()
-    clf = reference_student(loss, teacher, step_mode=step_mode).fit(X, y)
+    clf = reference_student(loss, teacher, trainer__step_mode=step_mode).fit(X, y)
     for key, value in clf.module_.state_dict().items():
         np.testing.assert_allclose(value.numpy(), reference[f"{loss}/{key}"], rtol=0,
                                    atol=weight_tolerance(loss))
@@ -73,7 +74,7 @@ def test_fit_gives_the_saved_weights_of_the_code_before_the_split(loss, step_mod
 
 def test_graph_mode_on_the_cpu_runs_the_static_buffer_step_for_full_batches(digits, make_student):
     X, y = digits  # 1797 rows, batch 64: 28 full batches and a ragged one per epoch
-    clf = make_student(step_mode="graph", max_epochs=2).fit(X, y)
+    clf = make_student(trainer__step_mode="graph", max_epochs=2).fit(X, y)
     assert clf.train_step_path_ == "graph+eager" and clf.eager_reasons_ == []
     # 3 warm-up steps and the ragged batch run eagerly
     assert clf.history[:, "graph_steps"] == [25, 28]
@@ -87,7 +88,7 @@ def test_auto_mode_on_the_cpu_is_eager_and_says_why(digits, make_student):
 
 
 @pytest.mark.parametrize("options, reason", [
-    (dict(teacher_cache=False), "the teacher runs online"),
+    (dict(book="online"), "the teacher runs online"),
     (dict(augment=BatchAugment(torch.nn.Identity())), "augment"),
     (dict(optimizer=torch.optim.LBFGS, lr=0.1), "LBFGS has no capturable mode"),
     (dict(callbacks=[("every_batch", type("EveryBatch", (Callback,), {
@@ -95,8 +96,8 @@ def test_auto_mode_on_the_cpu_is_eager_and_says_why(digits, make_student):
 ])
 def test_graph_mode_names_what_prevents_capture(digits, make_teacher, make_student, options, reason):
     X, y = digits
-    clf = make_student(teacher=make_teacher(), step_mode="graph", **options)
-    with pytest.raises(ValueError, match=f"step_mode='graph' cannot capture this fit: .*{reason}"):
+    clf = make_student(teacher=make_teacher(), trainer__step_mode="graph", **options)
+    with pytest.raises(ValueError, match=f"trainer__step_mode='graph' cannot capture this fit: .*{reason}"):
         clf.fit(X, y)
 
 
@@ -104,7 +105,7 @@ def test_graph_mode_names_what_prevents_capture(digits, make_teacher, make_stude
 def test_epoch_means_from_the_device_equal_the_per_batch_records(digits, make_teacher, make_student,
                                                                  step_mode):
     X, y = digits
-    clf = make_student(teacher=make_teacher(), loss="cakd", record_batches=True, step_mode=step_mode,
+    clf = make_student(teacher=make_teacher(), loss="cakd", trainer__record_batches=True, trainer__step_mode=step_mode,
                        max_epochs=2).fit(X, y)
     for epoch in clf.history:
         sizes = np.array([row["train_batch_size"] for row in epoch["batches"]])
@@ -115,7 +116,7 @@ def test_epoch_means_from_the_device_equal_the_per_batch_records(digits, make_te
 
 def test_per_batch_records_are_off_when_not_asked(digits, make_teacher, make_student):
     X, y = digits
-    clf = make_student(teacher=make_teacher(), record_batches=False).fit(X, y)
+    clf = make_student(teacher=make_teacher(), trainer__record_batches=False).fit(X, y)
     assert "kd" not in clf.history[-1, "batches"][0] and clf.history[-1, "kd"] > 0
     assert clf.history[-1, "train_loss_best"] in (True, False)
 
@@ -133,7 +134,7 @@ def test_raise_every_n_batches_restores_the_last_passing_check(digits, make_teac
                 snapshots[(len(net.history), seen)] = {
                     k: v.clone() for k, v in net.module_.state_dict().items()}
 
-    clf = make_student(teacher=make_teacher(), module=PoisonableMLP, nonfinite_check_every=8,
+    clf = make_student(teacher=make_teacher(), module=PoisonableMLP, trainer__check_every=8,
                        callbacks=[Keep(), PoisonAt(epoch=2, batch=11)])
     with pytest.raises(RuntimeError, match=r"epoch 2, batch 11: ce=nan, kd=nan\. The student, its "
                                            r"buffers and the optimizer state are restored"):
@@ -145,7 +146,7 @@ def test_raise_every_n_batches_restores_the_last_passing_check(digits, make_teac
 
 def test_skip_undoes_the_bad_update_on_the_device(digits, make_teacher, make_student):
     X, y = digits
-    poisoned = make_student(teacher=make_teacher(), module=PoisonableMLP, on_nonfinite="skip",
+    poisoned = make_student(teacher=make_teacher(), module=PoisonableMLP, trainer__on_nonfinite="skip",
                             callbacks=[PoisonAt(epoch=2, batch=6)]).fit(X, y)
     assert poisoned.history[:, "skipped_batches"] == [0, 1, 0]
     assert np.isfinite(poisoned.history[:, "train_loss"]).all()
@@ -187,7 +188,7 @@ def test_skip_leaves_a_fully_poisoned_epoch_without_effect(digits, make_teacher,
         def on_epoch_end(self, net, **kwargs):
             ends[len(net.history)] = {k: v.clone() for k, v in net.module_.named_parameters()}
 
-    clf = make_student(teacher=make_teacher(), module=ScaledMLP, on_nonfinite="skip", step_mode=step_mode,
+    clf = make_student(teacher=make_teacher(), module=ScaledMLP, trainer__on_nonfinite="skip", trainer__step_mode=step_mode,
                        callbacks=[PoisonEpoch(epoch=2), Keep()]).fit(X, y)
     assert clf.history[:, "skipped_batches"] == [0, 29, 0]
     assert clf.history[1, "train_loss"] == 0.0  # skipped batches count as 0
@@ -197,7 +198,7 @@ def test_skip_leaves_a_fully_poisoned_epoch_without_effect(digits, make_teacher,
 
 def test_skip_at_the_first_step_resets_new_optimizer_state(digits, make_teacher, make_student):
     X, y = digits
-    clf = make_student(teacher=make_teacher(), module=PoisonableMLP, on_nonfinite="skip",
+    clf = make_student(teacher=make_teacher(), module=PoisonableMLP, trainer__on_nonfinite="skip",
                        callbacks=[PoisonAt(epoch=1, batch=1)]).fit(X, y)
     state = clf.optimizer_.state_dict()["state"]
     assert all(torch.isfinite(v).all() for s in state.values() for v in s.values() if torch.is_tensor(v))
@@ -236,17 +237,21 @@ def test_nan_on_an_augmented_batch_raises_before_any_step(digits, make_teacher, 
 def test_bf16_precision_trains_and_keeps_the_terms_in_float32(digits, make_teacher, make_student, loss):
     X, y = digits
     full = make_student(teacher=make_teacher(), loss=loss, max_epochs=4).fit(X, y)
-    half = make_student(teacher=make_teacher(), loss=loss, precision="bf16", max_epochs=4).fit(X, y)
+    half = make_student(teacher=make_teacher(), loss=loss, trainer__precision="bf16", max_epochs=4).fit(X, y)
     assert half.score(X, y) > full.score(X, y) - 0.1
     assert np.isfinite(half.history[:, "train_loss"]).all()
     assert all(p.dtype == torch.float32 for p in half.module_.parameters())
 
 
 @pytest.mark.parametrize("option, value", [("step_mode", "cuda-graph"), ("record_batches", "yes"),
-                                           ("precision", "fp16"), ("nonfinite_check_every", 0)])
+                                           ("precision", "fp16"), ("check_every", 0),
+                                           ("on_nonfinite", "ignore"), ("batching", "fast")])
 def test_bad_training_options_are_named(digits, make_student, option, value):
     X, y = digits
-    with pytest.raises(ValueError, match=option):
+    with pytest.raises(ValueError, match=f"trainer__{option} of Trainer must be .*; got {value!r}"):
+        make_student(**{f"trainer__{option}": value}).fit(X, y)
+    # the trainer's options are routed: given bare, they are not parameters of the classifier
+    with pytest.raises((TypeError, ValueError), match=option):
         make_student(**{option: value}).fit(X, y)
 
 
@@ -263,17 +268,17 @@ def cuda_student(make_teacher, **kwargs):
 def test_cuda_captured_step_matches_the_eager_step(digits, make_teacher, loss):
     X, y = digits
     teacher = None if loss == "tfkd" else make_teacher()
-    eager = cuda_student(make_teacher, teacher=teacher, loss=loss, step_mode="eager").fit(X, y)
-    graph = cuda_student(make_teacher, teacher=teacher, loss=loss, step_mode="auto").fit(X, y)
+    eager = cuda_student(make_teacher, teacher=teacher, loss=loss, trainer__step_mode="eager").fit(X, y)
+    graph = cuda_student(make_teacher, teacher=teacher, loss=loss, trainer__step_mode="auto").fit(X, y)
     assert graph.train_step_path_ == "graph+eager"
     for a, b in zip(eager.module_.parameters(), graph.module_.parameters(), strict=False):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 @cuda
-@pytest.mark.parametrize("options", [dict(teacher_cache=False),
+@pytest.mark.parametrize("options", [dict(book="online"),
                                      dict(augment=BatchAugment(torch.nn.Identity())),
-                                     dict(batching="loader")])
+                                     dict(trainer__batching="loader")])
 def test_cuda_fallbacks_run_eagerly(digits, make_teacher, options):
     X, y = digits
     clf = cuda_student(make_teacher, **options).fit(X, y)
@@ -293,7 +298,7 @@ def test_cuda_epoch_has_no_host_sync(digits, make_teacher):
 
     # drop_last: no ragged batch; the guard checks at the epoch's end, after on_epoch_end's
     # callbacks are notified... the check itself is the one sync, so it is made outside NoSync
-    clf = cuda_student(make_teacher, iterator_train__drop_last=True, nonfinite_check_every=10_000,
+    clf = cuda_student(make_teacher, iterator_train__drop_last=True, trainer__check_every=10_000,
                        callbacks=[NoSync()], max_epochs=1)
     try:
         clf.fit(X, y)

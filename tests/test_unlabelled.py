@@ -92,7 +92,23 @@ def test_tfkd_reg_skips_unlabelled_rows():
                                    loss(student[labelled], None, y[labelled])["kd"])
 
 
+def test_marker_rows_none_marks_no_row():
+    from skd.labels import marker_rows
+
+    y = np.array([-1, 0, 1, -1])
+    assert marker_rows(y, None).tolist() == [False] * 4
+    assert marker_rows(y, -1).tolist() == [True, False, False, True]
+    labels = np.array(["?", "a", -1], dtype=object)
+    assert marker_rows(labels, "?").tolist() == [True, False, False]
+
+
 # -------------------------------------------------------------- classifier
+@pytest.fixture
+def make_student(make_student):
+    """Students that read -1 as the unlabelled marker (the default, None, makes every label a class)."""
+    return make_student.bind(unlabelled=-1)
+
+
 @pytest.fixture
 def digits(digits):
     """The first 500 digits: enough to fit, small enough for a shared CPU."""
@@ -245,10 +261,24 @@ def test_an_online_teacher_that_fails_on_unlabelled_rows(digits, make_student):
     X = X.copy()
     y = _partial(y)
     X[y < 0, 0] = 100.0  # the unlabelled rows come from elsewhere
-    clf = make_student(teacher=_fails_on_large_inputs, teacher_cache=False)
+    clf = make_student(teacher=_fails_on_large_inputs, book="online")
     with pytest.raises(ValueError, match="failed on the unlabelled rows of y .*out of range"):
         clf.fit(X, y)
     _assert_unfitted(clf)
+
+
+def test_bad_labels_leave_a_fitted_estimator_as_it_was(digits, make_student):
+    X, y = digits
+    clf = make_student(max_epochs=1).fit(X, _partial(y))
+    before = clf.predict_proba(X)
+    classes, history = clf.classes_.tolist(), len(clf.history)
+    nan_labels = y.astype(float)
+    nan_labels[5] = np.nan
+    for bad in (_partial(y).astype(float), nan_labels, np.full(len(y), -1)):
+        with pytest.raises(ValueError):
+            clf.fit(X, bad)
+        assert clf.classes_.tolist() == classes and len(clf.history) == history
+        np.testing.assert_array_equal(clf.predict_proba(X), before)
 
 
 def test_binary_labels_minus_one_and_one_name_the_marker(digits, make_student, make_teacher):

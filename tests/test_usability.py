@@ -89,5 +89,6 @@ def test_log_puts_train_loss_first_then_terms_in_loss_order(digits, make_student
     with redirect_stdout(out):
         make_student(loss="dkd", verbose=1, max_epochs=1).fit(X, y)
     header = next(line for line in out.getvalue().splitlines() if "train_loss" in line).split()
-    assert header[:5] == ["epoch", "train_loss", "ce", "tckd", "nckd"]
+    # the unscaled loss follows train_loss (DistillationPrintLog), then the terms in the loss's order
+    assert header[:6] == ["epoch", "train_loss", "train_unscaled_loss", "ce", "tckd", "nckd"]
     assert "teacher accuracy on the training rows" in out.getvalue()

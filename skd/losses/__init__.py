@@ -14,7 +14,6 @@ from skd.losses.dist import DIST
 from skd.losses.dkd import DKD
 from skd.losses.kd import CE, KD
 from skd.losses.r2kd import R2KD
-from skd.losses.schedules import SoftLossSchedule, TemperatureSchedule
 from skd.losses.tfkd import TfKD
 
 __all__ = [
@@ -25,8 +24,6 @@ __all__ = [
     "KD",
     "R2KD",
     "DistillationLoss",
-    "SoftLossSchedule",
-    "TemperatureSchedule",
     "TfKD",
     "available_losses",
     "functional",
@@ -34,3 +31,15 @@ __all__ = [
     "make_loss",
     "register_loss",
 ]
+
+# the methods of issue 21 (registered by importing them)
+from skd.losses.adaptive_ls import SelfKnowledgeLS  # noqa: E402
+from skd.losses.nkd import NKD  # noqa: E402
+from skd.losses.selective import SelectiveKD  # noqa: E402
+from skd.losses.topk import TopKKD  # noqa: E402
+from skd.losses.wttm import WTTM  # noqa: E402
+
+__all__ += ["NKD", "WTTM", "SelectiveKD", "SelfKnowledgeLS", "TopKKD"]
+from skd.losses.ctkd import CTKD  # noqa: E402
+
+__all__ += ["CTKD"]

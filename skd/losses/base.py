@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from sklearn.base import clone
 from skorch.callbacks import Callback
 
-from skd.losses.functional import CONVENTIONS, check_choice, check_temperature, labelled_cross_entropy
-from skd.losses.schedules import SoftLossSchedule, TemperatureSchedule, find_schedule
+from skd._constraints import Interval, Options, validate_params
+from skd.losses.functional import CONVENTIONS, labelled_cross_entropy, standardize_logits
+from skd.training.state import EpochState, EpochValues
 
-__all__ = ["DistillationLoss", "available_losses", "get_loss_class", "make_loss", "register_loss"]
+__all__ = ["DistillationLoss", "available_losses", "foreign_loss_params", "get_loss_class", "make_loss",
+           "register_loss"]
 
 _REGISTRY: dict[str, type[DistillationLoss]] = {}
 
@@ -71,128 +75,190 @@ def make_loss(spec: str | DistillationLoss, params: dict[str, Any]) -> Distillat
     return loss.initialize()
 
 
+def foreign_loss_params(loss: Any, keys) -> list[str]:
+    """The ``loss__*`` keys among ``keys`` that the loss ``loss`` (a name or an instance) does not accept.
+
+    The classifier drops them when ``loss`` changes: they were the old loss's
+    settings. An unknown loss gives none (it is reported at fit).
+    """
+    try:
+        accepted = set((get_loss_class(loss)() if isinstance(loss, str) else loss).get_params())
+    except (AttributeError, TypeError, ValueError):
+        return []
+    return [key for key in keys if key.startswith("loss__") and key.removeprefix("loss__") not in accepted]
+
+
+#: Upper bound of a temperature: beyond it every softened distribution is uniform in float32.
+MAX_TEMPERATURE = 1e3
+
+#: Constraints shared by the losses, applied to whichever of these parameters a loss has.
+COMMON_CONSTRAINTS = {
+    "temperature": [Interval(Real, 0, MAX_TEMPERATURE, closed="right")],
+    "warmup": [Interval(Real, 0, None, closed="left")],
+    "convention": [Options(CONVENTIONS)],
+    "standardize": [Options((True, False))],
+}
+
+_NON_NEGATIVE = [Interval(Real, 0, None, closed="left")]
+
+
+
 class DistillationLoss(Callback):
-    """Base class of skd's distillation losses (a skorch callback).
+    """Base class of skd's distillation losses (a skorch callback holding hyper-parameters).
 
     A loss turns a batch of student logits, teacher logits and encoded labels
-    into named, weighted terms; ``DistillationClassifier.get_loss`` sums them
-    and records each term in ``history`` (per batch, and averaged per epoch).
-    The term named ``"ce"`` is the hard-label loss; every other term is a soft
-    (distillation) term.
+    into named, weighted terms; the trainer sums them and records each term
+    in ``history`` (averaged per epoch). The base class owns the hard-label
+    term: ``"ce"``, ``ce_weight`` times the cross-entropy on the labelled
+    rows (``F.cross_entropy`` with ``ignore_index``). A subclass returns
+    only its own (soft) terms from :meth:`compute_terms`.
 
     Subclasses store their hyper-parameters in ``__init__`` and nothing else
     (so ``get_params``/``set_params``, ``clone`` and ``loss__<param>``
-    routing work), declare ``terms``, and implement :meth:`compute_terms`.
+    routing work), declare ``terms`` (``"ce"`` first when they use labels)
+    and, for parameters beyond the common ones, ``_parameter_constraints``.
 
-    Run-time state, set in :meth:`initialize` and, at each epoch begin, by
-    the loss's own :meth:`on_epoch_begin` (its only writer), which reads the
-    schedules among ``net.callbacks_`` (:meth:`SoftLossSchedule.scales`,
-    :meth:`TemperatureSchedule.value`), whatever the callbacks' order:
+    The per-epoch scalars (the temperature of a ``TemperatureSchedule``, the
+    factors of a ``SoftLossSchedule``, the warm-up) are not attributes: they
+    are computed by :meth:`epoch_values` and reach :meth:`__call__` as an
+    :class:`~skd.training.state.EpochState`, whose tensors a captured step
+    reads in place.
 
-    - ``temperature_``: the temperature in use (``TemperatureSchedule``, else
-      ``temperature``);
-    - ``soft_scale_`` and ``ce_scale_``: multipliers of the soft terms and of
-      the CE term (``SoftLossSchedule``, else 1);
-    - ``warmup_scale_``: the linear warm-up of the soft terms, from the
-      ``warmup`` parameter where a loss has one.
+    Parameters common to the losses that declare them: ``ce_weight``
+    (default 1 where not declared), ``temperature``, ``warmup`` (epochs of
+    linear warm-up of the soft terms), ``convention`` and ``standardize``
+    (z-score each row of student and teacher logits before the soft terms,
+    Sun et al., CVPR 2024; CE always sees the raw logits).
     """
 
-    #: Names of the terms returned by :meth:`compute_terms`, the same for every call.
+    #: Names of the terms of :meth:`__call__`, in order, the same for every call.
     terms: tuple[str, ...] = ("ce",)
     #: Whether the loss needs teacher logits.
     requires_teacher: bool = True
-    #: Whether a ``temperature`` parameter is used (and so must be a number > 0).
+    #: Whether a ``temperature`` parameter is used.
     uses_temperature: bool = True
-    #: Parameters (besides ``*weight``) that must be >= 0 where a loss has them.
-    non_negative_params = ("alpha", "beta", "gamma", "w_bcd", "w_scd", "w_wcd")
+    #: Constraints of this loss's own parameters (see :mod:`skd._constraints`).
+    _parameter_constraints: dict = {}
+    #: Defaults for losses that do not declare these parameters.
+    ce_weight: float = 1.0
+    standardize: bool = False
+    warmup: float = 0
 
     # -- hooks for subclasses -------------------------------------------------
+    def term_weights(self, temperature: float) -> dict[str, float]:
+        """Each soft term's weight at ``temperature`` (e.g. ``{"kd": kd_weight * T**2}``).
+
+        A term not listed has weight 1. The base multiplies it by the
+        schedules' soft scale into one coefficient per term and epoch.
+        """
+        return {}
+
     def compute_terms(
         self,
         student_logits: torch.Tensor,
         teacher_logits: torch.Tensor | None,
         y: torch.Tensor,
+        temperature: torch.Tensor | float,
     ) -> dict[str, torch.Tensor]:
-        """Return ``{term name: weighted scalar tensor}`` for one batch.
+        """Return ``{term name: scalar tensor}`` of the soft terms of one batch, unweighted.
+
+        Each term is multiplied by its coefficient of the epoch (see
+        :meth:`term_weights`), so a term is the bare divergence (a mean over
+        the rows that define it).
 
         Parameters
         ----------
         student_logits : Tensor of shape (batch, n_classes)
+            Standardised first when ``standardize`` is True.
         teacher_logits : Tensor of shape (batch, n_classes), or None
             Aligned to the classifier's ``classes_``; None when
             ``requires_teacher`` is False.
         y : LongTensor of shape (batch,)
-            Encoded labels, indices into ``classes_``; -1 marks an unlabelled
-            row, which gets the teacher's terms only. Every loss documents
-            what it does with such a row, and keeps each term a mean over
-            the rows that define it (no boolean indexing, no host read).
+            Encoded labels, indices into ``classes_``; ``UNLABELLED`` (-1)
+            marks a row without a label, which gets the teacher's terms only.
+            Every loss keeps each term a mean over the rows that define it
+            (no boolean indexing, no host read).
+        temperature : 0-d Tensor or float
+            This epoch's temperature (a device tensor during a fit).
         """
-        raise NotImplementedError
+        return {}
 
     @property
     def self_teaching(self) -> bool:
-        """Whether the teacher is a first fit of the student itself (Tf-KD self).
-
-        Then the classifier fits a clone of itself with ``loss="ce"`` first and
-        passes that fit's module as the teacher.
-        """
+        """Whether the teacher is a first fit of the student itself (Tf-KD self)."""
         return False
 
-    def validate(self) -> None:
-        """Raise a clear error for a bad hyper-parameter. Called at fit."""
-        temperature = getattr(self, "temperature", None)
-        if self.uses_temperature and hasattr(self, "temperature") or temperature is not None:
-            check_temperature(temperature, "loss__temperature")
-        for name, value in self.get_params().items():
-            weight_like = name.endswith("weight") or name in self.non_negative_params
-            if weight_like and isinstance(value, (int, float)) and value < 0:
-                raise ValueError(f"loss__{name} must be >= 0, got {value!r}.")
-        warmup = getattr(self, "warmup", 0)
-        if not isinstance(warmup, (int, float)) or warmup < 0:
-            raise ValueError(f"loss__warmup must be a number of epochs >= 0, got {warmup!r}.")
-        if hasattr(self, "convention"):
-            check_choice(
-                self.convention, CONVENTIONS, "loss__convention",
-                f"'paper' is the published formula (skd's default); 'released' reproduces the "
-                f"authors' code (see help({type(self).__name__})).",
-            )
+    # -- parameters -----------------------------------------------------------
+    def parameter_constraints(self) -> dict:
+        """The constraints of this loss's parameters: common, weights, and its own."""
+        params = self.get_params()
+        table = {name: rule for name, rule in COMMON_CONSTRAINTS.items() if name in params}
+        table.update({name: _NON_NEGATIVE for name in params if name.endswith("weight")})
+        table.update(self._parameter_constraints)
+        return table
 
-    # -- machinery ------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise a clear error naming ``loss__<param>`` for a bad value. Called at fit."""
+        validate_params(self.parameter_constraints(), self.get_params(), "loss__", type(self).__name__)
+
     def initialize(self):
         self.validate()
-        scheduled = self.uses_temperature and hasattr(self, "temperature")
-        self.temperature_ = float(self.temperature) if scheduled else 1.0
-        self.soft_scale_ = 1.0
-        self.ce_scale_ = 1.0
-        self.warmup_scale_ = 1.0
         return self
 
-    def on_epoch_begin(self, net, **kwargs):
-        warmup = getattr(self, "warmup", 0)
-        epoch = len(net.history)  # 1 in the first epoch, as in mdistiller
-        self.warmup_scale_ = min(epoch / warmup, 1.0) if warmup else 1.0
-        soft_schedule = find_schedule(net, SoftLossSchedule)
-        self.soft_scale_, self.ce_scale_ = soft_schedule.scales(net) if soft_schedule else (1.0, 1.0)
-        temperature_schedule = find_schedule(net, TemperatureSchedule)
-        if self.uses_temperature and hasattr(self, "temperature"):
-            scheduled = temperature_schedule is not None
-            self.temperature_ = float(temperature_schedule.value(net) if scheduled else self.temperature)
+    # -- per-epoch state ------------------------------------------------------
+    def epoch_values(self, epoch: int, schedules=None) -> EpochValues:
+        """This loss's :class:`EpochValues` at ``epoch`` (1 in the first epoch).
 
-    def __call__(self, student_logits, teacher_logits, y) -> dict[str, torch.Tensor]:
-        """The batch's terms with the schedules' scales applied."""
-        terms = self.compute_terms(student_logits, teacher_logits, y)
-        soft = self.soft_scale_ * self.warmup_scale_
-        return {
-            name: value * (self.ce_scale_ if name == "ce" else soft) for name, value in terms.items()
-        }
-
-    @staticmethod
-    def cross_entropy(student_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy on logits, averaged over the labelled rows of the batch.
-
-        Rows with ``y == -1`` (unlabelled) are left out: the sum over the
-        labelled rows is divided by ``max(n_labelled, 1)``, so a batch with
-        no labelled row has a CE term of 0 (see
-        :func:`skd.losses.functional.labelled_cross_entropy`).
+        Parameters
+        ----------
+        epoch : int
+        schedules : skd.callbacks.Schedules or None
+            The fit's ``SoftLossSchedule`` and ``TemperatureSchedule``, if any.
         """
-        return labelled_cross_entropy(student_logits, y)
+        warmup = min(epoch / self.warmup, 1.0) if self.warmup else 1.0
+        soft = ce = 1.0
+        if schedules is not None and schedules.soft is not None:
+            soft, ce = schedules.soft.scales_at(epoch, schedules.max_epochs)
+        temperature = 1.0
+        if self.uses_temperature and getattr(self, "temperature", None) is not None:
+            temperature = float(self.temperature)
+            if schedules is not None and schedules.temperature is not None:
+                temperature = float(schedules.temperature.value_at(epoch, schedules.max_epochs))
+        return EpochValues(temperature=temperature, ce_scale=float(ce), soft_scale=float(soft) * warmup,
+                           warmup=warmup)
+
+    def term_coefficients(self, values: EpochValues) -> dict[str, float]:
+        """Each term's factor at ``values``: ``ce_weight * ce_scale`` and ``weight * soft_scale``."""
+        coefficients = {"ce": float(self.ce_weight) * values.ce_scale} if "ce" in self.terms else {}
+        for name, weight in self.term_weights(values.temperature).items():
+            coefficients[name] = float(weight) * values.soft_scale
+        return coefficients
+
+    def epoch_state(self, epoch: int, schedules=None, device="cpu",
+                    labelled_only: bool = False) -> EpochState:
+        """A fresh :class:`EpochState` of this loss at ``epoch``."""
+        values = self.epoch_values(epoch, schedules)
+        return EpochState(device, values, self.term_coefficients(values), labelled_only)
+
+    # -- machinery ------------------------------------------------------------
+    def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
+                 y: torch.Tensor, state: EpochState | None = None) -> dict[str, torch.Tensor]:
+        """The batch's terms, ``"ce"`` first, with this epoch's scales applied.
+
+        ``state`` defaults to the values of the loss's parameters (no
+        schedule, warm-up finished), e.g. for a loss called outside a fit.
+        """
+        if state is None:
+            state = self.epoch_state(10**9, device=student_logits.device)
+        soft_student, soft_teacher = student_logits, teacher_logits
+        if self.standardize:
+            soft_student = standardize_logits(student_logits)
+            soft_teacher = None if teacher_logits is None else standardize_logits(teacher_logits)
+        terms = {}
+        if "ce" in self.terms:
+            ce = (F.cross_entropy(student_logits, y) if state.labelled_only
+                  else labelled_cross_entropy(student_logits, y))
+            terms["ce"] = ce * state.coefficient("ce")
+        for name, value in self.compute_terms(soft_student, soft_teacher, y, state.temperature).items():
+            terms[name] = value * state.coefficient(name)
+        return terms

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
+from skd._constraints import Interval, Options
 from skd.losses.base import DistillationLoss, register_loss
-from skd.losses.functional import cakd_terms, check_choice, strong_class_mask, target_or_teacher_top
+from skd.losses.functional import cakd_terms, strong_class_mask, target_or_teacher_top
 
 __all__ = ["CAKD"]
 
@@ -53,6 +56,9 @@ class CAKD(DistillationLoss):
         Share of the teacher's non-target mass for ``strong_rule="mass"``.
     use_labels : bool, default=True
         Whether the true class is always in S (False: label-free variant).
+    standardize : bool, default=False
+        Z-score each row of student and teacher logits before the soft terms
+        (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
     terms = ("ce", "bcd", "scd", "wcd")
@@ -69,6 +75,7 @@ class CAKD(DistillationLoss):
         strong_rule: str = "topk",
         strong_mass: float = 0.5,
         use_labels: bool = True,
+        standardize: bool = False,
     ):
         self.strong_k = strong_k
         self.w_bcd = w_bcd
@@ -80,18 +87,16 @@ class CAKD(DistillationLoss):
         self.strong_rule = strong_rule
         self.strong_mass = strong_mass
         self.use_labels = use_labels
+        self.standardize = standardize
 
-    def validate(self):
-        super().validate()
-        if self.strong_rule not in ("topk", "mass"):
-            check_choice(self.strong_rule, ("topk", "mass"), "loss__strong_rule")
-        k = self.strong_k
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
-            raise ValueError(f"loss__strong_k must be None or an int >= 0, got {k!r}.")
-        if not 0.0 <= self.strong_mass <= 1.0:
-            raise ValueError(f"loss__strong_mass must be in [0, 1], got {self.strong_mass!r}.")
+    _parameter_constraints = {
+        "strong_k": [None, Interval(Integral, 0, None)],
+        "strong_rule": [Options(("topk", "mass"))],
+        "strong_mass": [Interval(Real, 0, 1)],
+        "use_labels": [Options((True, False))],
+    }
 
-    def compute_terms(self, student_logits, teacher_logits, y):
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
         n_classes = student_logits.shape[1]
         strong_k = min(4, n_classes - 1) if self.strong_k is None else self.strong_k
         if self.strong_rule == "topk" and strong_k >= n_classes:
@@ -99,7 +104,6 @@ class CAKD(DistillationLoss):
                 f"loss__strong_k={self.strong_k} is too large for {n_classes} classes: "
                 f"it must be at most {n_classes - 1} (n_classes - 1). Lower strong_k."
             )
-        temperature = self.temperature_
         mask = strong_class_mask(
             teacher_logits,
             target_or_teacher_top(y, teacher_logits) if self.use_labels else None,
@@ -109,10 +113,8 @@ class CAKD(DistillationLoss):
             temperature=temperature,
         )
         terms = cakd_terms(student_logits, teacher_logits, mask, temperature)
+        return {"bcd": terms.bcd.mean(), "scd": terms.scd.mean(), "wcd": terms.wcd.mean()}
+
+    def term_weights(self, temperature):
         scale = temperature**2
-        return {
-            "ce": self.ce_weight * self.cross_entropy(student_logits, y),
-            "bcd": self.w_bcd * scale * terms.bcd.mean(),
-            "scd": self.w_scd * scale * terms.scd.mean(),
-            "wcd": self.w_wcd * scale * terms.wcd.mean(),
-        }
+        return {"bcd": self.w_bcd * scale, "scd": self.w_scd * scale, "wcd": self.w_wcd * scale}

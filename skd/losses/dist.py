@@ -25,15 +25,16 @@ class DIST(DistillationLoss):
     ``lib/models/losses/dist_kd.py`` of hunto/image_classification_sota,
     disagree):
 
-    - ``"paper"`` (default): the exact correlation ``Cov / (Std Std)``; where
-      it is undefined (a constant vector, e.g. every column of a one-sample
-      batch) the relation is 0 with zero gradient, so a batch of one sample
+    - ``"paper"`` (default): the exact correlation ``Cov / (Std Std)``; rows
+      and columns where it is undefined (a constant vector, e.g. every column
+      of a one-sample batch, up to a tolerance relative to the vector's size)
+      are left out of the mean, with zero gradient, so a batch of one sample
       has ``intra = 0``. This is the formula of the paper, invariant to the
       scale of the probabilities.
     - ``"released"``: ``Cov / (|a_c| |b_c| + 1e-8)`` as the released code
       computes it. The ``1e-8`` shrinks the correlation of small-variance
-      vectors (up to 1.7e-2 relative on small batches with a confident
-      teacher), and a one-sample batch gets ``intra = 1`` (so ``gamma * T**2``).
+      vectors; the measured gap between the conventions is tabulated on the
+      "Losses" docs page.
 
     Parameters
     ----------
@@ -44,6 +45,9 @@ class DIST(DistillationLoss):
     temperature : float, default=4.0
     ce_weight : float, default=1.0
     convention : {"paper", "released"}, default="paper"
+    standardize : bool, default=False
+        Z-score each row of student and teacher logits before the soft terms
+        (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
     terms = ("ce", "inter", "intra")
@@ -55,18 +59,18 @@ class DIST(DistillationLoss):
         temperature: float = 4.0,
         ce_weight: float = 1.0,
         convention: str = "paper",
+        standardize: bool = False,
     ):
         self.beta = beta
         self.gamma = gamma
         self.temperature = temperature
         self.ce_weight = ce_weight
         self.convention = convention
+        self.standardize = standardize
 
-    def compute_terms(self, student_logits, teacher_logits, y):
-        temperature = self.temperature_
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
         inter, intra = dist_terms(student_logits, teacher_logits, temperature, self.convention)
-        return {
-            "ce": self.ce_weight * self.cross_entropy(student_logits, y),
-            "inter": self.beta * temperature**2 * inter,
-            "intra": self.gamma * temperature**2 * intra,
-        }
+        return {"inter": inter, "intra": intra}
+
+    def term_weights(self, temperature):
+        return {"inter": self.beta * temperature**2, "intra": self.gamma * temperature**2}

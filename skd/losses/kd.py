@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
+from skd._constraints import Interval
 from skd.losses.base import DistillationLoss, register_loss
 from skd.losses.functional import kd_divergence
 
@@ -24,13 +27,14 @@ class CE(DistillationLoss):
     terms = ("ce",)
     requires_teacher = False
     uses_temperature = False
+    _parameter_constraints = {"temperature": [None, Interval(Real, 0, None, closed="neither")]}
 
     def __init__(self, ce_weight: float = 1.0, temperature: float | None = None):
         self.ce_weight = ce_weight
         self.temperature = temperature
 
-    def compute_terms(self, student_logits, teacher_logits, y):
-        return {"ce": self.ce_weight * self.cross_entropy(student_logits, y)}
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
+        return {}
 
 
 @register_loss("kd")
@@ -52,19 +56,22 @@ class KD(DistillationLoss):
         Weight of the cross-entropy on the labels.
     kd_weight : float, default=0.9
         Weight of the soft term.
+    standardize : bool, default=False
+        Z-score each row of student and teacher logits before the soft terms
+        (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
     terms = ("ce", "kd")
 
-    def __init__(self, temperature: float = 4.0, ce_weight: float = 0.1, kd_weight: float = 0.9):
+    def __init__(self, temperature: float = 4.0, ce_weight: float = 0.1, kd_weight: float = 0.9,
+                 standardize: bool = False):
         self.temperature = temperature
         self.ce_weight = ce_weight
         self.kd_weight = kd_weight
+        self.standardize = standardize
 
-    def compute_terms(self, student_logits, teacher_logits, y):
-        temperature = self.temperature_
-        kl = kd_divergence(student_logits, teacher_logits, temperature).mean()
-        return {
-            "ce": self.ce_weight * self.cross_entropy(student_logits, y),
-            "kd": self.kd_weight * temperature**2 * kl,
-        }
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
+        return {"kd": kd_divergence(student_logits, teacher_logits, temperature).mean()}
+
+    def term_weights(self, temperature):
+        return {"kd": self.kd_weight * temperature**2}

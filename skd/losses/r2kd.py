@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
+from skd._constraints import Interval, Options
 from skd.losses.base import DistillationLoss, register_loss
-from skd.losses.functional import check_choice, r2kd_value_terms, spearman_distance
+from skd.losses.functional import r2kd_value_terms, spearman_distance
 
 __all__ = ["R2KD"]
 
@@ -46,11 +49,14 @@ class R2KD(DistillationLoss):
     rank_weight : float, default=2.0
     temperature : float, default=4.0
     rank_sharpness : float, default=5.0
-        Slope of the pairwise sigmoid in the soft rank, on the ``z / T`` scale;
+        Slope of the clipped-linear comparison in the soft rank, on the ``z / T`` scale;
         larger is closer to hard ranks, with sparser gradients.
     value : {"pearson", "cosine"}, default="pearson"
     ce_weight : float, default=1.0
     convention : {"paper", "released"}, default="paper"
+    standardize : bool, default=False
+        Z-score each row of student and teacher logits before the soft terms
+        (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
     terms = ("ce", "value", "rank")
@@ -64,6 +70,7 @@ class R2KD(DistillationLoss):
         value: str = "pearson",
         ce_weight: float = 1.0,
         convention: str = "paper",
+        standardize: bool = False,
     ):
         self.value_weight = value_weight
         self.rank_weight = rank_weight
@@ -72,23 +79,21 @@ class R2KD(DistillationLoss):
         self.value = value
         self.ce_weight = ce_weight
         self.convention = convention
+        self.standardize = standardize
 
-    def validate(self):
-        super().validate()
-        check_choice(self.value, ("pearson", "cosine"), "loss__value")
-        if not isinstance(self.rank_sharpness, (int, float)) or not self.rank_sharpness > 0:
-            raise ValueError(f"loss__rank_sharpness must be > 0, got {self.rank_sharpness!r}.")
+    _parameter_constraints = {
+        "value": [Options(("pearson", "cosine"))],
+        "rank_sharpness": [Interval(Real, 0, None, closed="neither")],
+    }
 
-    def compute_terms(self, student_logits, teacher_logits, y):
-        temperature = self.temperature_
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
         rows, columns = r2kd_value_terms(
             student_logits, teacher_logits, temperature, self.value, self.convention
         )
         rank = spearman_distance(
             student_logits / temperature, teacher_logits / temperature, self.rank_sharpness
         ).mean()
-        return {
-            "ce": self.ce_weight * self.cross_entropy(student_logits, y),
-            "value": self.value_weight * temperature**2 * (rows + columns),
-            "rank": self.rank_weight * rank,
-        }
+        return {"value": rows + columns, "rank": rank}
+
+    def term_weights(self, temperature):
+        return {"value": self.value_weight * temperature**2, "rank": self.rank_weight}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
+from skd._constraints import Interval, Options
 from skd.losses.base import DistillationLoss, register_loss
-from skd.losses.functional import check_choice, kd_divergence, labelled_mean, tfkd_reg_kl, tfkd_reg_released
+from skd.losses.functional import kd_divergence, labelled_mean, tfkd_reg_kl, tfkd_reg_released
 
 __all__ = ["TfKD"]
 
@@ -84,24 +87,22 @@ class TfKD(DistillationLoss):
     def self_teaching(self) -> bool:
         return self.mode == "self"
 
-    def validate(self):
-        super().validate()
-        check_choice(self.mode, ("reg", "self"), "loss__mode")
-        if not isinstance(self.a, (int, float)) or not 0.0 < self.a < 1.0:
-            raise ValueError(f"loss__a must be in (0, 1), got {self.a!r}.")
+    _parameter_constraints = {
+        "mode": [Options(("reg", "self"))],
+        "a": [Interval(Real, 0, 1, closed="neither")],
+    }
 
-    def compute_terms(self, student_logits, teacher_logits, y):
-        temperature = self.temperature_
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
         released = self.convention == "released"
         if self.mode == "reg" and released:
-            soft = tfkd_reg_released(student_logits, y, self.a, temperature)  # labelled rows only
-        elif self.mode == "reg":
+            # the released value has its own T**2 (see term_weights); labelled rows only
+            return {"kd": tfkd_reg_released(student_logits, y, self.a, temperature)}
+        if self.mode == "reg":
             per_row = tfkd_reg_kl(student_logits, y.clamp_min(0), self.a, temperature)
-            soft = temperature**2 * labelled_mean(per_row, y)
-        else:
-            kl = kd_divergence(student_logits, teacher_logits, temperature).mean()
-            soft = temperature**2 * (kl / student_logits.shape[1] if released else kl)
-        return {
-            "ce": self.ce_weight * self.cross_entropy(student_logits, y),
-            "kd": self.kd_weight * soft,
-        }
+            return {"kd": labelled_mean(per_row, y)}
+        kl = kd_divergence(student_logits, teacher_logits, temperature).mean()
+        return {"kd": kl / student_logits.shape[1] if released else kl}
+
+    def term_weights(self, temperature):
+        released_reg = self.mode == "reg" and self.convention == "released"
+        return {"kd": self.kd_weight * (1.0 if released_reg else temperature**2)}

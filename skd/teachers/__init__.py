@@ -13,11 +13,13 @@ scikit-learn or skorch model, and aligned to the student's ``classes_``.
 """
 
 from skd.teachers.adapters import CallableTeacher, SklearnTeacher, SkorchTeacher, TorchTeacher
-from skd.teachers.base import TEACHER_KINDS, Teacher, TeacherScoreWarning
-from skd.teachers.composite import CompositeTeacher, EnsembleTeacher, as_teacher
+from skd.teachers.base import TEACHER_KINDS, Teacher, TeacherScoreWarning, teacher_classes
+from skd.teachers.composite import CompositeTeacher, EnsembleTeacher, as_teacher, register_teacher
 from skd.teachers.pruned import PrunedTeacher, prunable_layers, prune_copy
 
 __all__ = [
+    "register_teacher",
+    "teacher_classes",
     "TEACHER_KINDS",
     "CallableTeacher",
     "CompositeTeacher",

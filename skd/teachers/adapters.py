@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 from torch.utils.data import Dataset
 
-from skd.teachers.base import PROBA_FLOOR, Teacher
+from skd.teachers.base import PROBA_FLOOR, Teacher, teacher_classes
 
 __all__ = ["CallableTeacher", "SklearnTeacher", "SkorchTeacher", "TorchTeacher"]
 
@@ -71,7 +71,7 @@ class SkorchTeacher(Teacher):
     def describe(self):
         return f"skorch net {type(self.net).__name__}"
 
-    def _fit_if_needed(self, X, y):
+    def _fit_if_needed(self, X, y, original=None):
         if not getattr(self.net, "initialized_", False) or not hasattr(self.net, "history_"):
             self.net = clone(self.net)
             encoded = np.searchsorted(self.student_classes_, y).astype(np.int64)
@@ -79,7 +79,7 @@ class SkorchTeacher(Teacher):
             self.classes_ = None  # fitted on encoded labels: columns follow classes_
             self.fitted_in_setup_ = True
         else:
-            self.classes_ = _skorch_classes(self.net)
+            self.classes_ = teacher_classes(self.net)
         self.outputs_probabilities = isinstance(getattr(self.net, "criterion_", None), torch.nn.NLLLoss)
 
     def _place(self, device):
@@ -90,14 +90,6 @@ class SkorchTeacher(Teacher):
     def raw_logits(self, X):
         out = self.net.forward(X, training=False, device=self.device_)
         return out[0] if isinstance(out, tuple) else out
-
-
-def _skorch_classes(net):
-    try:
-        classes = net.classes_
-    except AttributeError:
-        return None
-    return None if classes is None else np.asarray(classes)
 
 
 def _to_numpy_input(X):
@@ -129,7 +121,7 @@ class SklearnTeacher(Teacher):
     def describe(self):
         return f"scikit-learn {type(self.estimator).__name__}"
 
-    def _fit_if_needed(self, X, y):
+    def _fit_if_needed(self, X, y, original=None):
         try:
             check_is_fitted(self.estimator)
             self.estimator_ = self.estimator
@@ -141,7 +133,6 @@ class SklearnTeacher(Teacher):
                     "an unfitted scikit-learn teacher is fitted on in-memory X only. Fit it "
                     "first and wrap it in sklearn.frozen.FrozenEstimator."
                 ) from None
-            original = getattr(self, "original_X_", None)
             self.estimator_ = clone(self.estimator).fit(
                 _to_numpy_input(X) if original is None else original, y)
             self.fitted_in_setup_ = True

@@ -18,7 +18,7 @@ import torch
 from skd.teachers.subset import other_columns, subset_logits
 
 __all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher", "TeacherScoreWarning", "rows_of",
-           "users_rows"]
+           "teacher_classes", "users_rows"]
 
 TEACHER_KINDS = (
     "a trained torch.nn.Module, a fitted skorch net, a scikit-learn classifier "
@@ -32,6 +32,19 @@ PROBA_FLOOR = 1e-7
 #: Rows per teacher call while writing a book.
 BOOK_BATCH_SIZE = 1024
 
+
+
+def teacher_classes(teacher) -> np.ndarray | None:
+    """The labels of the teacher's columns when the teacher knows them, else None.
+
+    A fitted scikit-learn or skorch classifier (``classes_``), or a
+    :class:`skd.teachers.TorchTeacher` / ``CallableTeacher`` given ``classes=``.
+    """
+    try:
+        classes = getattr(teacher, "classes_", None)
+    except Exception:  # noqa: BLE001 - any property that raises before fit means "unknown"
+        return None
+    return None if classes is None else np.asarray(classes)
 
 class TeacherScoreWarning(UserWarning):
     """The teacher scores near chance on the training rows it labels.
@@ -127,23 +140,22 @@ class Teacher:
         self.student_classes_ = np.asarray(classes)
         self.n_forward_samples_ = 0
         self.other_label_ = other
-        self.original_X_ = users_rows(original)
-        try:
-            self._prepare(X, y)
-        finally:
-            del self.original_X_  # the training data must not live on in the fitted estimator
+        self._prepare(X, y, users_rows(original))  # passed on, never stored: no data lives on
         return self
 
-    def _prepare(self, X, y):
-        """Make the teacher ready to answer; ``setup`` has set the device and classes."""
-        self._fit_if_needed(X, y)
+    def _prepare(self, X, y, original=None):
+        """Make the teacher ready to answer; ``setup`` has set the device and classes.
+
+        ``original`` is ``X`` as the user gave it, or None.
+        """
+        self._fit_if_needed(X, y, original)
         self._place(self.device_)
         self.columns_ = self._align(self.classes_)
         self.other_columns_ = other_columns(self.classes_, self.student_classes_, self.other_label_,
                                             self.describe())
         self._checked = False
 
-    def _fit_if_needed(self, X, y):
+    def _fit_if_needed(self, X, y, original=None):
         pass
 
     def _place(self, device):

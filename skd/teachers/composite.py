@@ -13,6 +13,7 @@ becomes an :class:`EnsembleTeacher`, whose members go through
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ from skorch import NeuralNet
 from skd.teachers.adapters import CallableTeacher, SklearnTeacher, SkorchTeacher, TorchTeacher
 from skd.teachers.base import TEACHER_KINDS, Teacher
 
-__all__ = ["CompositeTeacher", "EnsembleTeacher", "as_teacher"]
+__all__ = ["CompositeTeacher", "EnsembleTeacher", "as_teacher", "register_teacher"]
 
 
 class CompositeTeacher(Teacher):
@@ -44,9 +45,9 @@ class CompositeTeacher(Teacher):
 
     uses_original_X = True  # handed on to the members that take it
 
-    def _prepare(self, X, y):
+    def _prepare(self, X, y, original=None):
         self.members_ = [
-            as_teacher(member).setup(X, y, self.student_classes_, self.device_, self.original_X_,
+            as_teacher(member).setup(X, y, self.student_classes_, self.device_, original,
                                      other=self.other_label_)
             for member in self._make_members(X, y)
         ]
@@ -133,6 +134,7 @@ class EnsembleTeacher(CompositeTeacher):
         return torch.tensordot(self.weights_.to(stacked.device), stacked, dims=1)
 
 
+@functools.singledispatch
 def as_teacher(teacher: Any) -> Teacher:
     """Wrap any accepted kind of teacher in a fresh :class:`Teacher` adapter.
 
@@ -153,17 +155,14 @@ def as_teacher(teacher: Any) -> Teacher:
     ------
     TypeError
         If ``teacher`` is none of the accepted kinds.
+
+    Notes
+    -----
+    A registry (``functools.singledispatch``) keyed by the teacher's type:
+    a new kind of teacher is supported by registering an adapter factory,
+    ``@skd.teachers.register_teacher(MyModel)`` on a function
+    ``MyModel -> Teacher``; the most specific registered type wins.
     """
-    if isinstance(teacher, Teacher):
-        return copy.copy(teacher)
-    if isinstance(teacher, NeuralNet):
-        return SkorchTeacher(teacher)
-    if isinstance(teacher, FrozenEstimator) and isinstance(teacher.estimator, NeuralNet):
-        return SkorchTeacher(teacher.estimator)  # its logits, not its probabilities
-    if isinstance(teacher, torch.nn.Module):
-        return TorchTeacher(teacher)
-    if isinstance(teacher, (list, tuple)):
-        return EnsembleTeacher(list(teacher))
     if isinstance(teacher, BaseEstimator) and (
         hasattr(teacher, "predict_proba") or hasattr(teacher, "decision_function")
     ):
@@ -173,3 +172,35 @@ def as_teacher(teacher: Any) -> Teacher:
     raise TypeError(
         f"teacher must be {TEACHER_KINDS}; got {type(teacher).__name__}: {teacher!r:.80}."
     )
+
+
+#: Register an adapter factory for a new kind of teacher (``as_teacher.register``).
+register_teacher = as_teacher.register
+
+
+@as_teacher.register
+def _(teacher: Teacher) -> Teacher:
+    return copy.copy(teacher)
+
+
+@as_teacher.register
+def _(teacher: NeuralNet) -> Teacher:
+    return SkorchTeacher(teacher)
+
+
+@as_teacher.register
+def _(teacher: FrozenEstimator) -> Teacher:
+    if isinstance(teacher.estimator, NeuralNet):
+        return SkorchTeacher(teacher.estimator)  # its logits, not its probabilities
+    return SklearnTeacher(teacher)
+
+
+@as_teacher.register
+def _(teacher: torch.nn.Module) -> Teacher:
+    return TorchTeacher(teacher)
+
+
+@as_teacher.register(list)
+@as_teacher.register(tuple)
+def _(teacher) -> Teacher:
+    return EnsembleTeacher(list(teacher))

@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
-from skorch.helper import SliceDict
 from torch import nn
 from torch.nn.utils import prune
 
-from skd._device import resolve_device
-from skd.book import book_score, make_book
-from skd.teachers.adapters import TorchTeacher, _skorch_classes
+from skd.teachers.adapters import TorchTeacher
+from skd.teachers.base import teacher_classes
 from skd.teachers.cloning import KeepsFittedTeachers, is_fitted_net
 from skd.teachers.composite import CompositeTeacher
+from skd.teachers.writing import book_of
 
 __all__ = ["PRUNE_METHODS", "PrunedTeacher", "prunable_layers", "prune_copy"]
 
@@ -239,6 +237,10 @@ class PrunedTeacher(KeepsFittedTeachers, TransformerMixin, CompositeTeacher, Bas
     def fit_transform(self, X, y=None, **fit_params):
         """Fit, then return the book ``{"X": X, "teacher_logits": logits}``.
 
+        A shortcut for ``WriteBook(PrunedTeacher(...))`` (:class:`skd.pipeline.WriteBook`,
+        the book-writing step for any teacher); both write through
+        :func:`skd.teachers.writing.book_of`.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, ...)
@@ -253,15 +255,9 @@ class PrunedTeacher(KeepsFittedTeachers, TransformerMixin, CompositeTeacher, Bas
         if y is None:
             raise ValueError("PrunedTeacher.fit_transform needs y to align the teacher to its classes.")
         self.fit(X, y)
-        X_np = X.to_numpy() if hasattr(X, "to_numpy") else np.asarray(X)
-        X_np = np.ascontiguousarray(X_np, dtype=np.float32)
-        classes = np.unique(np.asarray(y))
-        device = resolve_device(self.device)
-        adapter = copy.copy(self).setup(X_np, np.asarray(y), classes, device, original=X)
-        logits = adapter.book_logits(X_np, original=X)
-        self.classes_ = classes
-        self.teacher_score_ = book_score(logits, np.searchsorted(classes, np.asarray(y)))
-        return SliceDict(**make_book(X_np, logits))
+        written = book_of(self, X, y, self.device)
+        self.classes_, self.teacher_score_ = written.classes, written.score
+        return written.book
 
     def __getstate__(self):
         state = dict(super().__getstate__())  # a copy: object.__getstate__ may return __dict__
@@ -286,7 +282,7 @@ class PrunedTeacher(KeepsFittedTeachers, TransformerMixin, CompositeTeacher, Bas
         if self.pruned_ is None:
             return [self.teacher]
         # the pruned copy's output columns are the original teacher's
-        return [self.teacher, TorchTeacher(self.pruned_, classes=_teacher_classes(self.teacher))]
+        return [self.teacher, TorchTeacher(self.pruned_, classes=teacher_classes(_unfrozen(self.teacher)))]
 
     def _combine(self, logits):
         if len(logits) == 1:
@@ -304,9 +300,3 @@ def _kind(teacher) -> str:
     if isinstance(teacher, FrozenEstimator):
         return f"FrozenEstimator({type(teacher.estimator).__name__})"
     return type(teacher).__name__
-
-
-def _teacher_classes(teacher):
-    """Labels of a prunable teacher's output columns (None: the student's order)."""
-    teacher = _unfrozen(teacher)
-    return _skorch_classes(teacher) if isinstance(teacher, NeuralNet) else None

@@ -1,8 +1,8 @@
 """The training step captured in a CUDA graph and replayed by index.
 
 For in-memory data on CUDA the whole step (gather of the batch by index, the
-student's forward, every loss term, the non-finite guard, backward, the
-optimizer step and the epoch sums) is recorded once with
+student's forward, every loss term, the non-finite guard, backward, gradient
+clipping, the optimizer step and the epoch sums) is recorded once with
 :class:`torch.cuda.CUDAGraph` and replayed for every full batch: one small
 host-to-device index copy and one graph launch per step, where the eager
 step launches every kernel from Python.
@@ -12,52 +12,147 @@ Why a raw CUDA graph, not ``torch.compile(mode="reduce-overhead")`` or
 costs seconds to minutes per fit, paid again by every GridSearchCV candidate
 (each clone is a new module); ``make_graphed_callables`` graphs the forward
 and backward but leaves the optimizer step, the loss terms and the guard to
-eager Python. The graph is re-captured when something it baked in changes:
-the loss's scalar state (warm-up scale, scheduled temperature), the
-optimizer's hyper-parameters (an epoch-wise learning-rate schedule) or the
-student's parameters (pruning) -- a few milliseconds per change.
+eager Python.
+
+**One capture per fit.** Whatever changes from epoch to epoch is read by the
+graph from device memory, not baked into it: the loss's per-epoch scalars
+(temperature, scales, warm-up) live in the 0-d tensors of
+:class:`~skd.training.state.EpochState`, and the learning rate of Adam, AdamW
+and SGD lives in a 0-d tensor per parameter group (:meth:`CapturedStep.sync_lr`).
+A scheduler (skorch's ``LRScheduler``, epoch- or batch-wise) keeps writing
+plain floats to ``group["lr"]``, where the user and skorch see them; before
+each step the float is copied into the tensor if it changed (one tiny device
+fill, no sync). The tensor is put into ``group["lr"]`` only while the graph
+is recorded. It is float32, as torch's tensor learning rates are: replays use
+the learning rate rounded to float32 (a relative change below 1e-7), eager
+steps the float. The graph is captured again only after a structural change,
+which the capture's signature sees: another optimizer object (made capturable
+too), its state or hyper-parameters (e.g. Adam's ``betas``), a parameter's
+``requires_grad`` (skorch's ``Freezer``/``Unfreezer``), parameters or buffers
+replaced (pruning), the student's training mode, other forward ``fit_params``.
+The signature is walked once per epoch (when the ledger starts an epoch) and
+whenever one of a few cheap identities changes; between those, a step costs
+a few attribute reads and comparisons of Python host work.
+
+**Warm-up.** Before each capture, :data:`WARMUP_STEPS` real steps run
+eagerly on a side stream, as PyTorch's CUDA-graph documentation shows (lazy
+optimizer state, cuBLAS workspaces, autograd's first pass); they are counted
+per capture.
+
+**What a replay leaves.** The gradients ``p.grad`` are the graph's static
+tensors, overwritten by each replay with that batch's gradients, as an eager
+step would leave them (if an eager step replaced them in between, the next
+replay binds the static ones again). :attr:`CapturedStep.last_pred` and
+:attr:`CapturedStep.last_row` are static too: they hold the last batch's
+values until the next replay overwrites them; a callback that keeps them
+across batches must clone them.
 
 On the CPU there are no graphs: the same static-buffer step runs eagerly
-(``step_mode="graph"`` there exists to test it against the eager step).
+(``step_mode="graph"`` there exists to test it against the eager step), with
+the same signature, warm-up and capture bookkeeping, so
+:attr:`CapturedStep.n_captures` counts the captures a GPU would make.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
-from skorch.callbacks import Callback, EpochScoring, PassthroughScoring
+from skorch.callbacks import (
+    Callback,
+    EpochScoring,
+    GradientNormClipping,
+    LRScheduler,
+    PassthroughScoring,
+    ProgressBar,
+)
 
 from skd.book import is_book
 from skd.training.guard import NonFiniteGuard
 from skd.training.ledger import EpochLedger
 from skd.training.step import StepParts, batch_terms, stack_terms
 
-__all__ = ["CapturedStep", "prepare_capturable", "graph_blockers", "WARMUP_STEPS"]
+__all__ = ["CapturedStep", "GRAPH_SAFE_CALLBACKS", "WARMUP_STEPS", "body_clipper", "fallback_warning",
+           "graph_blockers", "lr_in_tensor", "prepare_capturable"]
 
-#: Eager steps before the first capture (lazy optimizer state, cuBLAS workspaces).
+#: Eager steps before each capture (lazy optimizer state, cuBLAS workspaces).
 WARMUP_STEPS = 3
+
+#: Callbacks with per-batch hooks that run with the captured step, and why they are safe.
+GRAPH_SAFE_CALLBACKS = {
+    "skorch LRScheduler, epoch-wise": "writes group['lr'] between epochs; copied into the lr tensor",
+    "skorch LRScheduler, batch-wise": "writes group['lr'] in on_batch_end; copied into the lr tensor before "
+                                      "the next replay (not with cycle_momentum, which changes betas)",
+    "skorch ProgressBar": "host work only (reads history)",
+    "skorch GradientNormClipping": "clips inside the captured step (body_clipper), not in on_grad_computed",
+    "skd StudentPruning(structured=False)": "prunes between epochs; torch's masks are applied in the "
+                                            "forward, inside the graph (one re-capture per pruning step)",
+    "EpochScoring / PassthroughScoring (on_train=False)": "their batch hooks act on validation batches only",
+    "any callback acting only on_train/on_epoch hooks": "Freezer, Unfreezer, Checkpoint, EarlyStopping, "
+                                                        "PrintLog, schedules, losses",
+}
 
 
 def prepare_capturable(optimizer: torch.optim.Optimizer, on_cuda: bool) -> str | None:
-    """Switch ``capturable=True`` on (on CUDA) where the optimizer has it.
+    """Make ``optimizer``'s step capturable on CUDA, where it can be.
 
+    Adam-like optimizers get ``capturable=True`` (their existing step counts
+    are moved to the parameters' device); SGD gets ``fused=True``, the one
+    SGD implementation that reads a tensor learning rate without a host sync.
     Returns None if the optimizer's step can be captured, else the reason.
-    Must run before the first step, so that state (Adam's step counts) is
-    created on the device.
+    Call it for every new optimizer object, before its first step.
     """
     if "capturable" in optimizer.defaults:
         for group in optimizer.param_groups:
             group["capturable"] = on_cuda
+        if on_cuda:
+            _state_to_param_device(optimizer)
         return None
     if isinstance(optimizer, torch.optim.SGD):
+        if on_cuda:
+            for group in optimizer.param_groups:
+                if not group.get("differentiable"):
+                    group["fused"], group["foreach"] = True, False
         return None  # no step counter; momentum buffers exist after the warm-up
-    return f"the optimizer {type(optimizer).__name__} has no capturable mode"
+    return (f"the optimizer {type(optimizer).__name__} has no capturable mode (use SGD, Adam or AdamW, "
+            "or another optimizer with a capturable option)")
 
 
-def _scalars(obj) -> tuple:
-    return tuple(sorted((key, value) for key, value in vars(obj).items()
-                        if key.endswith("_") and isinstance(value, (bool, int, float, str))))
+def _state_to_param_device(optimizer: torch.optim.Optimizer) -> None:
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.device != param.device:
+                state[key] = value.to(param.device)
+
+
+def lr_in_tensor(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the captured step reads this optimizer's learning rate from a 0-d tensor.
+
+    True for Adam and AdamW (capturable) and SGD (fused), as
+    :func:`prepare_capturable` sets them up on CUDA; any other optimizer has
+    its learning rate baked into the graph, and a change re-captures.
+    """
+    if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+        return True
+    if isinstance(optimizer, torch.optim.SGD):  # fused, which a differentiable SGD cannot be
+        return not any(group.get("differentiable") for group in optimizer.param_groups)
+    return False
+
+
+def _fit_params_key(fit_params: dict) -> tuple:
+    return tuple((key, id(value)) for key, value in fit_params.items())
+
+
+def _hyper_key(value):
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return value
+    if isinstance(value, tuple):
+        return tuple(_hyper_key(v) for v in value)
+    return ("id", id(value))  # a tensor hyper-parameter: read by the graph, keyed by identity
+
+
+class _Simulated:
+    """The CPU's stand-in for a recorded graph: a replay runs the step eagerly."""
 
 
 class CapturedStep:
@@ -69,18 +164,29 @@ class CapturedStep:
     optimizer : callable
         Returns the current optimizer.
     module : torch.nn.Module
-        The student (its parameters key the capture).
+        The student (its parameters and buffers key the capture).
     guard : NonFiniteGuard
     ledger : EpochLedger
+        The training ledger; its :attr:`~EpochLedger.epochs` counter tells
+        the step that an epoch began (the signature is walked again then).
     take : callable
         ``index -> (X_batch, y_batch)``: gathers a batch from the device-resident data.
     batch_size : int
         The size of every captured batch (a ragged last batch runs eagerly).
+    state : EpochState or None
+        The per-epoch state the loss reads (passed to ``batch_terms``); None:
+        the loss's float scalars are part of the signature instead.
+    clip : callable or None
+        ``module -> None``, called between backward and the optimizer step
+        (see :func:`body_clipper`).
+    warmup_steps : int, default=WARMUP_STEPS
+        Eager steps before each capture.
     """
 
     def __init__(self, parts: StepParts, optimizer: Callable[[], torch.optim.Optimizer],
                  module: torch.nn.Module, guard: NonFiniteGuard, ledger: EpochLedger,
-                 take: Callable[[torch.Tensor], tuple], batch_size: int):
+                 take: Callable[[torch.Tensor], tuple], batch_size: int, state=None,
+                 clip: Callable[[torch.nn.Module], None] | None = None, warmup_steps: int = WARMUP_STEPS):
         self.parts = parts
         self.get_optimizer = optimizer
         self.module = module
@@ -88,63 +194,214 @@ class CapturedStep:
         self.ledger = ledger
         self.take = take
         self.batch_size = batch_size
+        self.state = state
+        self.clip = clip
+        self.warmup_steps = warmup_steps
         self.on_cuda = torch.device(parts.device).type == "cuda"
         self.index = torch.zeros(batch_size, dtype=torch.long, device=parts.device)
         self.graph = None
         self.pool = None
-        self.signature = None
         self.n_captures = 0
+        self.n_warmup = 0
         self.last_row: torch.Tensor | None = None
         self.last_pred: torch.Tensor | None = None
+        self.fit_params: dict = {}
+        self._warmup_left = warmup_steps
+        self._structure = None
+        self._seen = None  # (optimizer, training, epoch, fit_params key): the cheap identities
+        self._lr_slots: list[list] = []  # [group, lr tensor, last float copied]
+        self._static_grads: list = []
+        self._side = None
 
+    # ------------------------------------------------------------------ step
     def body(self) -> None:
         """The step on the static index: no host reads, so it can be captured."""
         Xi, y = self.take(self.index)
-        terms, y_pred = batch_terms(self.parts, Xi, y)
+        if self.state is None:
+            terms, y_pred = batch_terms(self.parts, Xi, y, **self.fit_params)
+        else:
+            terms, y_pred = batch_terms(self.parts, Xi, y, self.state, **self.fit_params)
         self.last_pred = y_pred.detach()
         values, total = stack_terms(terms)
         self.ledger.start(terms)
         finite = self.guard.observe(values)
         total.backward()
+        if self.clip is not None:
+            self.clip(self.module)
         self.guard.step(self.get_optimizer().step, lambda: finite)
         kept = finite if self.guard.mode == "skip" else None
         self.last_row = self.ledger.row(total, values, kept)
         self.ledger.add(self.last_row, self.batch_size)
 
-    def _signature(self) -> tuple:
-        groups = tuple(tuple(sorted((k, v) for k, v in group.items()
-                                    if isinstance(v, (bool, int, float, str))))
-                       for group in self.get_optimizer().param_groups)
-        params = tuple((id(p), tuple(p.shape)) for p in self.module.parameters())
-        return _scalars(self.parts.loss), groups, params, self.module.training
+    def run(self, index: torch.Tensor, **fit_params) -> bool:
+        """One step on the batch at ``index`` (a device tensor of ``batch_size`` indices).
 
-    def run(self, index: torch.Tensor) -> None:
-        """One step on the batch at ``index`` (a device tensor of ``batch_size`` indices)."""
+        Returns True if the step was the graph's (a replay, or its stand-in
+        on the CPU), False if it was an eager warm-up step before a capture.
+        ``fit_params`` are the forward's keyword arguments; they are fixed
+        in the graph at its capture, and other ones (keys or objects)
+        re-capture.
+        """
         self.index.copy_(index, non_blocking=True)
+        optimizer = self.get_optimizer()
+        seen = self._seen
+        if (seen is None or seen[0] is not optimizer or seen[1] != self.module.training
+                or seen[2] != self.ledger.epochs
+                or (fit_params or seen[3]) and _fit_params_key(fit_params) != seen[3]):
+            self._check_structure(optimizer, fit_params)
+        self.sync_lr()
+        if self.graph is None:
+            if self._warmup_left > 0:
+                self._warmup_left -= 1
+                self.n_warmup += 1
+                self._eager_step(optimizer)
+                return False
+            # what the graph bakes in is what exists now, after the warm-up (lazy optimizer state)
+            self._structure = self.signature(optimizer, fit_params)
+            self._capture(optimizer)
+        self._replay(optimizer)
+        return True
+
+    def sync_lr(self) -> None:
+        """Copy each group's float ``lr`` into its lr tensor where it changed (no host sync).
+
+        ``run`` calls it before every step; a scheduler that writes
+        ``group["lr"]`` (skorch's ``LRScheduler``, epoch- or batch-wise)
+        needs nothing else.
+        """
+        for slot in self._lr_slots:
+            lr = slot[0]["lr"]
+            if lr != slot[2]:
+                slot[1].fill_(lr)
+                slot[2] = lr
+
+    # ------------------------------------------------------------- signature
+    def signature(self, optimizer: torch.optim.Optimizer, fit_params: dict) -> tuple:
+        """Everything the graph bakes in: a change means a new capture (a walk over the parameters)."""
+        tensor_lr = lr_in_tensor(optimizer)
+
+        def baked(key, value):  # the float lr of a tensor-lr optimizer is read from its tensor
+            return key != "params" and not (key == "lr" and tensor_lr and not isinstance(value, torch.Tensor))
+
+        groups = tuple((tuple(id(p) for p in group["params"]),
+                        tuple((key, _hyper_key(value)) for key, value in sorted(group.items())
+                              if baked(key, value)))
+                       for group in optimizer.param_groups)
+        params = tuple((id(p), tuple(p.shape), p.requires_grad) for p in self.module.parameters())
+        buffers = tuple(id(b) for b in self.module.buffers())
+        state = (id(optimizer.state), len(optimizer.state), id(optimizer.param_groups))
+        loss = () if self.state is not None else _scalars(self.parts.loss)
+        return (id(optimizer), state, groups, params, buffers, self.module.training,
+                _fit_params_key(fit_params), loss)
+
+    def _check_structure(self, optimizer, fit_params: dict) -> None:
+        new_optimizer = self._seen is None or self._seen[0] is not optimizer
+        if new_optimizer:
+            reason = prepare_capturable(optimizer, self.on_cuda)
+            if reason:
+                raise RuntimeError(f"The captured step cannot continue: {reason}.")
+        structure = self.signature(optimizer, fit_params)
+        if structure != self._structure:
+            self._structure = structure
+            if self.graph is not None or new_optimizer:  # a warm-up under way goes on (its own state)
+                self._warmup_left = self.warmup_steps
+            self.graph = None  # free the old graph before recording a new one
+            self.fit_params = dict(fit_params)
+            self._lr_slots = []
+            if lr_in_tensor(optimizer):
+                device = self.parts.device
+                self._lr_slots = [[group, torch.tensor(float(group["lr"]), device=device), float(group["lr"])]
+                                  for group in optimizer.param_groups
+                                  if not isinstance(group["lr"], torch.Tensor)]
+        self._seen = (optimizer, self.module.training, self.ledger.epochs, _fit_params_key(fit_params))
+
+    # --------------------------------------------------------------- capture
+    def _eager_step(self, optimizer) -> None:
         if not self.on_cuda:
-            self.get_optimizer().zero_grad()
+            optimizer.zero_grad()
             self.body()
             return
-        signature = self._signature()
-        if self.graph is None or signature != self.signature:
-            self._capture()
-            self.signature = signature
-        self.graph.replay()
+        if self._side is None:
+            self._side = torch.cuda.Stream()
+        self._side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self._side):
+            optimizer.zero_grad(set_to_none=True)
+            self.body()
+        torch.cuda.current_stream().wait_stream(self._side)
 
-    def _capture(self) -> None:
-        self.graph = None  # free the old graph before recording a new one
+    def _capture(self, optimizer) -> None:
+        self.n_captures += 1
+        if not self.on_cuda:
+            self.graph = _Simulated()
+            return
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
-        self.get_optimizer().zero_grad(set_to_none=True)  # backward allocates static grads in the pool
+        optimizer.zero_grad(set_to_none=True)  # backward allocates static grads in the pool
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            self.body()
+        floats = [(slot[0], slot[0]["lr"]) for slot in self._lr_slots]
+        for slot in self._lr_slots:
+            slot[0]["lr"] = slot[1]  # the graph reads the tensor; the user keeps the float
+        try:
+            with torch.cuda.graph(graph, pool=self.pool):
+                self.body()
+        finally:
+            for group, lr in floats:
+                group["lr"] = lr
         self.graph = graph
-        self.n_captures += 1
+        self._static_grads = [(p, p.grad) for p in self.module.parameters() if p.grad is not None]
+
+    def _replay(self, optimizer) -> None:
+        if not self.on_cuda:
+            optimizer.zero_grad()
+            self.body()
+            return
+        if self._static_grads and self._static_grads[0][0].grad is not self._static_grads[0][1]:
+            for param, grad in self._static_grads:  # an eager step replaced them
+                param.grad = grad
+        self.graph.replay()
 
 
-def graph_blockers(parts: StepParts, data, callbacks, optimizer_reason: str | None) -> list[str]:
-    """Why the captured step cannot run for this fit (empty: it can)."""
+def _scalars(obj) -> tuple:
+    """The loss's float state (``*_``): baked into the graph when no EpochState is given."""
+    return tuple(sorted((key, value) for key, value in vars(obj).items()
+                        if key.endswith("_") and isinstance(value, (bool, int, float, str))))
+
+
+# ------------------------------------------------------------------ clipping
+class _ClipGradNorm:
+    """``clip_grad_norm_`` inside the step: capturable (no host read, foreach on CUDA)."""
+
+    def __init__(self, max_norm: float, norm_type: float):
+        self.max_norm = max_norm
+        self.norm_type = norm_type
+
+    def __call__(self, module: torch.nn.Module) -> None:
+        torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.grad is not None],
+                                       max_norm=self.max_norm, norm_type=self.norm_type)
+
+
+def body_clipper(callbacks: Sequence) -> Callable[[torch.nn.Module], None] | None:
+    """The gradient clipping the captured step must do itself, from skorch's ``GradientNormClipping``.
+
+    The captured step calls no ``on_grad_computed`` hook: pass the result as
+    ``CapturedStep(..., clip=...)``. None if no callback clips.
+    """
+    clips = [callback for _, callback in callbacks
+             if isinstance(callback, GradientNormClipping) and callback.gradient_clip_value is not None]
+    if not clips:
+        return None
+    if len(clips) > 1:
+        raise ValueError("More than one GradientNormClipping callback clips the gradients; keep one.")
+    return _ClipGradNorm(clips[0].gradient_clip_value, clips[0].gradient_clip_norm_type)
+
+
+# ----------------------------------------------------------------- blockers
+def graph_blockers(parts: StepParts, data, callbacks, optimizer_reason: str | None,
+                   optimizer: torch.optim.Optimizer | None = None) -> list[str]:
+    """Why the captured step cannot run for this fit (empty: it can).
+
+    Each reason names its cause; :func:`fallback_warning` adds how to avoid it.
+    """
     reasons = []
     if torch.device(parts.device).type != "cuda":
         reasons.append("the device is not CUDA")
@@ -159,11 +416,41 @@ def graph_blockers(parts: StepParts, data, callbacks, optimizer_reason: str | No
     if optimizer_reason:
         reasons.append(optimizer_reason)
     for name, callback in callbacks:
-        hooks = [hook for hook in ("on_batch_begin", "on_batch_end", "on_grad_computed")
-                 if _overrides(callback, hook)]
-        if hooks:
-            reasons.append(f"the callback {name!r} acts on every batch ({', '.join(hooks)})")
+        reason = _callback_blocker(name, callback, optimizer)
+        if reason:
+            reasons.append(reason)
     return reasons
+
+
+def _callback_blocker(name: str, callback, optimizer) -> str | None:
+    if isinstance(callback, LRScheduler):
+        if callback.step_every != "batch":
+            return None
+        policy = callback.policy if isinstance(callback.policy, str) else callback.policy.__name__
+        if policy in ("CyclicLR", "OneCycleLR") and callback.kwargs.get("cycle_momentum", True):
+            return (f"the callback {name!r} cycles the momentum every batch (LRScheduler with "
+                    f"{policy}, cycle_momentum=True)")
+        if optimizer is not None and not lr_in_tensor(optimizer):
+            return (f"the callback {name!r} changes the learning rate every batch, and "
+                    f"{type(optimizer).__name__}'s is baked into the graph")
+        return None
+    if isinstance(callback, (ProgressBar, GradientNormClipping)):
+        return None
+    if _is_student_pruning(callback):
+        if callback.structured:
+            return f"the callback {name!r} prunes structurally (it traces a batch and rebuilds the optimizer)"
+        return None
+    hooks = [hook for hook in ("on_batch_begin", "on_batch_end", "on_grad_computed")
+             if _overrides(callback, hook)]
+    if hooks:
+        return f"the callback {name!r} acts on every batch ({', '.join(hooks)})"
+    return None
+
+
+def _is_student_pruning(callback) -> bool:
+    from skd.callbacks import StudentPruning  # deferred: skd.callbacks imports the teachers
+
+    return isinstance(callback, StudentPruning)
 
 
 def _overrides(callback, hook: str) -> bool:
@@ -171,3 +458,34 @@ def _overrides(callback, hook: str) -> bool:
         return False  # their batch hooks act on validation batches only
     own = getattr(type(callback), hook, None)
     return own is not None and own is not getattr(Callback, hook)
+
+
+_ADVICE = (
+    ("the device is not CUDA", "train on a CUDA device"),
+    ("not in-memory device batches", "pass X as arrays or tensors (or a book), not a Dataset, "
+                                     "and keep trainer__batching='auto'"),
+    ("the teacher runs online", "keep book='auto' or 'memory' so the teacher writes its book once"),
+    ("X is sparse", "densify X, if it fits in device memory"),
+    ("augment", "augmentation needs the online teacher: it always runs eagerly"),
+    ("capturable mode", "use SGD, Adam or AdamW"),
+    ("cycles the momentum", "pass cycle_momentum=False to the LRScheduler"),
+    ("baked into the graph", "use SGD, Adam or AdamW, or step the schedule per epoch"),
+    ("prunes structurally", "prune with structured=False, or accept the eager step"),
+    ("acts on every batch", "move its work to on_epoch_begin/on_epoch_end, or accept the eager step"),
+    ("checks every batch on the host", "leave trainer__check_every='auto' (a device-side check)"),
+)
+
+
+def fallback_warning(reasons: Sequence[str]) -> str:
+    """The warning of a fit that wanted the captured step and runs the eager one.
+
+    Names each cause and how to avoid it; the trainer warns once per fit.
+    """
+    lines = []
+    for reason in reasons:
+        advice = next((text for key, text in _ADVICE if key in reason), None)
+        lines.append(f"- {reason}" + (f": {advice}." if advice else "."))
+    return ("This fit trains with the eager step, not the captured CUDA graph, because:\n"
+            + "\n".join(lines)
+            + "\ntrainer__step_mode='eager' silences this warning; trainer__step_mode='graph' makes "
+              "it an error.")

@@ -36,6 +36,8 @@ class EpochLedger:
         self.names: tuple[str, ...] | None = None
         self.sums: torch.Tensor | None = None
         self.n_samples = 0
+        #: Epochs started (:meth:`reset` calls); a captured step re-checks its signature on a new one.
+        self.epochs = 0
 
     def start(self, names: Sequence[str]) -> None:
         """Fix the term names on the first batch and allocate the sums once.
@@ -58,11 +60,12 @@ class EpochLedger:
         if self.sums is not None:
             self.sums.zero_()
         self.n_samples = 0
+        self.epochs += 1
 
     def row(self, total: torch.Tensor, values: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
         """``[total, *values]`` of one batch, zeroed where the batch was skipped."""
         row = torch.cat([total.detach().reshape(1).float(), values])
-        return row if kept is None else torch.where(kept, row, torch.zeros_like(row))
+        return row if kept is None else torch.where(kept, row, 0.0)
 
     def add(self, row: torch.Tensor, batch_size: int) -> None:
         """Add one batch's row (device work only)."""

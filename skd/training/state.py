@@ -50,30 +50,59 @@ class EpochValues:
 
 
 class EpochState:
-    """:class:`EpochValues` held in 0-d float32 tensors on the device, updated in place.
+    """:class:`EpochValues` and each term's coefficient, in 0-d float32 device tensors updated in place.
 
     Parameters
     ----------
     device : torch.device or str
     values : EpochValues, default=EpochValues()
+    coefficients : dict of str to float, default={}
+        The factor each term is multiplied by this epoch (its weight, ``T**2``
+        where the loss has it, and the schedules' scale), computed on the host
+        by :meth:`skd.losses.DistillationLoss.term_coefficients`: one multiply
+        per term in the step, whatever the formula.
+    labelled_only : bool, default=False
+        Whether every training row of the fit has a label (no
+        :data:`~skd.labels.UNLABELLED`): then CE needs no masking.
+
+    Attributes
+    ----------
+    temperature, ce_scale, soft_scale, warmup : 0-d Tensor
+    coefficients : dict of str to 0-d Tensor
     """
 
-    __slots__ = ("values", "temperature", "ce_scale", "soft_scale", "warmup")
-
-    def __init__(self, device: torch.device | str = "cpu", values: EpochValues | None = None):
-        values = values if values is not None else EpochValues()
-        self.values = values
+    def __init__(self, device: torch.device | str = "cpu", values: EpochValues | None = None,
+                 coefficients: dict | None = None, labelled_only: bool = False):
+        self.device = torch.device(device)
+        self.labelled_only = labelled_only
+        self.values = values if values is not None else EpochValues()
         for field in fields(EpochValues):
-            setattr(self, field.name, torch.tensor(getattr(values, field.name), dtype=torch.float32,
-                                                   device=device))
+            setattr(self, field.name, self._tensor(getattr(self.values, field.name)))
+        self.coefficients = {name: self._tensor(value) for name, value in (coefficients or {}).items()}
 
-    def load(self, values: EpochValues) -> None:
-        """Write ``values`` into the tensors in place (``fill_``: no host sync, no new tensor)."""
-        if values == self.values:
-            return
+    def _tensor(self, value: float) -> torch.Tensor:
+        return torch.tensor(float(value), dtype=torch.float32, device=self.device)
+
+    def coefficient(self, term: str) -> torch.Tensor:
+        """The coefficient tensor of ``term`` (the soft scale for a term without its own)."""
+        return self.coefficients.get(term, self.soft_scale)
+
+    def load(self, values: EpochValues, coefficients: dict | None = None) -> None:
+        """Write new values into the same tensors (``fill_``: no host sync, no new tensor).
+
+        A captured step keeps reading the tensors it was recorded with, so a
+        schedule or a warm-up changes no graph. A coefficient seen for the
+        first time gets a new tensor (before any capture: the first epoch).
+        """
         self.values = values
         for field in fields(EpochValues):
             getattr(self, field.name).fill_(getattr(values, field.name))
+        for name, value in (coefficients or {}).items():
+            if name in self.coefficients:
+                self.coefficients[name].fill_(float(value))
+            else:
+                self.coefficients[name] = self._tensor(value)
 
     def __repr__(self) -> str:
-        return f"EpochState({self.values!r})"
+        coefficients = {name: float(value) for name, value in self.coefficients.items()}
+        return f"EpochState({self.values!r}, coefficients={coefficients})"

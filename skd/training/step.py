@@ -8,7 +8,6 @@ term recording of :mod:`skd.training.guard` and :mod:`skd.training.ledger`.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +17,10 @@ from skorch.utils import to_tensor
 
 from skd.book import BOOK_LOGITS, features_of, is_book
 from skd.losses import DistillationLoss
+from skd.training.state import EpochState
 
-__all__ = ["StepParts", "batch_terms", "stack_terms", "teacher_logits_for", "terms_for"]
+__all__ = ["StepParts", "batch_terms", "stack_terms", "sum_terms", "teacher_logits_for", "term_values",
+           "terms_for"]
 
 
 @dataclass
@@ -29,7 +30,8 @@ class StepParts:
     Attributes
     ----------
     forward : callable
-        The student's forward, ``features -> logits`` (skorch's ``infer``).
+        The student's forward, ``features -> logits`` (skorch's ``infer``,
+        which applies the trainer's precision).
     loss : DistillationLoss
     teacher : skd.teachers.Teacher or None
         Labels batches that are not in a book (online teacher, augmentation).
@@ -37,9 +39,8 @@ class StepParts:
     augment_mode : {"add", "replace"}
     n_classes : int
     device : torch.device
-    precision : {"32", "bf16"}
-        ``"bf16"`` runs the student's forward under autocast; the loss terms
-        are always computed in float32.
+    labelled_only : bool, default=False
+        Whether every training row has a label (CE then needs no masking).
     """
 
     forward: Callable[..., torch.Tensor]
@@ -49,13 +50,7 @@ class StepParts:
     augment_mode: str
     n_classes: int
     device: torch.device
-    precision: str = "32"
-
-    def autocast(self):
-        """The autocast context of the student's forward."""
-        if self.precision == "bf16":
-            return torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    labelled_only: bool = False
 
 
 def teacher_logits_for(parts: StepParts, X) -> torch.Tensor:
@@ -67,9 +62,13 @@ def teacher_logits_for(parts: StepParts, X) -> torch.Tensor:
     return parts.teacher.predict_logits(to_tensor(features_of(X), device=parts.device))
 
 
-def terms_for(parts: StepParts, y_pred, y, X, suffix: str = "") -> dict[str, torch.Tensor]:
-    """The loss's named terms for the student's logits ``y_pred`` on ``X``.
+def terms_for(parts: StepParts, y_pred, y, X, state: EpochState | None = None,
+              suffix: str = "") -> dict[str, torch.Tensor]:
+    """The loss's named terms for the student's logits ``y_pred`` on ``X``, at ``state``.
 
+    The one path for loss terms: the eager step (through the classifier's
+    ``get_loss``), the augmented step and the captured step all call it.
+    The terms are computed in float32 whatever the forward's precision.
     With a ``suffix`` (the augmented batch of ``"add"`` mode) the CE term is
     dropped and the other names get the suffix.
     """
@@ -79,7 +78,7 @@ def terms_for(parts: StepParts, y_pred, y, X, suffix: str = "") -> dict[str, tor
             f"{parts.n_classes} classes: it must return logits of shape (batch, {parts.n_classes})."
         )
     teacher_logits = teacher_logits_for(parts, X) if parts.loss.requires_teacher else None
-    terms = parts.loss(y_pred.float(), teacher_logits, y)
+    terms = parts.loss(y_pred.float(), teacher_logits, y, state)
     if not suffix:
         return terms
     # the augmented batch repeats the distillation terms only; CE is the clean batch's
@@ -99,7 +98,8 @@ def _augmented(parts: StepParts, x, y):
     return augmented
 
 
-def batch_terms(parts: StepParts, Xi, yi, **fit_params) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def batch_terms(parts: StepParts, Xi, yi, state: EpochState | None = None,
+                **fit_params) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The named loss terms of one batch and the student's logits on it.
 
     Without augmentation: the loss on ``Xi`` (a book supplies the teacher's
@@ -111,26 +111,32 @@ def batch_terms(parts: StepParts, Xi, yi, **fit_params) -> tuple[dict[str, torch
     y = to_tensor(yi, device=parts.device).long()
     features = to_tensor(features_of(Xi), device=parts.device)
     if parts.augment is None:
-        with parts.autocast():
-            y_pred = parts.forward(features, **fit_params)
-        return terms_for(parts, y_pred, y, Xi), y_pred
+        y_pred = parts.forward(features, **fit_params)
+        return terms_for(parts, y_pred, y, Xi, state), y_pred
     augmented = _augmented(parts, features, y)
     if parts.augment_mode == "replace":
-        with parts.autocast():
-            y_pred = parts.forward(augmented, **fit_params)
-        return terms_for(parts, y_pred, y, augmented), y_pred
-    with parts.autocast():
-        y_pred = parts.forward(features, **fit_params)
-        aug_pred = parts.forward(augmented, **fit_params)
-    terms = terms_for(parts, y_pred, y, Xi)
-    terms.update(terms_for(parts, aug_pred, y, augmented, suffix="_aug"))
+        y_pred = parts.forward(augmented, **fit_params)
+        return terms_for(parts, y_pred, y, augmented, state), y_pred
+    y_pred = parts.forward(features, **fit_params)
+    aug_pred = parts.forward(augmented, **fit_params)
+    terms = terms_for(parts, y_pred, y, Xi, state)
+    terms.update(terms_for(parts, aug_pred, y, augmented, state, suffix="_aug"))
     return terms, y_pred
 
 
-def stack_terms(terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(values, total)``: the detached float32 term values and their differentiable sum."""
-    values = torch.stack([value.detach().float() for value in terms.values()])
+def sum_terms(terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The differentiable sum of the terms (what is optimised)."""
     total = None
     for value in terms.values():
         total = value if total is None else total + value
-    return values, total
+    return total
+
+
+def term_values(terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The detached float32 term values, stacked (what the ledger and the guard read)."""
+    return torch.stack([value.detach().float() for value in terms.values()])
+
+
+def stack_terms(terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values, total)``: :func:`term_values` and :func:`sum_terms`."""
+    return term_values(terms), sum_terms(terms)

@@ -1,29 +1,71 @@
-"""The epoch loop of one fit: which step runs, what history gets, when the guard checks.
+"""The trainer: a routed component of ``DistillationClassifier`` that runs the epochs of a fit.
 
-:class:`Trainer` is made by ``DistillationClassifier`` at the start of each
-fit and replaces skorch's ``run_single_epoch``. Per batch it notifies the
-callbacks, runs the captured step (full batches of in-memory data on CUDA)
-or the eager step (everything else), and adds the loss terms to the
-on-device :class:`~skd.training.ledger.EpochLedger`; per epoch it reads the
-ledger once and records the means in ``history``.
+Like skorch's optimizer, it is given as a class with options routed by
+prefix: ``trainer=Trainer, trainer__step_mode="eager", trainer__precision="bf16"``.
+At the start of a fit the classifier calls :meth:`Trainer.start` with a
+narrow view of itself (:class:`TrainableNet`) and the step's parts; then,
+for each epoch, skorch's ``fit_loop`` reaches :meth:`Trainer.run_epoch`
+through the classifier's ``run_single_epoch``.
+
+Per batch the trainer notifies the callbacks, runs the captured step (full
+batches of in-memory data on CUDA) or the eager step, and adds the loss
+terms to the on-device :class:`~skd.training.ledger.EpochLedger`; per epoch
+it loads the loss's :class:`~skd.training.state.EpochValues` into the
+:class:`~skd.training.state.EpochState`, reads the ledger once and records
+the means in ``history``.
+
+The eager step goes through skorch's extension points: the net's
+``train_step_single`` (``infer``, then ``get_loss``, then backward) and
+``validation_step``, so a subclass overriding ``get_loss`` or
+``train_step_single`` changes training. Two paths cannot: a batch
+augmentation (two forwards per step, see ``augment``) and the captured
+step (the graph replays the recorded kernels, no Python runs per batch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import warnings
+from collections.abc import Sequence
+from numbers import Integral
+from typing import Any, Protocol
 
 import torch
 from skorch.dataset import unpack_data
 from skorch.utils import TeeGenerator
 
-from skd._batching import DeviceBatches
-from skd.training.graph import WARMUP_STEPS, CapturedStep, graph_blockers, prepare_capturable
+from skd._constraints import Interval, Options, validate_params
+from skd.callbacks.monitor import unscaled_key, unscaled_loss
+from skd.callbacks.schedules import Schedules
+from skd.training.batching import DeviceBatches
+from skd.training.graph import (
+    CapturedStep,
+    body_clipper,
+    fallback_warning,
+    graph_blockers,
+    prepare_capturable,
+)
 from skd.training.guard import DEFAULT_CUDA_CHECK_EVERY, NonFiniteGuard
 from skd.training.ledger import EpochLedger
-from skd.training.monitor import unscaled_key, unscaled_loss
-from skd.training.step import StepParts, batch_terms, stack_terms
+from skd.training.step import StepParts, batch_terms, stack_terms, term_values, terms_for
 
-__all__ = ["Trainer"]
+__all__ = ["TrainableNet", "Trainer"]
+
+
+class TrainableNet(Protocol):
+    """What the trainer uses of the net: skorch's public attributes and steps, nothing else."""
+
+    module_: torch.nn.Module
+    optimizer_: torch.optim.Optimizer
+    history: Any
+    callbacks_: Sequence
+    loss_: Any
+
+    def notify(self, method_name: str, **cb_kwargs) -> None: ...
+
+    def train_step_single(self, batch, **fit_params) -> dict: ...
+
+    def validation_step(self, batch, **fit_params) -> dict: ...
 
 
 def _batch_size(batch) -> int:
@@ -34,131 +76,210 @@ def _batch_size(batch) -> int:
 
 
 class Trainer:
-    """Runs the epochs of one fit.
+    """Runs the epochs of a fit: the step (eager or captured), the guard, the records.
 
     Parameters
     ----------
-    parts : StepParts
-    module : torch.nn.Module
-        The student.
-    optimizer : callable
-        Returns the net's current optimizer (a callback may re-create it).
-    history : callable
-        Returns the net's ``History`` (``LoadInitState`` may replace it), where
-        epoch means (and, if asked, per-batch values) are recorded.
-    notify : callable
-        The net's ``notify`` (callbacks' ``on_batch_*`` and ``on_grad_computed``).
-    callbacks : sequence of (name, callback)
-        The net's initialised callbacks (a per-batch one forces the eager step).
-    set_training : callable
-        ``training -> None``: puts the student in train or eval mode.
-    on_nonfinite : {"raise", "skip"}
-    check_every : "auto" or int
-    record_batches : "auto" or bool
-    step_mode : {"auto", "eager", "graph"}
+    step_mode : {"auto", "eager", "graph"}, default="auto"
+        ``"auto"`` captures the whole training step in a CUDA graph and
+        replays it for full batches of in-memory data on CUDA when nothing
+        needs Python on every batch, else runs the eager step (with a
+        warning naming why, once per fit); ``"graph"`` insists (an error
+        names what prevents it). ``train_step_path_`` and ``eager_reasons_``
+        on the classifier say what ran and why; see "GPU and scale".
+    precision : {"32", "bf16"}, default="32"
+        ``"bf16"`` runs the student's forward under bfloat16 autocast (for
+        CNN students on GPUs); the loss terms are always computed in float32.
+    on_nonfinite : {"raise", "skip"}, default="raise"
+        A NaN or infinite loss term: ``"raise"`` stops with a ``RuntimeError``
+        naming the epoch, the first bad batch and the term, leaving the
+        student at good weights and ``history`` kept; ``"skip"`` undoes the
+        bad batch's update on the device and counts it in ``"skipped_batches"``.
+    check_every : "auto" or int, default="auto"
+        Batches between host checks in ``"raise"`` mode (and at each epoch's
+        end); ``"auto"``: 1 on the CPU, 64 on CUDA and in the captured step.
+    record_batches : "auto" or bool, default="auto"
+        Also record the loss and every term per batch in
+        ``history[..., "batches"]`` (one device-to-host copy per batch);
+        ``"auto"``: on the CPU yes, on CUDA no. Epoch means are always recorded.
+    batching : {"auto", "loader"}, default="auto"
+        ``"auto"`` batches in-memory data by slicing tensors kept on the
+        device (the DataLoader's batches, without per-sample collation) when
+        the iterators are skorch's default; ``"loader"`` always uses skorch's
+        ``DataLoader``.
     """
 
-    def __init__(self, parts: StepParts, module: torch.nn.Module,
-                 optimizer: Callable[[], torch.optim.Optimizer], history: Callable, notify: Callable,
-                 callbacks: Sequence, set_training: Callable,
-                 on_nonfinite: str, check_every, record_batches, step_mode: str):
-        self.parts = parts
-        self.module = module
-        self.get_optimizer = optimizer
-        self.get_history = history
-        self.notify = notify
-        self.callbacks = list(callbacks)
-        self.set_training = set_training
+    _parameter_constraints = {
+        "step_mode": [Options(("auto", "eager", "graph"))],
+        "precision": [Options(("32", "bf16"))],
+        "on_nonfinite": [Options(("raise", "skip"))],
+        "check_every": [Options(("auto",)), Interval(Integral, 1, None)],
+        "record_batches": [Options(("auto", True, False))],
+        "batching": [Options(("auto", "loader"))],
+    }
+
+    def __init__(self, step_mode: str = "auto", precision: str = "32", on_nonfinite: str = "raise",
+                 check_every: str | int = "auto", record_batches: str | bool = "auto",
+                 batching: str = "auto"):
         self.step_mode = step_mode
-        on_cuda = torch.device(parts.device).type == "cuda"
-        self.record_batches = (not on_cuda) if record_batches == "auto" else bool(record_batches)
-        graph_wanted = step_mode == "graph" or (step_mode == "auto" and on_cuda)
-        self.optimizer_blocker = prepare_capturable(optimizer(), on_cuda) if graph_wanted else None
+        self.precision = precision
+        self.on_nonfinite = on_nonfinite
+        self.check_every = check_every
+        self.record_batches = record_batches
+        self.batching = batching
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The options, as scikit-learn's ``get_params``."""
+        return {name: getattr(self, name) for name in self._parameter_constraints}
+
+    def validate(self) -> Trainer:
+        """Raise a clear error naming ``trainer__<option>`` for a bad value."""
+        validate_params(self._parameter_constraints, self.get_params(), "trainer__", "Trainer")
+        return self
+
+    # ------------------------------------------------------------ the fit
+    def start(self, net: TrainableNet, parts: StepParts, schedules: Schedules) -> Trainer:
+        """Prepare a fit: the guard, the ledgers, the epoch state, the capturable optimizer."""
+        self.net = net
+        self.parts = parts
+        self.schedules = schedules
+        device = torch.device(parts.device)
+        on_cuda = device.type == "cuda"
+        self.record_batches_ = (not on_cuda) if self.record_batches == "auto" else bool(self.record_batches)
+        graph_wanted = self.step_mode == "graph" or (self.step_mode == "auto" and on_cuda)
+        self.optimizer_blocker = prepare_capturable(net.optimizer_, on_cuda) if graph_wanted else None
+        check_every = self.check_every
         if check_every == "auto":
-            check_every = DEFAULT_CUDA_CHECK_EVERY if (on_cuda or step_mode == "graph") else 1
-        self.guard = NonFiniteGuard(on_nonfinite, int(check_every), module, optimizer, parts.device)
+            check_every = DEFAULT_CUDA_CHECK_EVERY if (on_cuda or self.step_mode == "graph") else 1
+        self.guard = NonFiniteGuard(self.on_nonfinite, int(check_every), net.module_,
+                                    lambda: self.net.optimizer_, device)
         self.ledgers = {
-            True: EpochLedger("", "train_loss", parts.device, self.record_batches),
-            False: EpochLedger("valid_", "valid_loss", parts.device, self.record_batches),
+            True: EpochLedger("", "train_loss", device, self.record_batches_),
+            False: EpochLedger("valid_", "valid_loss", device, self.record_batches_),
         }
+        self.state = parts.loss.epoch_state(len(net.history) + 1, schedules, device, parts.labelled_only)
         self.captured: CapturedStep | None = None
+        self.n_captures = 0
         self.blockers: list[str] | None = None
-        self.full_steps = 0
+        self.warned = False
+        self._names: tuple[str, ...] = ()
+        self._values: torch.Tensor | None = None  # the last batch's term values (one owner: this)
+        self._in_epoch = False
+        return self
 
-    @property
-    def history(self):
-        return self.get_history()
+    def finish(self) -> None:
+        """Release what the fit held on the device (graphs, snapshots, data)."""
+        self.captured = None
+        self.guard = None
+        self.net = None
 
-    @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        return self.get_optimizer()
+    def autocast(self):
+        """The context of the student's forward: bf16 autocast inside an epoch, if asked."""
+        if self.precision == "bf16" and self._in_epoch:
+            return torch.autocast(device_type=torch.device(self.parts.device).type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def terms(self, y_pred: torch.Tensor, y: torch.Tensor, X) -> dict[str, torch.Tensor]:
+        """The loss terms of a batch at this epoch's state (the classifier's ``get_loss`` calls it).
+
+        The detached values are kept for the step that asked (ledger, guard).
+        """
+        terms = terms_for(self.parts, y_pred, y, X, self.state)
+        self._names, self._values = tuple(terms), term_values(terms)
+        return terms
 
     # ------------------------------------------------------------- choosing
     def _graph_for(self, iterator) -> CapturedStep | None:
         """The captured step for this iterator, or None (and the reasons) for eager."""
         if self.step_mode == "eager":
-            self.blockers = ["step_mode='eager'"]
+            self.blockers = ["trainer__step_mode='eager'"]
             return None
         data = iterator if isinstance(iterator, DeviceBatches) else None
-        blockers = graph_blockers(self.parts, data, self.callbacks, self.optimizer_blocker)
+        blockers = graph_blockers(self.parts, data, self.net.callbacks_, self.optimizer_blocker,
+                                  optimizer=self.net.optimizer_)
         if self.guard.checks_on_host:
-            blockers.append("nonfinite_check_every=1 checks every batch on the host")
+            blockers.append("trainer__check_every=1 checks every batch on the host")
         if self.step_mode == "graph":
             blockers = [b for b in blockers if b != "the device is not CUDA"]
         if blockers:
             if self.step_mode == "graph":
                 raise ValueError(
-                    "step_mode='graph' cannot capture this fit: " + "; ".join(blockers)
-                    + ". Use step_mode='auto' to fall back to the eager step."
+                    "trainer__step_mode='graph' cannot capture this fit: " + "; ".join(blockers)
+                    + ". Use trainer__step_mode='auto' to fall back to the eager step."
                 )
             self.blockers = blockers
+            self._warn_fallback(blockers)
             return None
         self.blockers = []
         if self.captured is None or self.captured.take != data.take:
-            self.captured = CapturedStep(self.parts, self.get_optimizer, self.module, self.guard,
-                                         self.ledgers[True], data.take, data.batch_size)
+            if self.captured is not None:
+                self.n_captures += self.captured.n_captures
+            self.captured = CapturedStep(self.parts, lambda: self.net.optimizer_, self.net.module_,
+                                         self.guard, self.ledgers[True], data.take, data.batch_size,
+                                         state=self.state, clip=body_clipper(self.net.callbacks_))
         return self.captured
+
+    def _warn_fallback(self, blockers: list[str]) -> None:
+        """Warn once per fit when a graph was wanted (CUDA, ``step_mode="auto"``) but the eager step runs."""
+        if self.warned or torch.device(self.parts.device).type != "cuda" or self.step_mode != "auto":
+            return
+        self.warned = True
+        warnings.warn(fallback_warning(blockers), RuntimeWarning, stacklevel=2)
+
+    @property
+    def captures(self) -> int:
+        """CUDA graphs recorded in this fit (on the CPU, the simulated path's count)."""
+        return self.n_captures + (self.captured.n_captures if self.captured is not None else 0)
 
     # ---------------------------------------------------------------- epoch
     def run_epoch(self, iterator, training: bool, prefix: str, **fit_params) -> None:
         """One pass over ``iterator``: skorch's ``run_single_epoch``, without per-batch syncs."""
         if iterator is None:
             return
+        net = self.net
+        history = net.history
         ledger = self.ledgers[training]
         ledger.reset()
-        epoch = len(self.history)
+        epoch = len(history)
+        if training:
+            values = self.parts.loss.epoch_values(epoch, self.schedules)
+            self.state.load(values, self.parts.loss.term_coefficients(values))
         captured = self._graph_for(iterator) if training else None
         if training:
             self.guard.reset_epoch()
             self.guard.take_snapshot()
-        self.set_training(training)
         counts = {"graph": 0, "eager": 0}
-        batches = self._batches(iterator, captured)
-        for index, batch in batches:
-            self.notify("on_batch_begin", batch=batch, training=training)
-            if index is not None:
-                captured.run(index)
-                row, n = captured.last_row, captured.batch_size
-                step = {"loss": row[0], "y_pred": captured.last_pred}
-                counts["graph"] += 1
-            else:
-                step, row = (self.train_step(batch, epoch, **fit_params) if training
-                             else self._validate(batch, **fit_params))
-                n = _batch_size(batch)
-                counts["eager"] += 1
-            if training and n == getattr(captured, "batch_size", n):
-                self.full_steps += 1
-            ledger.count(n)
-            self.history.record_batch(prefix + "_batch_size", n)
-            if self.record_batches:
-                for key, value in ledger.batch_record(row).items():
-                    self.history.record_batch(key, value)
-            self.notify("on_batch_end", batch=batch, training=training, **step)
+        self._in_epoch = True
+        try:
+            for index, batch in self._batches(iterator, captured):
+                net.notify("on_batch_begin", batch=batch, training=training)
+                if index is not None:
+                    replayed = captured.run(index, **fit_params)  # False: an eager warm-up step
+                    row, n = captured.last_row, captured.batch_size
+                    step = {"loss": row[0], "y_pred": captured.last_pred}
+                    counts["graph" if replayed else "eager"] += 1
+                else:
+                    step, row = (self._train_step(batch, epoch, **fit_params) if training
+                                 else self._validation_step(batch, **fit_params))
+                    n = _batch_size(batch)
+                    counts["eager"] += 1
+                ledger.count(n)
+                history.record_batch(prefix + "_batch_size", n)
+                if self.record_batches_:
+                    for key, value in ledger.batch_record(row).items():
+                        history.record_batch(key, value)
+                net.notify("on_batch_end", batch=batch, training=training, **step)
+                if training:
+                    self.guard.after_step(epoch, ledger.names or ())
             if training:
-                self.guard.after_step(epoch, ledger.names or ())
-        self.history.record(prefix + "_batch_count", counts["graph"] + counts["eager"])
-        if training:
-            self.guard.after_step(epoch, ledger.names or (), end_of_epoch=True)
+                self.guard.after_step(epoch, ledger.names or (), end_of_epoch=True)
+        except BaseException:
+            if training:  # a history row is an epoch that finished: drop the unfinished one
+                history.pop()
+            raise
+        finally:
+            self._in_epoch = False
+        history.record(prefix + "_batch_count", counts["graph"] + counts["eager"])
         self._record_epoch(ledger, training, counts)
 
     def _batches(self, iterator, captured):
@@ -170,77 +291,98 @@ class Trainer:
         for index in iterator.indices():
             if isinstance(index, slice):
                 index = torch.arange(index.start, index.stop, device=self.parts.device)
-            if len(index) == captured.batch_size and self.full_steps >= WARMUP_STEPS:
-                yield index, None  # callbacks see batch=None: the batch lives in the graph
+            if len(index) == captured.batch_size:
+                yield index, None  # callbacks see batch=None: the batch lives in the graph (or warms it up)
             else:
                 yield None, iterator.take(index)
 
     def _record_epoch(self, ledger: EpochLedger, training: bool, counts: dict) -> None:
+        history = self.net.history
         means = ledger.means()  # the epoch's one device-to-host copy
         if ledger.loss_name in means:
             means[unscaled_key(ledger.loss_name)] = unscaled_loss(means, ledger.names, ledger.prefix,
-                                                                  self.parts.loss)
+                                                                  self.state.values)
         for key, value in means.items():
-            self.history.record(key, value)
+            history.record(key, value)
         for key in (ledger.loss_name, unscaled_key(ledger.loss_name)):
             if key in means:
-                earlier = [row[key] for row in self.history[:-1] if key in row]
-                self.history.record(key + "_best", not earlier or means[key] < min(earlier))
+                earlier = [row[key] for row in history[:-1] if key in row]
+                history.record(key + "_best", not earlier or means[key] < min(earlier))
         if not training:
             return
         if self.guard.mode == "skip":
-            self.history.record("skipped_batches", int(self.guard.skipped))
-        self.history.record("graph_steps", counts["graph"])
-        self.history.record("eager_steps", counts["eager"])
+            history.record("skipped_batches", int(self.guard.skipped))
+        history.record("graph_steps", counts["graph"])
+        history.record("eager_steps", counts["eager"])
 
     # ---------------------------------------------------------------- steps
-    def train_step(self, batch, epoch: int, **fit_params):
+    def _forward_and_backward(self, batch, **fit_params) -> dict:
+        """One evaluation of the batch's loss and its gradients.
+
+        Through the net's ``train_step_single`` (skorch's extension point:
+        ``infer``, ``get_loss``, backward); with a batch augmentation, through
+        :func:`batch_terms` (two forwards per step, one on the augmented batch).
+        """
+        if self.parts.augment is None:
+            return self.net.train_step_single(batch, **fit_params)
+        Xi, yi = unpack_data(batch)
+        self.net.module_.train()
+        terms, y_pred = batch_terms(self.parts, Xi, yi, self.state, **fit_params)
+        self._names, (self._values, total) = tuple(terms), stack_terms(terms)
+        total.backward()
+        return {"loss": total, "y_pred": y_pred}
+
+    def _train_step(self, batch, epoch: int, **fit_params):
         """The eager step, through a closure as skorch's (so LBFGS works).
 
         Returns skorch's step dict ``{"loss", "y_pred"}`` and the batch's
         ledger row (device tensor).
         """
-        Xi, yi = unpack_data(batch)
-        ledger, guard = self.ledgers[True], self.guard
+        net, ledger, guard = self.net, self.ledgers[True], self.guard
         first: dict = {}
 
         def closure():
-            self.optimizer.zero_grad()
-            terms, y_pred = batch_terms(self.parts, Xi, yi, **fit_params)
-            values, total = stack_terms(terms)
+            net.optimizer_.zero_grad()
+            step = self._forward_and_backward(batch, **fit_params)
             if not first:  # the batch's first evaluation is the one recorded and guarded
-                ledger.start(terms)
-                first.update(values=values, total=total, y_pred=y_pred, finite=guard.observe(values))
+                values = self._values
+                ledger.start(self._names)
+                first.update(values=values, total=step["loss"], y_pred=step["y_pred"],
+                             finite=guard.observe(values))
                 if guard.checks_on_host:
                     guard.check_now(values, epoch, ledger.names)
-            total.backward()
-            self.notify("on_grad_computed", named_parameters=TeeGenerator(self.module.named_parameters()),
-                        batch=batch, training=True)
-            return total
+            net.notify("on_grad_computed", named_parameters=TeeGenerator(net.module_.named_parameters()),
+                       batch=batch, training=True)
+            return step["loss"]
 
-        guard.step(lambda: self.optimizer.step(closure), lambda: first["finite"])
+        guard.step(lambda: net.optimizer_.step(closure), lambda: first["finite"])
         kept = first["finite"] if guard.mode == "skip" else None
-        row = ledger.row(first["total"], first["values"], kept)
+        total = first["total"].detach()
+        row = ledger.row(total, first["values"], kept)
         ledger.add(row, _batch_size(batch))
-        loss = first["total"].detach()
-        loss = loss if kept is None else torch.where(kept, loss, 0.0)
+        loss = total if kept is None else torch.where(kept, total, 0.0)
         return {"loss": loss, "y_pred": first["y_pred"]}, row
 
-    def _validate(self, batch, **fit_params):
-        Xi, yi = unpack_data(batch)
+    def _validation_step(self, batch, **fit_params):
         ledger = self.ledgers[False]
-        with torch.no_grad():
-            terms, y_pred = batch_terms(self.parts, Xi, yi, **fit_params)
-            values, total = stack_terms(terms)
-            ledger.start(terms)
-            row = ledger.row(total, values, None)
-            ledger.add(row, _batch_size(batch))
-        return {"loss": total, "y_pred": y_pred}, row
+        if self.parts.augment is None:
+            step = self.net.validation_step(batch, **fit_params)
+        else:
+            Xi, yi = unpack_data(batch)
+            self.net.module_.eval()
+            with torch.no_grad():
+                terms, y_pred = batch_terms(self.parts, Xi, yi, self.state, **fit_params)
+                self._names, (self._values, total) = tuple(terms), stack_terms(terms)
+            step = {"loss": total, "y_pred": y_pred}
+        ledger.start(self._names)
+        row = ledger.row(step["loss"].detach(), self._values, None)
+        ledger.add(row, _batch_size(batch))
+        return step, row
 
     @property
     def path(self) -> str:
         """Which step ran: ``"graph"``, ``"eager"`` or ``"graph+eager"`` (ragged batches, warm-up)."""
-        steps = [row.get("graph_steps", 0) for row in self.history], [
-            row.get("eager_steps", 0) for row in self.history]
-        graph, eager = sum(steps[0]), sum(steps[1])
+        history = self.net.history
+        graph = sum(row.get("graph_steps", 0) for row in history)
+        eager = sum(row.get("eager_steps", 0) for row in history)
         return "graph+eager" if graph and eager else ("graph" if graph else "eager")

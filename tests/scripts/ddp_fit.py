@@ -21,7 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from skd import MLP, DistillationClassifier, PrunedTeacher
-from skd.distributed import GradientAllReduce, shard
+from skd.callbacks import GradientAllReduce
+from skd.distributed import shard
 
 SETTINGS = {"loss": "kd", "max_epochs": 8, "lr": 1e-2, "optimizer": torch.optim.Adam, "verbose": 0,
             "device": "cpu", "random_state": 0}

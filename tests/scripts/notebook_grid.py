@@ -60,12 +60,12 @@ def make_teacher(kind, log):
     return LogisticRegression(max_iter=200)
 
 
-def search(kind, backend, n_jobs, log, book_cache):
+def search(kind, backend, n_jobs, log, book_dir):
     X, y = load_digits(return_X_y=True)
     X, y = (X[:600] / 16.0).astype(np.float32), y[:600]
     clf = DistillationClassifier(MLP, teacher=make_teacher(kind, log), max_epochs=2, lr=1e-2,
                                  optimizer=torch.optim.Adam, batch_size=64, verbose=0, device="cpu",
-                                 random_state=0, book_cache=book_cache)
+                                 random_state=0, book_dir=book_dir)
     grid = {"loss": ["kd", "dkd"], "loss__temperature": [2.0, 4.0]}
     gs = GridSearchCV(clf, grid, cv=StratifiedKFold(3), n_jobs=n_jobs, refit=False)
     if backend == "dask":
@@ -88,12 +88,12 @@ if __name__ == "__main__":
     parser.add_argument("--backends", default="loky")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--book-cache", action="store_true")
+    parser.add_argument("--book-dir", action="store_true")
     args = parser.parse_args()
     for backend in args.backends.split(","):
         for kind in args.kinds.split(","):
             run = Path(args.workdir) / f"{backend}-{kind}"
-            cache = str(run / "books") if args.book_cache else None
+            cache = str(run / "books") if args.book_dir else None
             run.mkdir(parents=True)
             result = search(kind, backend, args.n_jobs, str(run / "teacher_calls.txt"), cache)
             print(json.dumps(result), flush=True)

@@ -32,6 +32,7 @@ from skd.losses.functional.basics import (
     labelled_cross_entropy,
     labelled_mean,
     soften,
+    standardize_logits,
     target_mask,
     target_or_teacher_top,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "relation_distances",
     "soft_rank",
     "soften",
+    "standardize_logits",
     "spearman_distance",
     "split_kl",
     "strong_class_mask",
@@ -94,4 +96,59 @@ __all__ = [
     "tfkd_reg_distribution",
     "tfkd_reg_kl",
     "tfkd_reg_released",
+]
+
+# -- methods of issue 21 (logit standardization, TTM/WTTM, NKD, CTKD, compressed book, related work) --
+from skd.losses.functional.compressed import TopKBook, compress_teacher, topk_kd_divergence  # noqa: E402
+from skd.losses.functional.curriculum import (  # noqa: E402
+    GlobalTemperature,
+    GradientReversal,
+    InstanceTemperature,
+    curriculum_lambda,
+    gradient_reversal,
+    kd_divergence_per_sample_temperature,
+)
+from skd.losses.functional.related import (  # noqa: E402
+    CONSISTENCY_KINDS,
+    adaptive_smoothing_alpha,
+    consistency_divergence,
+    corrected_teacher_log_probs,
+    extractive_teacher_log_probs,
+    self_knowledge_smoothed_ce,
+    teacher_quality,
+    teacher_quality_weights,
+    weighted_teacher_log_probs,
+)
+from skd.losses.functional.transformed import (  # noqa: E402
+    NKDTerms,
+    nkd_terms,
+    power_transformed_teacher,
+    ttm_divergence,
+    wttm_divergence,
+)
+
+__all__ += [
+    "CONSISTENCY_KINDS",
+    "GlobalTemperature",
+    "GradientReversal",
+    "InstanceTemperature",
+    "NKDTerms",
+    "TopKBook",
+    "adaptive_smoothing_alpha",
+    "compress_teacher",
+    "consistency_divergence",
+    "corrected_teacher_log_probs",
+    "curriculum_lambda",
+    "extractive_teacher_log_probs",
+    "gradient_reversal",
+    "kd_divergence_per_sample_temperature",
+    "nkd_terms",
+    "power_transformed_teacher",
+    "self_knowledge_smoothed_ce",
+    "teacher_quality",
+    "teacher_quality_weights",
+    "topk_kd_divergence",
+    "ttm_divergence",
+    "weighted_teacher_log_probs",
+    "wttm_divergence",
 ]

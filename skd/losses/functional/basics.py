@@ -13,6 +13,7 @@ __all__ = [
     "check_temperature",
     "kd_divergence",
     "labelled_cross_entropy",
+    "standardize_logits",
     "labelled_mean",
     "soften",
     "target_mask",
@@ -104,13 +105,24 @@ def labelled_cross_entropy(student_logits: torch.Tensor, target: torch.Tensor) -
 
     The usual ``-log softmax(z)_t``, batch mean (Hinton et al., 2015, the
     hard-target term), restricted to rows whose ``target`` is not
-    ``UNLABELLED``: ``sum over labelled rows / max(n_labelled, 1)`` (see
-    :func:`labelled_mean`). Equal to ``F.cross_entropy`` when every row is
-    labelled.
+    ``UNLABELLED``: ``F.cross_entropy(..., ignore_index=UNLABELLED)``, whose
+    mean is over the labelled rows. A batch with no labelled row has no mean
+    (0/0); its CE is 0, with a zero gradient (``nan_to_num``), as
+    :func:`labelled_mean` gives.
     """
-    log_probs = torch.log_softmax(student_logits, dim=1)
-    picked = log_probs.gather(1, target.long().clamp_min(0).unsqueeze(1)).squeeze(1)
-    return labelled_mean(-picked, target)
+    ce = F.cross_entropy(student_logits, target, ignore_index=UNLABELLED)
+    return torch.nan_to_num(ce, nan=0.0)
+
+
+def standardize_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Z-score each row of logits (Sun et al., "Logit Standardization in KD", CVPR 2024, Eq. 7).
+
+    ``(z - mean(z)) / (std(z) + 1e-7)`` over the classes, with torch's default
+    (Bessel-corrected) ``std``, exactly as the authors' released ``normalize``.
+    """
+    mean = logits.mean(dim=-1, keepdim=True)
+    std = logits.std(dim=-1, keepdim=True)
+    return (logits - mean) / (1e-7 + std)
 
 
 def target_or_teacher_top(target: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

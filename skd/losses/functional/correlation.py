@@ -9,6 +9,7 @@ from skd.losses.functional.basics import check_choice
 __all__ = [
     "CONVENTIONS",
     "RELEASED_EPS",
+    "UNDEFINED_RTOL",
     "abs_cosine_distance",
     "correlation_distance",
     "dist_terms",
@@ -21,69 +22,119 @@ __all__ = [
 CONVENTIONS = ("paper", "released")
 #: The ``eps`` the DIST and R2KD reference code adds to ``||a|| ||b||``.
 RELEASED_EPS = 1e-8
-# Below this product of sums of squares a correlation is undefined (constant input).
-_UNDEFINED = 1e-24
+#: With ``eps=None``, an input whose spread ``|a - mean(a)|`` is at most this many units of
+#: rounding (the compute dtype's ``eps``) times ``|a|`` is constant: its correlation is undefined.
+UNDEFINED_RTOL = 32
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # half types keep 3 significant digits: sums of squares in them overflow or cancel
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _norm_and_unit(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``|x|`` and ``x / |x|`` along ``dim`` (0 for a zero vector), scaled by ``max |x|`` first.
+
+    The scaling keeps sums of squares from underflowing (``1e-30 ** 2`` is 0 in
+    float32) or overflowing; a NaN in ``x`` gives NaN in both.
+    """
+    largest = x.abs().amax(dim, keepdim=True)
+    zero = largest == 0
+    scaled = x / torch.where(zero, 1.0, largest)
+    length = (scaled * scaled).sum(dim, keepdim=True).sqrt()
+    unit = torch.where(zero, 0.0, scaled / torch.where(zero, 1.0, length))
+    return largest * length, unit
 
 
 class _CorrelationDistance(torch.autograd.Function):
     """``1 - rho`` (or ``1 - |rho|``) along ``dim`` with a closed-form gradient.
 
-    ``rho = <a_c, b_c> / den`` where ``a_c`` is ``a`` centred along ``dim``
-    (or ``a`` itself) and ``den = sqrt(|a_c|^2 |b_c|^2)`` (``eps=None``, with
-    ``rho = 0`` and zero gradient where that is below ``1e-12``) or
-    ``|a_c| |b_c| + eps``. ``d rho / d a_c = (b_c - rho (d den / d a_c)) / den``,
-    projected back through the centring.
+    ``a_c`` is ``a`` centred along ``dim`` (or ``a`` itself), ``u_a = a_c / |a_c|``
+    (0 where ``a_c = 0``, as torch's ``norm`` gradient).
+
+    - ``eps=None`` (exact): ``rho = <u_a, u_b>``, computed on the unit vectors so
+      that no product of sums of squares can underflow; ``d rho / d a_c =
+      (u_b - rho u_a) / |a_c|``. The correlation is *undefined* (``rho = 0``, zero
+      gradient, ``defined`` False) where ``|a_c| <= UNDEFINED_RTOL * eps_dtype * |a|``
+      (the spread is rounding noise: a relative test, invariant to the scale of
+      ``a``) or ``|a_c|`` is below the dtype's smallest normal number (``1 / |a_c|``
+      would overflow); likewise for ``b``.
+    - ``eps`` a number (the reference code): ``rho = <a_c, b_c> / (|a_c| |b_c| + eps)``
+      and ``d rho / d a_c = (b_c - rho |b_c| u_a) / (|a_c| |b_c| + eps)``: every factor
+      is bounded (``|rho| <= 1``, ``|u_a| <= 1``, the denominator ``>= eps``), so the
+      gradient is finite in any precision, and 0 where both sides are constant (a
+      batch of one row), as autograd of the reference code gives.
+
+    The gradient is projected back through the centring. Half-precision inputs
+    are computed in float32.
     """
 
     @staticmethod
     def forward(ctx, a, b, dim, centred, absolute, eps):
+        in_dtype = a.dtype
+        compute = _compute_dtype(in_dtype)
+        a, b = a.to(compute), b.to(compute)
         a_c = a - a.mean(dim, keepdim=True) if centred else a
         b_c = b - b.mean(dim, keepdim=True) if centred else b
-        saa = (a_c * a_c).sum(dim, keepdim=True)
-        sbb = (b_c * b_c).sum(dim, keepdim=True)
-        sab = (a_c * b_c).sum(dim, keepdim=True)
+        norm_a, unit_a = _norm_and_unit(a_c, dim)
+        norm_b, unit_b = _norm_and_unit(b_c, dim)
         if eps is None:
-            product = saa * sbb
+            finfo = torch.finfo(compute)
+            rtol = UNDEFINED_RTOL * finfo.eps
+
+            def constant(x, norm_c):
+                scale = _norm_and_unit(x, dim)[0] if centred else norm_c
+                return norm_c <= torch.clamp_min(rtol * scale, finfo.tiny)
+
             # NaN is not 'undefined': a NaN input must give a NaN distance, so that the
             # non-finite guard sees it instead of a silent distance of 1
-            defined = ~(product <= _UNDEFINED)
-            denominator = product.clamp_min(_UNDEFINED).sqrt()
-            rho = torch.where(defined, sab / denominator, 0.0)
-            # d den / d a_c = den a_c / saa, so d rho / d a_c = (b_c - rho den a_c / saa) / den
-            coef_a = torch.where(defined, rho / saa.clamp_min(_UNDEFINED), 0.0)
-            coef_b = torch.where(defined, rho / sbb.clamp_min(_UNDEFINED), 0.0)
-            scale = torch.where(defined, denominator.reciprocal(), 0.0)
+            defined = ~(constant(a, norm_a) | constant(b, norm_b))
+            rho = torch.where(defined, (unit_a * unit_b).sum(dim, keepdim=True), 0.0)
+            inv_a = torch.where(defined, norm_a.reciprocal(), 0.0)
+            inv_b = torch.where(defined, norm_b.reciprocal(), 0.0)
+            # d rho / d a_c = (u_b - rho u_a) / |a_c|
+            parts_a = (unit_b, rho, unit_a, inv_a)
+            parts_b = (unit_a, rho, unit_b, inv_b)
         else:
-            tiny = torch.finfo(a.dtype).tiny
-            norm_a, norm_b = saa.sqrt(), sbb.sqrt()
             denominator = norm_a * norm_b + eps
-            rho = sab / denominator
-            # d den / d a_c = |b_c| a_c / |a_c| (0 where a_c = 0, as torch's norm)
-            coef_a = rho * norm_b / (norm_a.clamp_min(tiny) * denominator)
-            coef_b = rho * norm_a / (norm_b.clamp_min(tiny) * denominator)
-            scale = denominator.reciprocal()
+            rho = (a_c * b_c).sum(dim, keepdim=True) / denominator
+            defined = torch.ones_like(rho, dtype=torch.bool)
+            inv = denominator.reciprocal()
+            # d rho / d a_c = (b_c - rho |b_c| u_a) / den
+            parts_a = (b_c, rho * norm_b, unit_a, inv)
+            parts_b = (a_c, rho * norm_a, unit_b, inv)
         sign = rho.sign() if absolute else None
-        ctx.save_for_backward(a_c, b_c, coef_a, coef_b, scale, sign if absolute else rho)
-        ctx.dim, ctx.centred, ctx.absolute = dim, centred, absolute
-        return (1.0 - (rho.abs() if absolute else rho)).squeeze(dim)
+        ctx.save_for_backward(*parts_a, *parts_b, sign)
+        ctx.dim, ctx.centred, ctx.absolute, ctx.in_dtype = dim, centred, absolute, in_dtype
+        distance = 1.0 - (rho.abs() if absolute else rho)
+        defined = defined.squeeze(dim)
+        ctx.mark_non_differentiable(defined)
+        return distance.squeeze(dim).to(in_dtype), defined
 
     @staticmethod
-    def backward(ctx, grad):
-        a_c, b_c, coef_a, coef_b, scale, sign = ctx.saved_tensors
+    def backward(ctx, grad, _grad_defined):
+        saved = ctx.saved_tensors
+        parts_a, parts_b, sign = saved[:4], saved[4:8], saved[8]
         dim = ctx.dim
-        grad = -grad.unsqueeze(dim)
+        grad = -grad.unsqueeze(dim).to(parts_a[0].dtype)
         if ctx.absolute:
             grad = grad * sign
 
-        def one_side(own_c, other_c, coef):
-            d = other_c * scale - coef * own_c
+        def one_side(parts):
+            other, coef, own_unit, scale = parts
+            d = (other - coef * own_unit) * scale
             if ctx.centred:
                 d = d - d.mean(dim, keepdim=True)
-            return grad * d
+            return (grad * d).to(ctx.in_dtype)
 
-        grad_a = one_side(a_c, b_c, coef_a) if ctx.needs_input_grad[0] else None
-        grad_b = one_side(b_c, a_c, coef_b) if ctx.needs_input_grad[1] else None
+        grad_a = one_side(parts_a) if ctx.needs_input_grad[0] else None
+        grad_b = one_side(parts_b) if ctx.needs_input_grad[1] else None
         return grad_a, grad_b, None, None, None, None
+
+
+def _distances(a, b, dim, centred, absolute, eps):
+    """``(distance, defined)`` along ``dim``; see :class:`_CorrelationDistance`."""
+    return _CorrelationDistance.apply(a, b, dim % a.ndim, bool(centred), bool(absolute), eps)
 
 
 def correlation_distance(
@@ -98,13 +149,17 @@ def correlation_distance(
 
     ``rho`` is the cosine of ``a`` and ``b``, centred along ``dim`` when
     ``centred`` (then it is Pearson's correlation). With ``eps=None`` it is
-    exact: ``<a, b> / sqrt(|a|^2 |b|^2)``, and a constant (zero) input, whose
-    correlation is undefined, gives ``rho = 0`` with zero gradient. With a
+    exact, ``<a, b> / (|a| |b|)``, computed on unit vectors, and invariant to
+    the scale of either input. A constant input (centred: its spread is within
+    ``UNDEFINED_RTOL`` units of rounding of its size; uncentred: zero) has no
+    defined correlation and gives ``rho = 0``, distance 1, with zero gradient;
+    :func:`relation_distances` leaves such entries out of its means. With a
     number, the denominator is ``|a| |b| + eps``, as in the DIST and R2KD
-    reference code. Gradients are in closed form.
+    reference code, and the gradient is finite everywhere (0 where both
+    inputs are constant). Gradients are in closed form; float16 and bfloat16
+    inputs are computed in float32.
     """
-    dim = dim % a.ndim
-    return _CorrelationDistance.apply(a, b, dim, bool(centred), bool(absolute), eps)
+    return _distances(a, b, dim, centred, absolute, eps)[0]
 
 
 def pearson_distance(
@@ -133,7 +188,14 @@ def abs_cosine_distance(
     return correlation_distance(a, b, dim, centred=False, absolute=True, eps=eps)
 
 
-_DISTANCES = {"pearson": pearson_distance, "cosine": abs_cosine_distance}
+#: Whether each distance centres its inputs (Pearson) or not (absolute cosine).
+_DISTANCES = {"pearson": True, "cosine": False}
+
+
+def _mean_defined(distance: torch.Tensor, defined: torch.Tensor) -> torch.Tensor:
+    """Mean of ``distance`` over the entries whose correlation is defined; 0 if none is."""
+    total = torch.where(defined, distance, 0.0).sum()
+    return total / defined.sum().clamp_min(1).to(distance.dtype)
 
 
 def relation_distances(
@@ -151,11 +213,19 @@ def relation_distances(
     al., 2022, Sec. 3.3) and R2KD's value term (Kim et al., 2024).
 
     ``distance`` is ``"pearson"`` (:func:`pearson_distance`) or ``"cosine"``
-    (:func:`abs_cosine_distance`). ``convention="paper"`` is exact, and a
-    batch of one sample has no relation across the batch, so ``columns`` is
-    0; ``"released"`` divides by ``|a| |b| + 1e-8`` as the reference code
-    does, which also gives a one-sample batch a column distance (1 for
-    Pearson: its centred columns are zero).
+    (:func:`abs_cosine_distance`).
+
+    - ``convention="paper"`` is exact. One rule for every batch size: a row or
+      column whose correlation is undefined (a constant student or teacher
+      vector, see :func:`correlation_distance`) is left out of the mean, and a
+      mean over no defined entry is 0. So a batch of one sample, whose
+      centred columns are all zero, has no relation across the batch
+      (``columns`` is 0), and a constant student row passes no gradient.
+    - ``convention="released"`` divides by ``|a| |b| + 1e-8`` as the
+      reference code does and averages over every row and column: a constant
+      vector gets ``rho = 0`` (distance 1 for Pearson), so a one-sample batch
+      has ``columns`` 1 for Pearson, with zero gradient. The gradient is
+      finite in every precision.
 
     Returns
     -------
@@ -163,14 +233,15 @@ def relation_distances(
     """
     check_choice(distance, tuple(_DISTANCES), "distance")
     check_choice(convention, CONVENTIONS, "convention")
-    measure = _DISTANCES[distance]
+    centred = _DISTANCES[distance]
     eps = None if convention == "paper" else RELEASED_EPS
     probs_s = torch.softmax(student_logits / temperature, dim=1)
     probs_t = torch.softmax(teacher_logits / temperature, dim=1)
-    rows = measure(probs_s, probs_t, dim=1, eps=eps).mean()
-    if convention == "paper" and probs_s.shape[0] < 2:
-        return rows, probs_s.new_zeros(())
-    return rows, measure(probs_s, probs_t, dim=0, eps=eps).mean()
+    means = []
+    for dim in (1, 0):
+        values, defined = _distances(probs_s, probs_t, dim, centred, distance == "cosine", eps)
+        means.append(values.mean() if eps is not None else _mean_defined(values, defined))
+    return means[0], means[1]
 
 
 def dist_terms(

@@ -122,7 +122,7 @@ def split_kl(
         ``binary``, ``kl_in``, ``kl_out`` and the teacher's masses
         ``mass_in``, ``mass_out``, each of shape (batch,).
     """
-    return SplitKL(*_SplitKL.apply(student_logits, teacher_logits.detach(), in_group, float(temperature)))
+    return SplitKL(*_SplitKL.apply(student_logits, teacher_logits.detach(), in_group, temperature))
 
 
 class DKDTerms(NamedTuple):
@@ -177,6 +177,15 @@ def strong_class_mask(
       of the teacher's (softened) non-target mass reaches ``strong_mass``.
       Without labels, the fewest top classes whose mass reaches ``strong_mass``.
 
+    Ties are never broken by position: every class whose teacher logit equals
+    the last one taken joins S too (``topk``: every class at least as large as
+    the ``strong_k``-th largest; ``mass``: a class joins when the mass of the
+    classes strictly above it is below ``strong_mass``). So S may hold more
+    than ``strong_k`` non-target classes when the teacher ties (scikit-learn
+    teachers tie routinely: their logits are ``log(max(p, 1e-7))``), and the
+    mask commutes with any permutation of the classes. No value is read back
+    to the host and every shape is fixed by the input's.
+
     Returns
     -------
     bool Tensor of shape (batch, n_classes)
@@ -192,13 +201,21 @@ def strong_class_mask(
         n_top = strong_k + 1
     if rule == "topk":
         n_top = min(n_top, n_classes - int(target is not None))
-        top = ranked.topk(n_top, dim=1).indices
-        return fixed.scatter(1, top, True)
+        if n_top <= 0:
+            return fixed
+        kth = ranked.topk(n_top, dim=1).values[:, -1:]
+        # the target's -inf never joins through a tie: the target is in S already
+        return fixed | ((ranked >= kth) & (ranked > float("-inf")))
     if rule == "mass":
         probs = torch.softmax(ranked / temperature, dim=1)
         sorted_probs, order = probs.sort(dim=1, descending=True)
         mass_before = sorted_probs.cumsum(dim=1) - sorted_probs
-        include = mass_before < strong_mass
+        # a run of tied classes shares the mass before its first member
+        positions = torch.arange(n_classes, device=probs.device).expand_as(sorted_probs)
+        starts_run = torch.ones_like(sorted_probs, dtype=torch.bool)
+        starts_run[:, 1:] = sorted_probs[:, 1:] != sorted_probs[:, :-1]
+        run_start = torch.where(starts_run, positions, 0).cummax(dim=1).values
+        include = mass_before.gather(1, run_start) < strong_mass
         return fixed | torch.zeros_like(fixed).scatter(1, order, include)
     raise ValueError(f"rule must be 'topk' or 'mass', got {rule!r}.")
 

@@ -1,20 +1,27 @@
-"""Epoch schedules of a loss's weights and temperature (skorch callbacks)."""
+"""Epoch schedules of a loss's weights and temperature (skorch callbacks).
+
+A schedule is pure: :meth:`_EpochSchedule.value_at` gives its value at an
+epoch, and the loss turns the schedules of a fit into that epoch's
+:class:`~skd.training.state.EpochValues` (:meth:`skd.losses.DistillationLoss.epoch_values`).
+The schedule itself only records its value in ``history``.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from skorch.callbacks import Callback
 
 from skd.losses.functional import check_temperature
 
-__all__ = ["SoftLossSchedule", "TemperatureSchedule", "find_schedule"]
+__all__ = ["SoftLossSchedule", "TemperatureSchedule", "Schedules", "find_schedules"]
 
 
-def _progress(net, epochs, kind):
-    """Schedule position in [0, 1] at the current epoch, shaped by ``kind``."""
-    total = epochs if epochs is not None else net.max_epochs
-    epoch = len(net.history) - 1  # 0 in the first epoch
+def _progress(epoch: int, max_epochs: int, epochs, kind):
+    """Schedule position in [0, 1] at ``epoch`` (1 in the first epoch), shaped by ``kind``."""
+    total = epochs if epochs is not None else max_epochs
+    epoch = epoch - 1  # 0 in the first epoch
     frac = min(epoch / (total - 1), 1.0) if total and total > 1 else 1.0
     if kind == "linear":
         return frac
@@ -28,15 +35,8 @@ def _check_epochs(epochs, owner):
         raise ValueError(f"{owner} epochs must be None or an int >= 1, got {epochs!r}.")
 
 
-def find_schedule(net, kind: type[_EpochSchedule]) -> _EpochSchedule | None:
-    """The one callback of type ``kind`` among ``net.callbacks_``, or None.
-
-    A loss reads its schedules' values through this in its own
-    ``on_epoch_begin``, so no callback writes another's state and the
-    callbacks' order does not matter. Two schedules of one kind would
-    disagree on the value: that is an error.
-    """
-    found = [(name, cb) for name, cb in getattr(net, "callbacks_", None) or () if isinstance(cb, kind)]
+def _find(callbacks, kind):
+    found = [(name, cb) for name, cb in callbacks if isinstance(cb, kind)]
     if len(found) > 1:
         names = ", ".join(repr(name) for name, _ in found)
         raise ValueError(
@@ -44,6 +44,25 @@ def find_schedule(net, kind: type[_EpochSchedule]) -> _EpochSchedule | None:
             f"{kind.__name__}. Remove all but one from callbacks=[...]."
         )
     return found[0][1] if found else None
+
+
+@dataclass(frozen=True)
+class Schedules:
+    """The schedules of one fit, found once among its callbacks, and ``max_epochs``."""
+
+    soft: SoftLossSchedule | None = None
+    temperature: TemperatureSchedule | None = None
+    max_epochs: int = 1
+
+
+def find_schedules(callbacks, max_epochs: int) -> Schedules:
+    """The :class:`Schedules` among ``callbacks`` (``(name, callback)`` pairs).
+
+    Two schedules of one kind would disagree on the value: that is an error.
+    """
+    callbacks = list(callbacks or ())
+    return Schedules(_find(callbacks, SoftLossSchedule), _find(callbacks, TemperatureSchedule),
+                     max_epochs)
 
 
 class _EpochSchedule(Callback):
@@ -69,12 +88,12 @@ class _EpochSchedule(Callback):
             raise ValueError(f"{owner} kind must be 'linear' or 'cosine', got {self.kind!r}.")
         return self
 
-    def value(self, net) -> float:
-        """The scheduled value at the current epoch (``len(net.history)``)."""
-        return self.start + (self.end - self.start) * _progress(net, self.epochs, self.kind)
+    def value_at(self, epoch: int, max_epochs: int) -> float:
+        """The scheduled value at ``epoch`` (1 in the first epoch)."""
+        return self.start + (self.end - self.start) * _progress(epoch, max_epochs, self.epochs, self.kind)
 
     def on_epoch_begin(self, net, **kwargs):
-        net.history.record(self.history_key, self.value(net))
+        net.history.record(self.history_key, self.value_at(len(net.history), net.max_epochs))
 
 
 class SoftLossSchedule(_EpochSchedule):
@@ -85,7 +104,7 @@ class SoftLossSchedule(_EpochSchedule):
     (default: ``max_epochs``), linearly or along a half cosine. The CE term is
     multiplied by ``1 + (start - lambda)``: what the soft terms lose, the
     hard-label term gains. The paper's exact schedule is not published.
-    The loss reads both multipliers from :meth:`scales` at each epoch begin;
+    The loss reads both multipliers from :meth:`scales_at`;
     ``lambda`` is recorded in ``history`` as ``"soft_scale"``.
 
     Parameters
@@ -108,16 +127,16 @@ class SoftLossSchedule(_EpochSchedule):
 
     history_key = "soft_scale"
 
-    def scales(self, net) -> tuple[float, float]:
-        """``(soft, ce)`` multipliers at the current epoch: ``(lambda, 1 + start - lambda)``."""
-        lam = self.value(net)
+    def scales_at(self, epoch: int, max_epochs: int) -> tuple[float, float]:
+        """``(soft, ce)`` multipliers at ``epoch``: ``(lambda, 1 + start - lambda)``."""
+        lam = self.value_at(epoch, max_epochs)
         return lam, 1.0 + (self.start - lam)
 
 
 class TemperatureSchedule(_EpochSchedule):
     """Move the loss's temperature from ``start`` to ``end`` over the epochs.
 
-    The loss reads :meth:`value` at each epoch begin; the value is recorded
+    The loss reads :meth:`value_at` at each epoch; the value is recorded
     in ``history`` as ``"temperature"``.
 
     Parameters

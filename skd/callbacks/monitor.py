@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 from skorch.callbacks import EarlyStopping, PrintLog
 
-__all__ = ["UNSCALED", "DistillationPrintLog", "term_scale", "unscaled_key", "unscaled_loss",
-           "watch_unscaled"]
+from skd.training.state import EpochValues
+
+__all__ = ["UNSCALED", "DistillationPrintLog", "unscaled_key", "unscaled_loss", "watch_unscaled"]
 
 #: History keys of the loss with the schedules' factors divided out.
 UNSCALED = {"train_loss": "train_unscaled_loss", "valid_loss": "valid_unscaled_loss"}
@@ -28,22 +29,15 @@ def unscaled_key(loss_name: str) -> str:
     return UNSCALED[loss_name]
 
 
-def term_scale(loss, name: str) -> float:
-    """The factor the loss's schedules put on the term ``name`` this epoch."""
-    if name == "ce":
-        return float(getattr(loss, "ce_scale_", 1.0))
-    return float(getattr(loss, "soft_scale_", 1.0)) * float(getattr(loss, "warmup_scale_", 1.0))
-
-
-def unscaled_loss(means: dict, names: Sequence[str], prefix: str, loss) -> float:
-    """The sum of the epoch's term means, each divided by its schedule factor.
+def unscaled_loss(means: dict, names: Sequence[str], prefix: str, values: EpochValues) -> float:
+    """The sum of the epoch's term means, each divided by its factor in ``values``.
 
     A term whose factor is 0 this epoch (switched off by a schedule) carries
     no value to scale back and is left out.
     """
     total = 0.0
     for name in names:
-        scale = term_scale(loss, name.removesuffix("_aug"))
+        scale = values.scale_of(name)
         if scale > 0:
             total += means[prefix + name] / scale
     return total
@@ -70,11 +64,14 @@ class DistillationPrintLog(PrintLog):
     Columns: ``epoch``, ``train_loss``, the training terms in the order the
     loss returns them (``ce`` first), ``valid_loss``, the validation terms,
     ``valid_unscaled_loss``, then every other key in the order it was
-    recorded, and ``dur`` last. Parameters are skorch's; ``train_unscaled_loss``
-    is not printed unless ``keys_ignored`` is given without it.
+    recorded, and ``dur`` last. ``train_unscaled_loss`` follows ``train_loss``:
+    with a warm-up or a schedule, ``train_loss`` (the sum optimised) can rise
+    while the student improves, and the unscaled loss is the steady measure.
+    Parameters are skorch's; the trainer's step counts (``graph_steps``,
+    ``eager_steps``) are recorded in ``history`` but not printed by default.
     """
 
-    def __init__(self, keys_ignored=("train_unscaled_loss",), sink=print, tablefmt="simple",
+    def __init__(self, keys_ignored=("graph_steps", "eager_steps"), sink=print, tablefmt="simple",
                  floatfmt=".4f", stralign="right"):
         super().__init__(keys_ignored=keys_ignored, sink=sink, tablefmt=tablefmt,
                          floatfmt=floatfmt, stralign=stralign)
@@ -88,7 +85,8 @@ class DistillationPrintLog(PrintLog):
     def _sorted_keys(self, keys):
         shown = [key for key in super()._sorted_keys(keys) if key not in ("epoch", "dur")]
         terms = getattr(self, "term_names_", [])
-        first = ["train_loss", *terms, "valid_loss", *["valid_" + t for t in terms], "valid_unscaled_loss"]
+        first = ["train_loss", "train_unscaled_loss", *terms, "valid_loss", *["valid_" + t for t in terms],
+                 "valid_unscaled_loss"]
         head = [key for key in first if key in shown]
         rest = [key for key in shown if key not in head]
         return [key for key in ("epoch",) if key in keys and key not in self.keys_ignored_] + head + rest \

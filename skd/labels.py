@@ -1,42 +1,116 @@
-"""Labels that say less than one class per row: unlabelled rows and specialist students.
+"""Labels: checking and encoding ``y``, unlabelled rows, and the "other" bucket.
 
+- **Encoding**: labels of any sortable type become indices into
+  ``classes_`` (:func:`validate_labels`, a ``LabelEncoder``).
 - **Unlabelled rows** follow scikit-learn's semi-supervised convention
-  (``SelfTrainingClassifier``, ``LabelPropagation``): a row whose label is
-  the ``unlabelled`` marker (default -1) has no label. It is encoded as -1
-  and gets the teacher's terms only; ``classes_`` never holds the marker.
+  (``SelfTrainingClassifier``, ``LabelPropagation``) once the user names the
+  marker (``unlabelled=-1``, say): a row whose label is the marker has no
+  label. It is encoded as :data:`UNLABELLED` and gets the teacher's terms
+  only; ``classes_`` never holds the marker. With ``unlabelled=None`` (the
+  default) every value of ``y`` is a class: a ``-1`` is never silently
+  dropped.
 - **Specialist students** learn a strict subset of the teacher's classes
   (``classes=`` or the labels of ``y``). With ``teacher_other="bucket"`` the
   student also has an "other" class (:func:`other_label`): the teacher's
   remaining classes folded into one logit, and the labels of ``y`` outside
   the subset that the teacher knows are encoded as "other".
 
-The classifier calls :func:`partial_labels` in place of
-:func:`skd._validation.validate_labels`, which it wraps.
+The classifier calls :func:`partial_labels`, which wraps :func:`validate_labels`.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
-from sklearn.utils.validation import check_consistent_length, column_or_1d
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _assert_all_finite, check_consistent_length, column_or_1d
 from torch.utils.data import Dataset
 
-from skd._validation import Labels, validate_labels
 from skd.book import features_of
 
 __all__ = [
     "TEACHER_OTHER",
+    "UNLABELLED",
+    "Labels",
     "check_unlabelled_fit",
-    "forget_failed_fit",
     "labelled_part",
+    "labelled_rows",
     "marker_rows",
     "other_label",
     "partial_labels",
-    "probe_teacher",
-    "teacher_classes",
+    "validate_labels",
 ]
+
+#: The encoded label of a row without one (an index no class has).
+UNLABELLED = -1
 
 #: Choices of ``teacher_other``.
 TEACHER_OTHER = ("drop", "bucket")
+
+
+class Labels(NamedTuple):
+    """Checked labels: the user's values, their encoding, and the encoder."""
+
+    raw: np.ndarray | None
+    encoded: np.ndarray | None
+    encoder: LabelEncoder
+
+
+def validate_labels(y, X, known_classes, encoder: LabelEncoder | None, name: str) -> Labels:
+    """Check ``y`` against ``X`` and encode it.
+
+    Parameters
+    ----------
+    y : array-like or None
+    X : validated features, book or Dataset
+    known_classes : array-like or None
+        ``classes=`` from the user, if any (used to fit a new encoder).
+    encoder : LabelEncoder or None
+        The fitted encoder of an earlier fit; None fits a new one.
+    name : str
+        The estimator's class name, for messages.
+    """
+    if y is None and isinstance(X, Dataset):
+        if encoder is None:
+            if known_classes is None:
+                raise ValueError(
+                    f"{name} requires y or classes= when X is a torch Dataset and y is None; "
+                    "the Dataset must yield labels as indices 0..n_classes-1 into classes."
+                )
+            encoder = LabelEncoder().fit(np.asarray(known_classes))
+        return Labels(None, None, encoder)
+    if y is None:
+        raise ValueError(f"{name} requires y to be passed, but the target y is None.")
+    y = column_or_1d(y, warn=True)
+    if y.dtype.kind in "fc":
+        _assert_all_finite(y, input_name="y")
+    check_classification_targets(y)
+    if not isinstance(X, Dataset):
+        check_consistent_length(features_of(X), y)
+    first_fit = encoder is None
+    if encoder is None:
+        encoder = LabelEncoder().fit(y if known_classes is None else np.asarray(known_classes))
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                f"y contains only one class ({encoder.classes_[0]!r}); a classifier "
+                "needs at least 2 classes."
+            )
+    try:
+        return Labels(y, encoder.transform(y).astype(np.int64), encoder)
+    except ValueError:
+        unseen = sorted(set(np.unique(y).tolist()) - set(encoder.classes_.tolist()))
+        if first_fit:  # the classes came from the classes= parameter
+            raise ValueError(
+                f"y contains labels {unseen} that are not in classes= "
+                f"({encoder.classes_.tolist()}); add them to classes=, or drop those rows."
+            ) from None
+        raise ValueError(
+            f"y contains labels {unseen} not seen in the first fit (classes_ = "
+            f"{encoder.classes_.tolist()}); pass every label as classes= on the first "
+            "partial_fit call."
+        ) from None
 
 
 def other_label(classes) -> str | int:
@@ -48,23 +122,10 @@ def other_label(classes) -> str | int:
     return "other" if np.asarray(classes).dtype.kind in "OUS" else -2
 
 
-def teacher_classes(teacher) -> np.ndarray | None:
-    """The labels of the teacher's columns when the teacher knows them, else None.
-
-    A fitted scikit-learn or skorch classifier (``classes_``), or a
-    :class:`skd.teachers.TorchTeacher` / ``CallableTeacher`` given ``classes=``.
-    """
-    try:
-        classes = getattr(teacher, "classes_", None)
-    except Exception:  # noqa: BLE001 - any property that raises before fit means "unknown"
-        return None
-    return None if classes is None else np.asarray(classes)
-
-
 def marker_rows(y: np.ndarray, marker) -> np.ndarray:
-    """Boolean mask of the rows labelled ``marker`` (elementwise for any dtype)."""
+    """Boolean mask of the rows labelled ``marker`` (elementwise for any dtype); none for None."""
     if marker is None:
-        return np.array([value is None for value in y.tolist()], dtype=bool)
+        return np.zeros(len(y), dtype=bool)
     if y.dtype.kind in "OUS" and not isinstance(marker, str):
         return np.array([value == marker and not isinstance(value, str) for value in y.tolist()],
                         dtype=bool)
@@ -161,7 +222,7 @@ def partial_labels(y, X, known_classes, encoder, name: str, *, marker, teacher_k
         labelled_y = _fold_other(labelled_y, np.asarray(known), teacher_known)
     labels = validate_labels(labelled_y if len(labelled_y) else np.asarray(known), None, known,
                              encoder, name)
-    encoded = np.full(len(y), -1, dtype=np.int64)
+    encoded = np.full(len(y), UNLABELLED, dtype=np.int64)
     encoded[~unlabelled] = labels.encoded[: len(labelled_y)]
     return Labels(y, encoded, labels.encoder)
 
@@ -190,9 +251,9 @@ def labelled_part(X, y_raw, y_encoded):
 
     Unchanged when every row is labelled, or for a torch Dataset (no y).
     """
-    if y_encoded is None or (y_encoded >= 0).all() or isinstance(X, Dataset):
+    if y_encoded is None or labelled_rows(y_encoded).all() or isinstance(X, Dataset):
         return X, y_raw
-    rows = np.flatnonzero(y_encoded >= 0)
+    rows = np.flatnonzero(labelled_rows(y_encoded))
     return features_of(X)[rows], y_raw[rows]
 
 
@@ -202,44 +263,17 @@ def check_unlabelled_fit(y_encoded, loss, loss_spec, marker) -> None:
     Teacher-free losses (``"ce"``, ``"tfkd"``) learn from labels only;
     Tf-KD's self-teacher is a CE fit of the student, which needs labels too.
     """
-    if y_encoded is None or (y_encoded >= 0).all():
+    if y_encoded is None or labelled_rows(y_encoded).all():
         return
     if not loss.requires_teacher or loss.self_teaching:
         raise ValueError(
-            f"y has {int((y_encoded < 0).sum())} unlabelled rows ({marker!r}), but "
+            f"y has {int((~labelled_rows(y_encoded)).sum())} unlabelled rows ({marker!r}), but "
             f"loss={loss_spec!r} learns from labels only and would ignore them. Use a loss "
             "with a teacher (e.g. 'kd', 'dist') for unlabelled rows, or drop them from X "
             "and y."
         )
 
 
-#: Unlabelled rows the teacher is asked about before an online fit.
-PROBE_ROWS = 256
-
-
-def probe_teacher(teacher, X, y_encoded, marker) -> None:
-    """Ask an online teacher about the first unlabelled rows before training starts.
-
-    With ``teacher_cache=False`` nothing else runs the teacher on the
-    unlabelled rows before the epochs, and a teacher that cannot answer for
-    them would fail mid-fit; this fails first, naming the cause.
-    """
-    if y_encoded is None or isinstance(X, Dataset) or (y_encoded >= 0).all():
-        return
-    rows = np.flatnonzero(y_encoded < 0)[:PROBE_ROWS]
-    try:
-        teacher.book_logits(features_of(X)[rows])
-    except Exception as error:
-        raise ValueError(
-            f"The teacher ({teacher.describe()}) failed on the unlabelled rows of y "
-            f"({marker!r}, first at row {rows[0]}): {error} Unlabelled rows get the "
-            "teacher's terms only, so the teacher must answer for them; check it on those "
-            "rows, or drop them."
-        ) from error
-
-
-def forget_failed_fit(estimator) -> None:
-    """Leave an estimator whose ``fit`` raised unfitted, not half-fitted."""
-    estimator.initialized_ = False
-    for name in ("classes_inferred_", "label_encoder_", "teacher_", "data_dims_"):
-        estimator.__dict__.pop(name, None)
+def labelled_rows(y_encoded) -> np.ndarray:
+    """Boolean mask of the encoded labels that are a class (not :data:`UNLABELLED`)."""
+    return np.asarray(y_encoded) != UNLABELLED

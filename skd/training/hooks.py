@@ -1,0 +1,70 @@
+"""skorch's hooks of the net that hand its training loop to the trainer (a mixin of the classifier).
+
+skorch's ``fit_loop`` calls ``get_iterator`` and ``run_single_epoch`` per
+epoch, and its steps call ``infer`` and ``get_loss`` per batch. Here each of
+them is routed to the fit's :class:`~skd.training.trainer.Trainer`
+(``net.trainer_``) or to :mod:`skd.training.batching`; nothing else of the
+net is touched.
+"""
+
+from __future__ import annotations
+
+import torch
+from sklearn.exceptions import NotFittedError
+from skorch.utils import to_tensor
+
+from skd._device import checked_seed, epoch_generator
+from skd.book import features_of
+from skd.training.batching import make_iterator
+from skd.training.step import sum_terms
+
+__all__ = ["TrainerHooks"]
+
+
+class TrainerHooks:
+    """``get_iterator``, ``run_single_epoch``, ``infer`` and ``get_loss``, routed to the trainer."""
+
+    def get_iterator(self, dataset, training=False):
+        """Batches of ``dataset``: device slices for in-memory data, else a DataLoader."""
+        prefix = "iterator_train" if training else "iterator_valid"
+        batching = self.get_params_for("trainer").get("batching", getattr(self.trainer, "batching", "auto"))
+        return make_iterator(
+            dataset, self.iterator_train if training else self.iterator_valid,
+            self.get_params_for(prefix), self.batch_size, self.device, training=training,
+            fast=batching == "auto",
+            generator=self._epoch_generator,
+        )
+
+    def _epoch_generator(self):
+        """This epoch's shuffle generator, read when the epoch's batches start (skorch makes the
+        iterator once per fit): it depends only on the seed and the epoch number, so a resumed
+        fit shuffles as an uninterrupted one."""
+        epoch = len(self.history) if getattr(self, "history_", None) is not None else 0
+        return epoch_generator(checked_seed(self.random_state), epoch)
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        """One epoch through :class:`skd.training.Trainer` (terms summed on the device)."""
+        self.trainer_.run_epoch(iterator, training=training, prefix=prefix, **fit_params)
+
+    def _set_training(self, training=True):
+        # skorch calls module.train() on every batch, which walks every
+        # submodule; skip it when the student is already in that mode.
+        module = getattr(self, "module_", None)
+        if isinstance(module, torch.nn.Module) and module.training == training:
+            return
+        super()._set_training(training)
+
+    def infer(self, x, **fit_params):
+        """The student's logits for ``x`` (a book's features), in the trainer's precision."""
+        trainer = getattr(self, "trainer_", None)
+        if trainer is None:
+            return super().infer(features_of(x), **fit_params)
+        with trainer.autocast():
+            return super().infer(features_of(x), **fit_params)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """The sum of the loss terms of a batch (the trainer records each term)."""
+        if getattr(self, "trainer_", None) is None:
+            raise NotFittedError("get_loss needs the loss and trainer of a fit; call fit first.")
+        y_true = to_tensor(y_true, device=self.device).long()
+        return sum_terms(self.trainer_.terms(y_pred, y_true, X))

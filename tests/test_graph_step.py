@@ -1,0 +1,397 @@
+"""The captured step: one capture per fit, replays that stay correct, fallbacks that say why.
+
+On the CPU the captured step runs eagerly with the same signature, warm-up and capture
+bookkeeping (``n_captures`` counts the captures a GPU would make): the simulated path.
+The CUDA-marked tests capture for real.
+"""
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from skorch.callbacks import (
+    Callback,
+    EpochScoring,
+    Freezer,
+    GradientNormClipping,
+    LRScheduler,
+    ProgressBar,
+)
+
+from skd import MLP, DistillationClassifier
+from skd.callbacks import StudentPruning, TemperatureSchedule
+from skd.losses import make_loss
+from skd.training import graph
+from skd.training.graph import (
+    WARMUP_STEPS,
+    CapturedStep,
+    body_clipper,
+    fallback_warning,
+    graph_blockers,
+    prepare_capturable,
+)
+from skd.training.guard import NonFiniteGuard
+from skd.training.ledger import EpochLedger
+from skd.training.step import StepParts
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def captures(clf) -> int:
+    """Captures of the fit (the ones a GPU made, or would make on the CPU), as the fitted attribute."""
+    assert clf.n_captures_ == sum(step.n_captures for step in clf.captured_steps)
+    return clf.n_captures_
+
+
+# ------------------------------------------------------------ the step alone
+class Recording(MLP):
+    """An MLP that records the keyword arguments of each forward."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def forward(self, X, scale=None):
+        self.seen.append(scale)
+        out = super().forward(X)
+        return out if scale is None else out * scale
+
+
+class Bench:
+    """A CapturedStep over 512 random rows of a book, without a classifier."""
+
+    def __init__(self, optimizer=torch.optim.Adam, state=None, module=None, **options):
+        generator = torch.Generator().manual_seed(0)
+        self.X = torch.randn(512, 20, generator=generator)
+        self.logits = torch.randn(512, 5, generator=generator)
+        self.y = torch.randint(0, 5, (512,), generator=generator)
+        torch.manual_seed(0)
+        self.module = module or Recording(20, 5)
+        self.optimizer = optimizer(self.module.parameters(), lr=0.01)
+        self.loss = make_loss("kd", {})
+        parts = StepParts(forward=self.module, loss=self.loss, teacher=None, augment=None, augment_mode="add",
+                          n_classes=5, device=torch.device("cpu"))
+        self.guard = NonFiniteGuard("raise", 64, self.module, lambda: self.optimizer, "cpu")
+        self.ledger = EpochLedger("", "train_loss", "cpu", False)
+        self.step = CapturedStep(parts, lambda: self.optimizer, self.module, self.guard, self.ledger,
+                                 self.take, 32, state=state, **options)
+        self.batch = 0
+
+    def take(self, index):
+        return {"X": self.X[index], "teacher_logits": self.logits[index]}, self.y[index]
+
+    def epoch(self, steps=6, **fit_params):
+        self.ledger.reset()
+        self.guard.reset_epoch()
+        return [self.next(**fit_params) for _ in range(steps)]
+
+    def next(self, **fit_params):
+        start = (self.batch * 32) % 512
+        self.batch += 1
+        return self.step.run(torch.arange(start, start + 32), **fit_params)
+
+
+def test_warm_up_runs_before_each_capture_and_counts_per_capture():
+    bench = Bench()
+    assert bench.epoch() == [False] * WARMUP_STEPS + [True] * 3
+    bench.epoch()
+    assert bench.step.n_captures == 1 and bench.step.n_warmup == WARMUP_STEPS
+    bench.module.layers[1].weight.requires_grad_(False)
+    assert bench.epoch() == [False] * WARMUP_STEPS + [True] * 3
+    assert bench.step.n_captures == 2 and bench.step.n_warmup == 2 * WARMUP_STEPS
+
+
+def test_a_warm_up_across_an_epoch_boundary_goes_on_where_it_was():
+    bench = Bench()
+    assert bench.epoch(steps=2) == [False, False]  # the optimizer state appears meanwhile
+    assert bench.epoch(steps=2) == [False, True]
+    assert bench.step.n_captures == 1 and bench.step.n_warmup == WARMUP_STEPS
+
+
+def test_forward_fit_params_reach_every_replayed_step():
+    bench = Bench()
+    scale = torch.tensor(2.0)
+    bench.epoch(scale=scale)
+    bench.epoch(scale=scale)
+    assert bench.module.seen == [scale] * 12 and bench.step.n_captures == 1
+    other = torch.tensor(3.0)
+    bench.epoch(scale=other)  # another object: a new capture
+    assert bench.module.seen[-1] is other and bench.step.n_captures == 2
+
+
+@pytest.mark.parametrize("change", ["optimizer rebuilt", "optimizer state loaded", "requires_grad",
+                                    "betas", "parameter replaced", "buffer replaced", "eval mode"])
+def test_every_structural_change_captures_again(change):
+    bench = Bench()
+    bench.epoch()
+    if change == "optimizer rebuilt":
+        bench.optimizer = torch.optim.Adam(bench.module.parameters(), lr=0.01)
+    elif change == "optimizer state loaded":
+        bench.optimizer.load_state_dict(bench.optimizer.state_dict())
+    elif change == "requires_grad":
+        bench.module.layers[1].bias.requires_grad_(False)
+    elif change == "betas":
+        bench.optimizer.param_groups[0]["betas"] = (0.8, 0.99)
+    elif change == "parameter replaced":
+        layer = bench.module.layers[1]
+        layer.weight = torch.nn.Parameter(layer.weight.detach().clone())
+    elif change == "buffer replaced":
+        bench.module.register_buffer("mask", torch.ones(1))
+    else:
+        bench.module.eval()
+    bench.epoch()
+    assert bench.step.n_captures == 2
+
+
+def test_a_rebuilt_optimizer_steps_with_its_own_state():
+    bench, twin = Bench(), Bench()
+    for b in (bench, twin):
+        b.epoch()
+    bench.optimizer = torch.optim.Adam(bench.module.parameters(), lr=0.01)
+    bench.epoch()
+    assert len(bench.optimizer.state) == len(list(bench.module.parameters()))
+    twin.optimizer = torch.optim.Adam(twin.module.parameters(), lr=0.01)
+    twin.epoch()
+    for a, b in zip(bench.module.parameters(), twin.module.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("optimizer, recaptures", [(torch.optim.Adam, False), (torch.optim.AdamW, False),
+                                                   (torch.optim.SGD, False), (torch.optim.RMSprop, True)])
+def test_a_new_learning_rate_is_copied_into_its_tensor_without_a_capture(optimizer, recaptures):
+    bench = Bench(optimizer)
+    bench.epoch()
+    bench.optimizer.param_groups[0]["lr"] = 0.005  # what a scheduler does, mid-epoch or between epochs
+    bench.next()
+    bench.epoch()
+    assert bench.step.n_captures == (2 if recaptures else 1)
+    assert bench.optimizer.param_groups[0]["lr"] == 0.005  # the user's float stays
+    if not recaptures:
+        assert bench.step._lr_slots[0][1].item() == pytest.approx(0.005)  # float32
+
+
+def test_new_epoch_values_replay_the_same_graph_and_reach_the_step():
+    loss = make_loss("dkd", {"warmup": 4})
+    state = loss.epoch_state(1)
+    bench = Bench(state=state)
+    bench.loss = loss
+    bench.step.parts.loss = loss
+    bench.epoch()
+    before = bench.step.last_row.clone()
+    for epoch in (2, 3, 4):  # the warm-up and a temperature schedule move the scalars
+        values = loss.epoch_values(epoch)
+        state.load(values, loss.term_coefficients(values))
+        bench.epoch()
+    assert bench.step.n_captures == 1
+    assert float(state.soft_scale) == 1.0 and not torch.equal(before, bench.step.last_row)
+
+
+def test_gradients_after_a_replay_are_the_batch_gradients():
+    bench, eager = Bench(), Bench()
+    bench.epoch(steps=5)
+    index = torch.arange(160, 192)
+    eager.epoch(steps=5)
+    # the eager twin: the same step through the plain body
+    bench.step.run(index)
+    eager.optimizer.zero_grad()
+    eager.step.index.copy_(index)
+    eager.step.body()
+    for a, b in zip(bench.module.parameters(), eager.module.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_prepare_capturable_makes_adam_capturable_and_sgd_fused_on_cuda():
+    param = torch.nn.Parameter(torch.zeros(2))
+    adam, sgd = torch.optim.Adam([param]), torch.optim.SGD([param], lr=0.1, foreach=True)
+    assert prepare_capturable(adam, on_cuda=True) is None and adam.param_groups[0]["capturable"]
+    assert prepare_capturable(sgd, on_cuda=True) is None
+    assert sgd.param_groups[0]["fused"] and not sgd.param_groups[0]["foreach"]
+    assert "Adagrad has no capturable mode" in prepare_capturable(torch.optim.Adagrad([param]), True)
+
+
+# ----------------------------------------------------------------- blockers
+class Data:
+    X = {"X": None, "teacher_logits": None}
+    sparse = False
+
+
+def blockers_for(*callbacks, optimizer=None):
+    parts = StepParts(forward=None, loss=make_loss("kd", {}), teacher=None, augment=None, augment_mode="add",
+                      n_classes=5, device=torch.device("cuda"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(graph, "is_book", lambda X: True)
+        return graph_blockers(parts, Data(), [(f"cb{i}", cb) for i, cb in enumerate(callbacks)], None,
+                              optimizer=optimizer)
+
+
+@pytest.mark.parametrize("callback", [
+    LRScheduler("StepLR", step_size=1), LRScheduler("ExponentialLR", gamma=0.9, step_every="batch"),
+    LRScheduler("CyclicLR", base_lr=0.01, max_lr=0.1, step_every="batch", cycle_momentum=False),
+    ProgressBar(), GradientNormClipping(1.0), StudentPruning(0.5), EpochScoring("accuracy"), Freezer("x"),
+], ids=lambda cb: type(cb).__name__)
+def test_known_safe_callbacks_do_not_block_the_capture(callback):
+    assert blockers_for(callback) == []
+
+
+@pytest.mark.parametrize("callback, reason", [
+    (LRScheduler("OneCycleLR", max_lr=0.1, total_steps=10, step_every="batch"), "cycles the momentum"),
+    (StudentPruning(0.5, structured=True), "prunes structurally"),
+    (EpochScoring("accuracy", on_train=True), "acts on every batch"),
+    (type("EveryBatch", (Callback,), {"on_batch_begin": lambda self, net, **kw: None})(),
+     "acts on every batch"),
+], ids=lambda x: type(x).__name__ if not isinstance(x, str) else "")
+def test_callbacks_that_block_the_capture_are_named(callback, reason):
+    (found,) = blockers_for(callback)
+    assert reason in found and "'cb0'" in found
+    assert reason in fallback_warning([found]) and "trainer__step_mode='eager'" in fallback_warning([found])
+
+
+def test_a_batch_wise_schedule_blocks_an_optimizer_with_its_lr_baked_in():
+    param = torch.nn.Parameter(torch.zeros(2))
+    schedule = LRScheduler("ExponentialLR", gamma=0.9, step_every="batch")
+    assert blockers_for(schedule, optimizer=torch.optim.Adam([param])) == []
+    (reason,) = blockers_for(schedule, optimizer=torch.optim.RMSprop([param]))
+    assert "baked into the graph" in reason
+
+
+def test_the_fallback_warning_says_how_to_avoid_each_cause():
+    text = fallback_warning(["the teacher runs online (no book)", "the device is not CUDA"])
+    assert "book='auto'" in text and "CUDA device" in text and text.count("\n- ") == 2
+
+
+# ---------------------------------------------------------------- whole fits
+class Recorded(CapturedStep):
+    """A CapturedStep that keeps a list of its instances (the fit drops its trainer)."""
+
+    made: list = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        Recorded.made.append(self)
+
+
+CLIP = body_clipper([("clip", GradientNormClipping(0.05))])
+
+
+def fit(digits, step_mode, callbacks=(), patch=None, **options):
+    X, y = digits
+    params = dict(loss="kd", max_epochs=4, verbose=0, device="cpu", optimizer=torch.optim.Adam, lr=1e-2,
+                  batch_size=64, random_state=0, trainer__step_mode=step_mode, callbacks=list(callbacks))
+    clf = DistillationClassifier(MLP, teacher=_Teacher(), **{**params, **options})
+    Recorded.made = []
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr("skd.training.trainer.CapturedStep", Recorded)
+        if patch is not None:
+            patch(monkeypatch)
+        clf.fit(X, y)
+    clf.captured_steps = Recorded.made
+    return clf
+
+
+class _Teacher(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.net = torch.nn.Linear(64, 10)
+
+    def forward(self, X):
+        return self.net(X)
+
+
+def same_weights(a, b):
+    for p, q in zip(a.module_.parameters(), b.module_.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_kd_captures_once_per_fit(digits):
+    clf = fit(digits, "graph")
+    assert captures(clf) == 1 and clf.train_step_path_ == "graph+eager"
+
+
+@pytest.mark.parametrize("step_every", ["epoch", "batch"])
+def test_an_lr_schedule_runs_with_the_captured_step_and_captures_once(digits, step_every):
+    schedule = lambda: LRScheduler("StepLR", step_size=1 if step_every == "epoch" else 10,  # noqa: E731
+                                   gamma=0.5, step_every=step_every)
+    graph_fit = fit(digits, "graph", [schedule()])
+    assert captures(graph_fit) == 1 and graph_fit.eager_reasons_ == []
+    same_weights(graph_fit, fit(digits, "eager", [schedule()]))
+    assert isinstance(graph_fit.optimizer_.param_groups[0]["lr"], float)  # the user's float stays
+    if step_every == "epoch":  # the tensor holds the lr of the last step, recorded by the schedule
+        used = graph_fit.history[-1, "event_lr"]
+        assert graph_fit.captured_steps[0]._lr_slots[0][1].item() == pytest.approx(used)
+
+
+def test_a_progress_bar_runs_with_the_captured_step(digits):
+    clf = fit(digits, "graph", [ProgressBar()])
+    assert clf.eager_reasons_ == [] and captures(clf) == 1
+
+
+def test_gradient_clipping_runs_inside_the_captured_step(digits):
+    def clipped(monkeypatch):  # what the trainer passes: body_clipper(callbacks)
+        monkeypatch.setattr("skd.training.trainer.CapturedStep",
+                            functools.partial(Recorded, clip=CLIP))
+
+    graph_fit = fit(digits, "graph", [GradientNormClipping(0.05)], patch=clipped)
+    assert graph_fit.eager_reasons_ == []
+    same_weights(graph_fit, fit(digits, "eager", [GradientNormClipping(0.05)]))
+
+
+def test_unstructured_pruning_runs_with_the_captured_step_and_captures_per_pruning_step(digits):
+    graph_fit = fit(digits, "graph", [StudentPruning(0.5, start=1, end=3)])
+    assert graph_fit.eager_reasons_ == []
+    prunes = int(np.sum(np.diff([0.0, *graph_fit.history[:, "sparsity"]])[:-1] > 0))
+    assert captures(graph_fit) == 1 + prunes
+    same_weights(graph_fit, fit(digits, "eager", [StudentPruning(0.5, start=1, end=3)]))
+
+
+def test_freezing_a_layer_captures_again_and_keeps_it_frozen(digits):
+    graph_fit = fit(digits, "graph", [Freezer("layers.1.*", at=2)])
+    assert captures(graph_fit) == 2
+    same_weights(graph_fit, fit(digits, "eager", [Freezer("layers.1.*", at=2)]))
+
+
+def test_dkd_with_warm_up_captures_once_per_fit(digits):
+    assert captures(fit(digits, "graph", loss="dkd", loss__warmup=3)) == 1
+
+
+def test_a_temperature_schedule_captures_once_per_fit(digits):
+    schedule = TemperatureSchedule(start=8.0, end=2.0)
+    assert captures(fit(digits, "graph", [schedule])) == 1
+
+
+# ---------------------------------------------------------------- CUDA only
+CUDA_CASES = {
+    "kd": (lambda: [], {}),
+    "dkd warm-up": (lambda: [], dict(loss="dkd", loss__warmup=3)),
+    "temperature schedule": (lambda: [TemperatureSchedule(start=8.0, end=2.0)], {}),
+    "StepLR": (lambda: [LRScheduler("StepLR", step_size=1, gamma=0.5)], {}),
+    "batch StepLR": (lambda: [LRScheduler("StepLR", step_size=10, gamma=0.5, step_every="batch")], {}),
+    "progress bar": (lambda: [ProgressBar()], {}),
+    "pruning": (lambda: [StudentPruning(0.5, start=1, end=1)], {}),
+}
+
+
+@cuda
+@pytest.mark.parametrize("case", list(CUDA_CASES))
+def test_cuda_captures_once_per_fit_and_matches_the_eager_step(digits, case):
+    callbacks, options = CUDA_CASES[case]
+    graph_fit = fit(digits, "auto", callbacks(), device="cuda", **options)
+    assert graph_fit.train_step_path_ == "graph+eager" and graph_fit.eager_reasons_ == []
+    assert captures(graph_fit) == (2 if case == "pruning" else 1)
+    eager = fit(digits, "eager", callbacks(), device="cuda", **options)
+    for p, q in zip(graph_fit.module_.parameters(), eager.module_.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+@cuda
+def test_cuda_gradient_clipping_runs_inside_the_captured_step(digits):
+    def clipped(monkeypatch):
+        monkeypatch.setattr("skd.training.trainer.CapturedStep",
+                            functools.partial(Recorded, clip=CLIP))
+
+    graph_fit = fit(digits, "auto", [GradientNormClipping(0.05)], patch=clipped, device="cuda")
+    assert graph_fit.train_step_path_ == "graph+eager" and captures(graph_fit) == 1
+    eager = fit(digits, "eager", [GradientNormClipping(0.05)], device="cuda")
+    for p, q in zip(graph_fit.module_.parameters(), eager.module_.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
