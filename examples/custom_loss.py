@@ -27,14 +27,12 @@ class LogitMatching(DistillationLoss):
         self.weight = weight
         self.ce_weight = ce_weight
 
-    def validate(self):
-        super().validate()  # checks every *weight parameter is >= 0
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
+        # the soft terms only, unweighted: the base class adds "ce" (with ce_weight)
+        return {"mse": (student_logits - teacher_logits).pow(2).mean()}
 
-    def compute_terms(self, student_logits, teacher_logits, y):
-        return {
-            "ce": self.ce_weight * self.cross_entropy(student_logits, y),
-            "mse": self.weight * (student_logits - teacher_logits).pow(2).mean(),
-        }
+    def term_weights(self, temperature):
+        return {"mse": self.weight}
 
 
 def main():
