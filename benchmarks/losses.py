@@ -17,12 +17,14 @@ section "losses").
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
 
+from skd.bench import machine
 from skd.losses import CAKD, DIST, DKD, KD, R2KD, TfKD
 
 from _report import add_write_flag, update_section
@@ -95,6 +97,7 @@ def main(argv=None):
     for name, cls in LOSSES.items():
         fns[name] = soft_terms_of(cls().initialize())
     rows = []
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for batch, n_classes in SHAPES:
         student = torch.randn(batch, n_classes, device=device) * 3
         teacher = torch.randn(batch, n_classes, device=device) * 3
@@ -107,6 +110,8 @@ def main(argv=None):
         f"interleaved forward+backward rounds, {where}, torch {torch.__version__}). "
         "Ratios are to plain `T² · KL` timed in the same rounds; each loss's time covers "
         "its distillation terms (CE is left out)."),
+        "",
+        machine(load_at_start),
         "",
         "| B | C | plain KL (µs) | " + " | ".join(LOSSES) + " |",
         "|" + "---|" * (3 + len(LOSSES)),

@@ -1,6 +1,6 @@
 """Images: a CNN teacher on MNIST-5k distilled into an MLP and a tiny CNN.
 
-Run:  python examples/images.py              (a few minutes on 2 CPU cores)
+Run:  python examples/images.py              (MNIST-5k; the first run also trains the teacher)
       python examples/images.py --write      (also refreshes docs/img/cakd_terms.png)
       SKD_QUICK=1 python examples/images.py  (a smoke test)
 
@@ -10,6 +10,10 @@ tiny CNN (conv8-conv16-fc32). The script plots CAKD's three divergences per
 epoch from ``history`` into bench-out/img/cakd_terms.png (git-ignored);
 ``--write`` replaces the figure in docs/img instead.
 """
+
+import os
+import sys
+from pathlib import Path
 
 import matplotlib
 
@@ -21,7 +25,19 @@ from skd import MLP, DistillationClassifier, SmallCNN
 from skd.bench import BenchConfig, train_teacher
 from skd.data import load_split
 
-from _common import QUICK, figure_path
+#: SKD_QUICK=1 cuts epochs so that the script runs in seconds (the tests use it).
+QUICK = os.environ.get("SKD_QUICK") == "1"
+
+
+def figure_path(name: str) -> Path:
+    """Where a figure goes: ``bench-out/img`` here (or ``$SKD_FIGURES_DIR``); with ``--write``, inside
+    skd's repository, the tracked ``docs/img`` next to this script's folder."""
+    if "--write" in sys.argv[1:] and not QUICK:
+        folder = Path(__file__).resolve().parent.parent / "docs" / "img"
+    else:
+        folder = Path(os.environ.get("SKD_FIGURES_DIR", Path("bench-out") / "img"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
 
 
 def main():

@@ -1,6 +1,6 @@
 """Figures for "The losses, explained": how the KL splits as the teacher grows confident.
 
-Run:  python examples/loss_figures.py           (seconds; writes bench-out/img/kl_split.png)
+Run:  python examples/loss_figures.py           (writes bench-out/img/kl_split.png)
       python examples/loss_figures.py --write   (refreshes the tracked docs/img/kl_split.png)
 
 A 10-class example: a fixed student, and a teacher whose target logit rises
@@ -11,6 +11,10 @@ factors shrink the non-target and weak-group terms as the teacher grows
 confident, which is why DKD and CAKD replace them with fixed weights.
 """
 
+import os
+import sys
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -20,7 +24,19 @@ import torch
 
 from skd.losses import functional as Fn
 
-from _common import figure_path
+#: SKD_QUICK=1 cuts epochs so that the script runs in seconds (the tests use it).
+QUICK = os.environ.get("SKD_QUICK") == "1"
+
+
+def figure_path(name: str) -> Path:
+    """Where a figure goes: ``bench-out/img`` here (or ``$SKD_FIGURES_DIR``); with ``--write``, inside
+    skd's repository, the tracked ``docs/img`` next to this script's folder."""
+    if "--write" in sys.argv[1:] and not QUICK:
+        folder = Path(__file__).resolve().parent.parent / "docs" / "img"
+    else:
+        folder = Path(os.environ.get("SKD_FIGURES_DIR", Path("bench-out") / "img"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
 
 
 def main():

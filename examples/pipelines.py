@@ -1,6 +1,6 @@
 """Pipelines and GridSearchCV: tune the loss, prune the teacher, reuse the book.
 
-Run:  python examples/pipelines.py              (about a minute on 2 CPU cores)
+Run:  python examples/pipelines.py              (digits; grid searches, so it takes a while)
       SKD_QUICK=1 python examples/pipelines.py  (a smoke test)
 
 1. search over ``loss``, ``loss__temperature`` and a schedule parameter;
@@ -11,6 +11,7 @@ Run:  python examples/pipelines.py              (about a minute on 2 CPU cores)
    each training fold only.
 """
 
+import os
 import tempfile
 
 import joblib
@@ -25,7 +26,26 @@ from sklearn.preprocessing import StandardScaler
 from skd import MLP, DistillationClassifier, SoftLossSchedule
 from skd.teachers import PrunedTeacher
 
-from _common import QUICK, CountingTeacher
+#: SKD_QUICK=1 cuts epochs so that the script runs in seconds (the tests use it).
+QUICK = os.environ.get("SKD_QUICK") == "1"
+
+
+class CountingTeacher(torch.nn.Module):
+    """A small torch teacher for 64 features that counts the samples it sees.
+
+    The count is a class attribute, so that joblib's cache key of the teacher
+    does not change when it runs.
+    """
+
+    samples = 0
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+
+    def forward(self, X):
+        type(self).samples += len(X)
+        return self.net(X)
 
 
 def train_teacher(X, y):

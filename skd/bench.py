@@ -1,15 +1,15 @@
 """``skd bench``: reproduce skd's accuracy table on real data.
 
 With no arguments it runs the main job: MNIST-5k, one seed per loss, which
-shows what distillation buys on real images in about a minute on 2 CPU
-cores once the teacher is cached (training it adds about a minute the first
-time). ``--dataset digits`` is the seconds-long smoke test.
+shows what distillation buys on real images (README.md gives its time, and the
+machine and load it was measured on). ``--dataset digits`` is the smoke test.
 
 Per dataset: train a CNN teacher once (cached on disk under a hash of the data
 and its settings), then train the same MLP student with every loss over
-several seeds, on one stratified split shared by all runs. Prints a Markdown
-table (accuracy mean ± std, gap closed, fit seconds) and writes every run to
-JSON and a bar chart to PNG.
+several seeds, on one stratified split shared by all runs. Shows each fit's
+progress per epoch on stderr, prints a Markdown table (accuracy, gap closed,
+fit seconds) and the total time, and writes the table to Markdown, every run
+to JSON and a bar chart to PNG.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from skorch.callbacks import Callback
 
 from skd.classifier import DistillationClassifier
 from skd.data import DATASETS, Split, add_transfer, load_split
 from skd.losses import available_losses
 from skd.students import MLP, SmallCNN
 
-__all__ = ["BenchConfig", "run_bench", "train_teacher", "fit_student", "main", "BENCH_LOSSES"]
+__all__ = ["BenchConfig", "run_bench", "train_teacher", "fit_student", "main", "machine", "BENCH_LOSSES"]
 
 BENCH_LOSSES = ("ce", "kd", "dkd", "cakd", "r2kd", "dist", "tfkd")
 
@@ -41,7 +44,7 @@ DEFAULT_DATASET = "mnist5k"
 #: teachers): on MNIST-5k KD trails CE at 30 epochs and leads at 100.
 DEFAULT_EPOCHS = {"digits": 30, "mnist5k": 100, "mnist": 20}
 
-#: Seeds per loss and dataset: one keeps the main job to about a minute; digits is cheap.
+#: Seeds per loss and dataset: one keeps the main job short; digits is cheap.
 DEFAULT_SEEDS = {"digits": 3, "mnist5k": 1, "mnist": 1}
 
 
@@ -80,6 +83,88 @@ def _progress(iterable, total, desc):
     return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False)
 
 
+class EpochProgress(Callback):
+    """Show a fit's progress once per epoch on stderr: a tqdm bar, or a line per epoch without tqdm.
+
+    Parameters
+    ----------
+    desc : str
+        What is being fitted, e.g. ``"teacher"`` or ``"kd seed 0"``.
+    """
+
+    def __init__(self, desc="fit"):
+        self.desc = desc
+
+    def on_train_begin(self, net, **kwargs):
+        try:  # deferred: tqdm is optional (the bench extra)
+            from tqdm import tqdm
+        except ImportError:
+            self.bar_ = None
+        else:
+            self.bar_ = tqdm(total=net.max_epochs, desc=self.desc, unit="epoch", file=sys.stderr, leave=False)
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        loss = row.get("train_loss", float("nan"))
+        if self.bar_ is None:
+            print(f"{self.desc}: epoch {row['epoch']}/{net.max_epochs}, train_loss {loss:.4f}",
+                  file=sys.stderr, flush=True)
+        else:
+            self.bar_.set_postfix(train_loss=f"{loss:.4f}", refresh=False)
+            self.bar_.update(1)
+
+    def on_train_end(self, net, **kwargs):
+        if self.bar_ is not None:
+            self.bar_.close()
+
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def _processor() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def machine(load_at_start: float | None = None) -> str:
+    """One sentence naming the machine a timing was measured on, and how busy it was.
+
+    ``load_at_start`` is ``os.getloadavg()[0]`` taken when the timed work began;
+    the 1-minute load average now is added, so a reader can tell an idle
+    machine (load below its core count) from a shared one.
+    """
+    if torch.cuda.is_available():
+        where = f"{torch.cuda.get_device_name()} and {os.cpu_count()} CPU cores"
+    else:
+        where = f"{_processor()}, {os.cpu_count()} CPU cores, torch with {torch.get_num_threads()} thread(s)"
+    load = _load()
+    if load is None:
+        busy = "load average unknown"
+    elif load_at_start is None:
+        busy = f"1-minute load average {load:.1f}"
+    else:
+        busy = f"1-minute load average {load_at_start:.1f} at the start, {load:.1f} at the end"
+    return f"Measured on {where}; {busy}; torch {torch.__version__}, Python {platform.python_version()}."
+
+
+def _say(message: str) -> None:
+    """A progress line on stderr that does not break a running tqdm bar."""
+    try:  # deferred: tqdm is optional (the bench extra)
+        from tqdm import tqdm
+    except ImportError:
+        print(message, file=sys.stderr, flush=True)
+    else:
+        tqdm.write(message, file=sys.stderr)
+
+
 def _data_digest(split: Split) -> str:
     digest = hashlib.sha256()
     for array in (split.X_train, split.y_train):
@@ -91,11 +176,14 @@ def _teacher_module(split: Split, config: BenchConfig) -> torch.nn.Module:
     return SmallCNN(split.X_train.shape[1], len(np.unique(split.y_train)), channels=config.teacher_channels)
 
 
-def _classifier(config: BenchConfig, module, epochs: int, seed: int, **params) -> DistillationClassifier:
+def _classifier(
+    config: BenchConfig, module, epochs: int, seed: int, desc: str, **params
+) -> DistillationClassifier:
     """The benchmark's training settings (Adam, lr, batch size), shared by teacher and students."""
     return DistillationClassifier(
         module, optimizer=torch.optim.Adam, lr=config.lr, batch_size=config.batch_size,
-        max_epochs=epochs, verbose=0, random_state=seed, **params,
+        max_epochs=epochs, verbose=0, random_state=seed, callbacks=[("progress", EpochProgress(desc))],
+        **params,
     )
 
 
@@ -124,7 +212,7 @@ def train_teacher(split: Split, config: BenchConfig) -> tuple[torch.nn.Module, d
         cached = True
     else:
         net = _classifier(
-            config, SmallCNN, config.teacher_epochs, config.split_seed, loss="ce",
+            config, SmallCNN, config.teacher_epochs, config.split_seed, "teacher (CNN)", loss="ce",
             module__channels=config.teacher_channels,
         ).fit(split.X_train, split.y_train)
         module.load_state_dict(net.module_.state_dict())
@@ -143,7 +231,8 @@ def fit_student(split: Split, loss: str, seed: int, teacher, config: BenchConfig
     """Fit the benchmark's MLP student with one loss; return accuracy and seconds."""
     params = {f"loss__{k}": v for k, v in {**config.loss_params.get(loss, {}), **loss_params}.items()}
     clf = _classifier(
-        config, MLP, config.student_epochs, seed, teacher=None if loss == "ce" else teacher, loss=loss,
+        config, MLP, config.student_epochs, seed, f"{loss} seed {seed}",
+        teacher=None if loss == "ce" else teacher, loss=loss,
         module__hidden_units=config.student_hidden, **params,
     )
     labelled = split.y_train >= 0 if loss == "ce" else slice(None)  # CE cannot use --transfer rows
@@ -176,20 +265,24 @@ def summarise(runs: list[dict], teacher_accuracy: float, losses) -> list[dict]:
     return rows
 
 
+def _accuracy(row: dict) -> str:
+    # one seed has no spread: show the mean alone rather than a "± 0.0000" that means nothing
+    return f"{row['mean']:.4f}" if row["n"] == 1 else f"{row['mean']:.4f} ± {row['std']:.4f}"
+
+
 def markdown_table(rows: list[dict], teacher: dict, config: BenchConfig) -> str:
+    spread = "one seed, so no spread" if config.seeds == 1 else f"mean ± std over {config.seeds} seeds"
     lines = [
         f"Dataset `{config.dataset}`: teacher (SmallCNN {config.teacher_channels}) test accuracy "
         f"{teacher['accuracy']:.4f}; student MLP {config.student_hidden}, {config.student_epochs} "
         f"epochs, {config.seeds} seed(s).",
         "",
-        "| loss | accuracy (mean ± std) | gap closed | fit seconds |",
+        f"| loss | accuracy ({spread}) | gap closed | fit seconds |",
         "|---|---|---|---|",
     ]
     for row in rows:
         gap = "—" if row["loss"] == "ce" or np.isnan(row["gap_closed"]) else f"{row['gap_closed']:+.0%}"
-        lines.append(
-            f"| {row['loss']} | {row['mean']:.4f} ± {row['std']:.4f} | {gap} | {row['seconds']:.1f} |"
-        )
+        lines.append(f"| {row['loss']} | {_accuracy(row)} | {gap} | {row['seconds']:.1f} |")
     return "\n".join(lines)
 
 
@@ -204,10 +297,13 @@ def bar_chart(rows: list[dict], teacher: dict, path: Path, title: str) -> None:
     names = [r["loss"] for r in rows]
     means = [100 * r["mean"] for r in rows]
     stds = [100 * r["std"] for r in rows]
-    ax.bar(names, means, yerr=stds, capsize=4, color="#4c72b0")
-    ax.axhline(100 * teacher["accuracy"], color="#c44e52", linestyle="--", label="teacher")
-    low = min(m - s for m, s in zip(means, stds, strict=True))
-    ax.set_ylim(max(0.0, low - 2.0), 100.0)
+    several = any(r["n"] > 1 for r in rows)
+    bars = ax.bar(names, means, yerr=stds if several else None, capsize=4, color="#4c72b0")
+    # the axis starts at 0, so that bar heights compare honestly; the labels carry the differences
+    ax.bar_label(bars, fmt="%.1f", label_type="center", color="white", fontsize=9)
+    ax.axhline(100 * teacher["accuracy"], color="#c44e52", linestyle="--",
+               label=f"teacher {100 * teacher['accuracy']:.1f}")
+    ax.set_ylim(0.0, 100.0)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.legend(loc="lower right")
@@ -217,16 +313,20 @@ def bar_chart(rows: list[dict], teacher: dict, path: Path, title: str) -> None:
 
 
 def run_bench(config: BenchConfig) -> dict:
-    """Run the benchmark; write ``results-<dataset>.json`` and ``.png`` under ``config.out``."""
+    """Run the benchmark; write ``results-<dataset>.md``, ``.json`` and ``.png`` under ``config.out``."""
     config = config.trimmed()
-    start = time.perf_counter()
+    start, load_at_start = time.perf_counter(), _load()
     split = load_split(config.dataset, config.split_seed)
     teacher, teacher_info = train_teacher(split, config)
+    how = "loaded from" if teacher_info["cached"] else "trained and saved to"
+    _say(f"teacher: test accuracy {teacher_info['accuracy']:.4f}, {how} {teacher_info['path']} "
+         f"in {teacher_info['seconds']:.0f} s")
     split = add_transfer(split, config.transfer, config.split_seed)  # after the teacher: labelled rows only
     runs = []
     jobs = [(loss, seed) for loss in config.losses for seed in range(config.seeds)]
     for loss, seed in _progress(jobs, len(jobs), f"skd bench {config.dataset}"):
         result = fit_student(split, loss, seed, teacher, config)
+        _say(f"{loss} seed {seed}: test accuracy {result['accuracy']:.4f} in {result['seconds']:.1f} s")
         runs.append({"loss": loss, "seed": seed, **result})
     rows = summarise(runs, teacher_info["accuracy"], config.losses)
     out = Path(config.out)
@@ -238,13 +338,16 @@ def run_bench(config: BenchConfig) -> dict:
         "summary": rows,
         "torch": torch.__version__,
         "seconds": time.perf_counter() - start,
+        "machine": machine(load_at_start),
     }
     json_path = out / f"results-{config.dataset}.json"
     json_path.write_text(json.dumps(report, indent=2))
     png_path = out / f"results-{config.dataset}.png"
     bar_chart(rows, teacher_info, png_path, f"skd bench: {config.dataset}")
-    report["table"] = markdown_table(rows, teacher_info, config)
-    report["files"] = [str(json_path), str(png_path)]
+    report["table"] = markdown_table(rows, teacher_info, config) + "\n\n" + report["machine"]
+    md_path = out / f"results-{config.dataset}.md"
+    md_path.write_text(report["table"] + "\n")
+    report["files"] = [str(md_path), str(json_path), str(png_path)]
     return report
 
 
@@ -305,5 +408,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skd bench: {exc}", file=sys.stderr)
         return 2
     print(report["table"])
-    print(f"\nwrote {', '.join(report['files'])} ({report['seconds']:.0f} s in all)")
+    teacher = report["teacher"]
+    print(f"\nwrote {', '.join(report['files'])}")
+    print(f"total time {report['seconds']:.0f} s (teacher {teacher['seconds']:.0f} s, "
+          f"{'loaded from the cache' if teacher['cached'] else 'trained'}; students "
+          f"{sum(r['seconds'] for r in report['runs']):.0f} s)")
     return 0
