@@ -9,7 +9,7 @@ __all__ = ["lean_copy", "refuse_if_exported"]
 
 
 def lean_copy(net, predict_nonlinearity: Callable):
-    """A copy of ``net`` without teacher, augmentation, callbacks, optimizer or criterion.
+    """A copy of ``net`` without teacher, trainer, augmentation, callbacks, optimizer or criterion.
 
     Its pickle holds the student, ``classes_`` and ``history``. skorch's
     ``trim_for_prediction`` drops the criterion that the output
@@ -17,8 +17,9 @@ def lean_copy(net, predict_nonlinearity: Callable):
     """
     lean = copy.copy(net)
     for key in list(vars(lean)):
-        if key.startswith("teacher") and key != "teacher_cache":
+        if key.startswith("teacher"):
             setattr(lean, key, None)
+    vars(lean).pop("trainer_", None)  # the last fit's trainer holds the teacher and the loss
     lean.augment = None
     lean.callbacks_ = []
     lean.callbacks = None

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
+from skorch.utils import to_numpy
 from torch.utils.data import Dataset
 
 from skd.book import BOOK_LOGITS, BOOK_X, book_score, features_of, is_book
@@ -156,8 +157,10 @@ def warn_if_undertrained(net, book, y_encoded) -> float | None:
     labelled = labelled_rows(y_encoded)
     features = book[BOOK_X]
     rows = np.flatnonzero(labelled)
-    student = float((net.predict_proba(features[rows] if len(rows) < len(labelled) else features)
-                     .argmax(axis=1) == np.asarray(y_encoded)[rows]).mean())
+    # the module's outputs on the checked rows (predict_proba would check them again, and warn
+    # that an ndarray has no feature names after a fit on a DataFrame)
+    logits = net.forward(features[rows] if len(rows) < len(labelled) else features, training=False)
+    student = float((to_numpy(logits).argmax(axis=1) == np.asarray(y_encoded)[rows]).mean())
     chance = chance_level(np.asarray(y_encoded)[rows])
     if teacher_score < (chance + 1.0) / 2:
         return student  # a teacher near chance has had its own warning; the student is not the issue

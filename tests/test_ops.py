@@ -85,16 +85,23 @@ def test_the_raise_guard_keeps_the_first_bad_batch_and_its_values():
     assert guard.bad_values.tolist()[1] == 5.0
 
 
-@pytest.mark.xfail(strict=False, reason="the loss classes are not slimmed yet (labelled CE as "
-                                        "F.cross_entropy(ignore_index), teacher-side work once per sample)")
-@pytest.mark.parametrize("loss", LOSSES)
+#: Losses whose step and forward+backward are not yet within the kernel budget (issue 18): their
+#: functional maths (split KL, correlations, soft ranks) needs fused closed forms.
+OVER_BUDGET = pytest.mark.xfail(strict=True, reason="over the kernel budget until its maths is fused")
+
+
+def _budgeted(losses, within):
+    return [loss if loss in within else pytest.param(loss, marks=OVER_BUDGET) for loss in losses]
+
+
+@pytest.mark.parametrize("loss", _budgeted(LOSSES, within=("kd", "tfkd")))
 def test_the_step_launches_no_more_kernels_than_the_budget(loss):
     hand = ops.hand_step_ops(256).kernels
     step = ops.skd_step_ops(loss, 256).kernels
     assert step <= (1.1 if loss == "kd" else 1.5) * hand
 
 
-@pytest.mark.xfail(strict=False, reason="the loss classes are not slimmed yet")
-@pytest.mark.parametrize("loss", LOSSES)
-def test_each_loss_costs_at_most_one_and_a_half_plain_kl(loss):
-    assert ops.loss_ops(loss, 100).kernels <= 1.5 * ops.reference_ops("kl", 100).kernels
+@pytest.mark.parametrize("loss", _budgeted(LOSSES, within=("kd",)))
+@pytest.mark.parametrize("n_classes", [100, 1000])
+def test_each_loss_costs_at_most_one_and_a_half_plain_kl(loss, n_classes):
+    assert ops.loss_ops(loss, n_classes).kernels <= 1.5 * ops.reference_ops("kl", n_classes).kernels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from numbers import Real
 from typing import Any
 
@@ -137,6 +138,8 @@ class DistillationLoss(Callback):
     requires_teacher: bool = True
     #: Whether a ``temperature`` parameter is used.
     uses_temperature: bool = True
+    #: Parameters (besides ``*weight``) that must be numbers >= 0 where a loss has them.
+    non_negative_params: tuple[str, ...] = ("alpha", "beta", "gamma", "w_bcd", "w_scd", "w_wcd")
     #: Constraints of this loss's own parameters (see :mod:`skd._constraints`).
     _parameter_constraints: dict = {}
     #: Defaults for losses that do not declare these parameters.
@@ -193,12 +196,20 @@ class DistillationLoss(Callback):
         """The constraints of this loss's parameters: common, weights, and its own."""
         params = self.get_params()
         table = {name: rule for name, rule in COMMON_CONSTRAINTS.items() if name in params}
-        table.update({name: _NON_NEGATIVE for name in params if name.endswith("weight")})
+        table.update({name: _NON_NEGATIVE for name in params
+                      if name.endswith("weight") or name in self.non_negative_params})
         table.update(self._parameter_constraints)
         return table
 
     def validate(self) -> None:
         """Raise a clear error naming ``loss__<param>`` for a bad value. Called at fit."""
+        if len(inspect.signature(self.compute_terms).parameters) == 3:
+            raise TypeError(
+                f"{type(self).__name__}.compute_terms(student_logits, teacher_logits, y) has the "
+                "signature of skd before 0.2: it now takes a fourth argument, temperature, and "
+                "returns only the loss's own (soft) terms, unweighted; the base class adds 'ce' "
+                "and the weights come from term_weights(temperature). See 'Write your own loss'."
+            )
         validate_params(self.parameter_constraints(), self.get_params(), "loss__", type(self).__name__)
 
     def initialize(self):
@@ -228,17 +239,24 @@ class DistillationLoss(Callback):
                            warmup=warmup)
 
     def term_coefficients(self, values: EpochValues) -> dict[str, float]:
-        """Each term's factor at ``values``: ``ce_weight * ce_scale`` and ``weight * soft_scale``."""
-        coefficients = {"ce": float(self.ce_weight) * values.ce_scale} if "ce" in self.terms else {}
-        for name, weight in self.term_weights(values.temperature).items():
-            coefficients[name] = float(weight) * values.soft_scale
+        """Each term's factor at ``values``: ``ce_weight * ce_scale`` and ``weight * soft_scale``.
+
+        Every name in :attr:`terms` gets one (weight 1 where :meth:`term_weights` gives none).
+        """
+        weights = self.term_weights(values.temperature)
+        coefficients = {}
+        for name in dict.fromkeys([*self.terms, *weights]):
+            if name == "ce":
+                coefficients[name] = float(self.ce_weight) * values.ce_scale
+            else:
+                coefficients[name] = float(weights.get(name, 1.0)) * values.soft_scale
         return coefficients
 
-    def epoch_state(self, epoch: int, schedules=None, device="cpu",
-                    labelled_only: bool = False) -> EpochState:
+    def epoch_state(self, epoch: int, schedules=None, device="cpu", labelled_only: bool = False,
+                    dtype: torch.dtype = torch.float32) -> EpochState:
         """A fresh :class:`EpochState` of this loss at ``epoch``."""
         values = self.epoch_values(epoch, schedules)
-        return EpochState(device, values, self.term_coefficients(values), labelled_only)
+        return EpochState(device, values, self.term_coefficients(values), labelled_only, dtype)
 
     # -- machinery ------------------------------------------------------------
     def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
@@ -249,7 +267,7 @@ class DistillationLoss(Callback):
         schedule, warm-up finished), e.g. for a loss called outside a fit.
         """
         if state is None:
-            state = self.epoch_state(10**9, device=student_logits.device)
+            state = self.epoch_state(10**9, device=student_logits.device, dtype=student_logits.dtype)
         soft_student, soft_teacher = student_logits, teacher_logits
         if self.standardize:
             soft_student = standardize_logits(student_logits)

@@ -64,6 +64,10 @@ class EpochState:
     labelled_only : bool, default=False
         Whether every training row of the fit has a label (no
         :data:`~skd.labels.UNLABELLED`): then CE needs no masking.
+    dtype : torch.dtype, default=torch.float32
+        Of the tensors: float32 in training (the terms are float32); a loss
+        called on float64 logits outside a fit gets a float64 state, so its
+        value is exact in float64.
 
     Attributes
     ----------
@@ -72,8 +76,10 @@ class EpochState:
     """
 
     def __init__(self, device: torch.device | str = "cpu", values: EpochValues | None = None,
-                 coefficients: dict | None = None, labelled_only: bool = False):
+                 coefficients: dict | None = None, labelled_only: bool = False,
+                 dtype: torch.dtype = torch.float32):
         self.device = torch.device(device)
+        self.dtype = dtype
         self.labelled_only = labelled_only
         self.values = values if values is not None else EpochValues()
         for field in fields(EpochValues):
@@ -81,11 +87,18 @@ class EpochState:
         self.coefficients = {name: self._tensor(value) for name, value in (coefficients or {}).items()}
 
     def _tensor(self, value: float) -> torch.Tensor:
-        return torch.tensor(float(value), dtype=torch.float32, device=self.device)
+        return torch.tensor(float(value), dtype=self.dtype, device=self.device)
 
     def coefficient(self, term: str) -> torch.Tensor:
-        """The coefficient tensor of ``term`` (the soft scale for a term without its own)."""
-        return self.coefficients.get(term, self.soft_scale)
+        """The coefficient tensor of ``term``."""
+        try:
+            return self.coefficients[term]
+        except KeyError:
+            raise ValueError(
+                f"The loss returned a term {term!r} that has no coefficient in this EpochState "
+                f"(it has {sorted(self.coefficients)}): list every term in the loss's `terms`, and "
+                "make states with loss.epoch_state(...) or pass loss.term_coefficients(values)."
+            ) from None
 
     def load(self, values: EpochValues, coefficients: dict | None = None) -> None:
         """Write new values into the same tensors (``fill_``: no host sync, no new tensor).
