@@ -338,11 +338,8 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         return self._fit(X, y, self.classes, first=True, initialize=fresh, **fit_params)
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
-        """Continue training for ``max_epochs`` without re-initialising.
-
-        ``classes`` gives all labels on the first call when a batch of data
-        may miss some.
-        """
+        """Continue training for ``max_epochs`` without re-initialising; ``classes`` gives all
+        labels on the first call when a batch of data may miss some."""
         first = not self.initialized_ or not hasattr(self, "label_encoder_")
         return self._fit(X, y, classes, first=first, initialize=not self.initialized_, **fit_params)
 
@@ -428,12 +425,8 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
             raise
 
     def _train(self, X, y_encoded, whole: bool, **fit_params) -> None:
-        """skorch's training sequence, with the trainer and the resume-aware epoch count.
-
-        ``whole``: a fit (not ``partial_fit``, not a warm start) trains
-        ``max_epochs`` in all, so epochs restored by ``LoadInitState`` in
-        ``on_train_begin`` are not trained again.
-        """
+        """skorch's training sequence through the trainer. With ``whole`` (a fit, not a warm start)
+        ``max_epochs`` in all: epochs restored by ``LoadInitState`` are not trained again."""
         parts = StepParts(forward=self.infer, loss=self.loss_, teacher=self.teacher_,
                           augment=self.augment, augment_mode=self.augment_mode,
                           n_classes=len(self.classes_), device=torch.device(self.device),

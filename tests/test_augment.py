@@ -36,7 +36,8 @@ def test_replace_mode_uses_only_the_augmented_view(digits, student, make_teacher
 def test_augment_errors(digits, student, make_teacher):
     X, y = digits
     teacher = make_teacher()
-    with pytest.raises(ValueError, match="augment_mode of DistillationClassifier must be one of 'add', 'replace'; got 'mix'"):
+    with pytest.raises(ValueError, match="augment_mode of DistillationClassifier must be one of "
+                                         "'add', 'replace'; got 'mix'"):
         student(teacher=teacher, augment=lambda X, y: X, augment_mode="mix").fit(X, y)
     with pytest.raises(ValueError, match="book='memory' cannot be combined with augment_mode='replace'"):
         student(teacher=teacher, augment=lambda X, y: X, book="memory", augment_mode="replace").fit(X, y)

@@ -36,8 +36,8 @@ def test_fast_path_matches_loader_accuracy_with_shuffle(digits, student):
     X, y = digits
     scores = {}
     for batching in ("auto", "loader"):
-        accs = [student(trainer__batching=batching, random_state=seed, loss="ce", max_epochs=8).fit(X[:1200], y[:1200])
-                .score(X[1200:], y[1200:]) for seed in range(3)]
+        accs = [student(trainer__batching=batching, random_state=seed, loss="ce", max_epochs=8)
+                .fit(X[:1200], y[:1200]).score(X[1200:], y[1200:]) for seed in range(3)]
         scores[batching] = np.mean(accs)
     assert abs(scores["auto"] - scores["loader"]) < 0.02
     assert min(scores.values()) > 0.9
@@ -79,5 +79,6 @@ def test_device_batches_cover_every_sample_once():
 
 def test_bad_batching_value(digits, student):
     X, y = digits
-    with pytest.raises(ValueError, match="trainer__batching of Trainer must be one of 'auto', 'loader'; got 'fast'"):
+    with pytest.raises(ValueError,
+                       match="trainer__batching of Trainer must be one of 'auto', 'loader'; got 'fast'"):
         student(trainer__batching="fast").fit(X[:50], y[:50])

@@ -104,7 +104,8 @@ def test_grid_search_over_loss_and_temperature(digits, student):
     assert search.best_score_ > 0.7
     with pytest.raises(ValueError, match="loss__beta is not a parameter of CE"):
         student(loss="ce", loss__beta=2).fit(X[:100], y[:100])
-    with pytest.raises(ValueError, match=r"loss__temperature of CE must be None or a finite number in \(0, inf\); got -1"):
+    with pytest.raises(ValueError, match=r"loss__temperature of CE must be None or a finite number "
+                                         r"in \(0, inf\); got -1"):
         student(loss="ce", loss__temperature=-1).fit(X[:100], y[:100])
 
 
@@ -174,7 +175,8 @@ def test_unknown_loss_name_is_listed(digits, student):
 @pytest.mark.parametrize("temperature", [0, -1.0])
 def test_non_positive_temperature(digits, temperature, student):
     X, y = digits
-    with pytest.raises(ValueError, match=r"loss__temperature of KD must be a finite number in \(0, 1000\]; got"):
+    with pytest.raises(ValueError,
+                       match=r"loss__temperature of KD must be a finite number in \(0, 1000\]; got"):
         student(loss__temperature=temperature).fit(X[:50], y[:50])
 
 
@@ -219,7 +221,8 @@ def test_loss_needing_a_teacher_without_one(digits, student):
 
 def test_book_value(digits, student):
     X, y = digits
-    with pytest.raises(ValueError, match="book of DistillationClassifier must be one of 'auto', 'memory', 'online'; got 'yes'"):
+    with pytest.raises(ValueError, match="book of DistillationClassifier must be one of 'auto', "
+                                         "'memory', 'online'; got 'yes'"):
         student(book="yes").fit(X[:50], y[:50])
 
 
@@ -254,9 +257,9 @@ def test_classes_parameter_declares_labels_missing_from_y(digits, student):
 
 
 def test_fit_builds_one_loss_and_one_trainer(digits, student, monkeypatch):
-    import skd.classifier
     from sklearn.exceptions import NotFittedError
 
+    import skd.classifier
     from skd import Trainer
     from skd.losses import DistillationLoss
 

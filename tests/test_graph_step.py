@@ -23,14 +23,8 @@ from skd import MLP, DistillationClassifier
 from skd.callbacks import StudentPruning, TemperatureSchedule
 from skd.losses import make_loss
 from skd.training import graph
-from skd.training.graph import (
-    WARMUP_STEPS,
-    CapturedStep,
-    body_clipper,
-    fallback_warning,
-    graph_blockers,
-    prepare_capturable,
-)
+from skd.training.fallback import body_clipper, fallback_warning, graph_blockers
+from skd.training.graph import WARMUP_STEPS, CapturedStep, prepare_capturable
 from skd.training.guard import NonFiniteGuard
 from skd.training.ledger import EpochLedger
 from skd.training.step import StepParts

@@ -69,8 +69,8 @@ def test_teacher_nonfinite_logits_are_refused(digits, student):
 
 def test_skip_mode_skips_student_nan_batches(digits, student):
     X, y = digits
-    clf = student(trainer__on_nonfinite="skip", callbacks=[PoisonAt(epoch=1, batch=2), PoisonAt(epoch=2, batch=5)],
-                  max_epochs=3)
+    clf = student(trainer__on_nonfinite="skip", max_epochs=3,
+                  callbacks=[PoisonAt(epoch=1, batch=2), PoisonAt(epoch=2, batch=5)])
     clf.module = PoisonableMLP
     clf.fit(X, y)
     assert clf.history[:, "skipped_batches"] == [1, 1, 0]
@@ -220,7 +220,8 @@ def test_concurrent_fits_equal_sequential_and_leave_the_teacher_alone(digits, ba
 @pytest.mark.parametrize("epochs", [0, -1])
 def test_max_epochs_below_one(digits, epochs, student):
     X, y = digits
-    with pytest.raises(ValueError, match=r"max_epochs of DistillationClassifier must be an int in \[1, inf\]; got "):
+    with pytest.raises(ValueError,
+                       match=r"max_epochs of DistillationClassifier must be an int in \[1, inf\]; got "):
         student(max_epochs=epochs).fit(X, y)
 
 
@@ -258,5 +259,6 @@ def test_book_for_other_data_is_refused(digits, student):
 
 def test_bad_on_nonfinite(digits, student):
     X, y = digits
-    with pytest.raises(ValueError, match="trainer__on_nonfinite of Trainer must be one of 'raise', 'skip'; got 'ignore'"):
+    with pytest.raises(ValueError, match="trainer__on_nonfinite of Trainer must be one of 'raise', "
+                                         "'skip'; got 'ignore'"):
         student(trainer__on_nonfinite="ignore").fit(X, y)

@@ -148,7 +148,8 @@ def test_book_cache_must_be_a_path(tmp_path, digits, make_student):
     with pytest.raises(TypeError, match="book_dir must be None or a directory path"):
         check_book_cache(3)
     X, y = digits
-    with pytest.raises(ValueError, match="book_dir of DistillationClassifier must be None or an instance of str"):
+    with pytest.raises(ValueError,
+                       match="book_dir of DistillationClassifier must be None or an instance of str"):
         make_student(book_dir=3).fit(X[:50], y[:50])
 
 

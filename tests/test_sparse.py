@@ -6,8 +6,8 @@ import scipy.sparse
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from skd.training.batching import DeviceBatches, make_iterator
 from skd.teachers import SklearnTeacher
+from skd.training.batching import DeviceBatches, make_iterator
 
 
 def sparse_digits(digits, fmt="csr"):

@@ -105,8 +105,8 @@ def test_graph_mode_names_what_prevents_capture(digits, make_teacher, make_stude
 def test_epoch_means_from_the_device_equal_the_per_batch_records(digits, make_teacher, make_student,
                                                                  step_mode):
     X, y = digits
-    clf = make_student(teacher=make_teacher(), loss="cakd", trainer__record_batches=True, trainer__step_mode=step_mode,
-                       max_epochs=2).fit(X, y)
+    clf = make_student(teacher=make_teacher(), loss="cakd", trainer__record_batches=True,
+                       trainer__step_mode=step_mode, max_epochs=2).fit(X, y)
     for epoch in clf.history:
         sizes = np.array([row["train_batch_size"] for row in epoch["batches"]])
         for key in ["train_loss", "ce", "bcd", "scd", "wcd"]:
@@ -188,8 +188,8 @@ def test_skip_leaves_a_fully_poisoned_epoch_without_effect(digits, make_teacher,
         def on_epoch_end(self, net, **kwargs):
             ends[len(net.history)] = {k: v.clone() for k, v in net.module_.named_parameters()}
 
-    clf = make_student(teacher=make_teacher(), module=ScaledMLP, trainer__on_nonfinite="skip", trainer__step_mode=step_mode,
-                       callbacks=[PoisonEpoch(epoch=2), Keep()]).fit(X, y)
+    clf = make_student(teacher=make_teacher(), module=ScaledMLP, trainer__on_nonfinite="skip",
+                       trainer__step_mode=step_mode, callbacks=[PoisonEpoch(epoch=2), Keep()]).fit(X, y)
     assert clf.history[:, "skipped_batches"] == [0, 29, 0]
     assert clf.history[1, "train_loss"] == 0.0  # skipped batches count as 0
     for key, value in ends[2].items():

@@ -38,13 +38,8 @@ from skd._constraints import Interval, Options, validate_params
 from skd.callbacks.monitor import unscaled_key, unscaled_loss
 from skd.callbacks.schedules import Schedules
 from skd.training.batching import DeviceBatches
-from skd.training.graph import (
-    CapturedStep,
-    body_clipper,
-    fallback_warning,
-    graph_blockers,
-    prepare_capturable,
-)
+from skd.training.fallback import body_clipper, fallback_warning, graph_blockers
+from skd.training.graph import CapturedStep, prepare_capturable
 from skd.training.guard import DEFAULT_CUDA_CHECK_EVERY, NonFiniteGuard
 from skd.training.ledger import EpochLedger
 from skd.training.step import StepParts, batch_terms, stack_terms, term_values, terms_for
