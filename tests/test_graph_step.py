@@ -22,7 +22,7 @@ from skorch.callbacks import (
 from skd import MLP, DistillationClassifier
 from skd.callbacks import StudentPruning, TemperatureSchedule
 from skd.losses import make_loss
-from skd.training import graph
+from skd.training import fallback
 from skd.training.fallback import body_clipper, fallback_warning, graph_blockers
 from skd.training.graph import WARMUP_STEPS, CapturedStep, prepare_capturable
 from skd.training.guard import NonFiniteGuard
@@ -214,7 +214,7 @@ def blockers_for(*callbacks, optimizer=None):
     parts = StepParts(forward=None, loss=make_loss("kd", {}), teacher=None, augment=None, augment_mode="add",
                       n_classes=5, device=torch.device("cuda"))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(graph, "is_book", lambda X: True)
+        patch.setattr(fallback, "is_book", lambda X: True)
         return graph_blockers(parts, Data(), [(f"cb{i}", cb) for i, cb in enumerate(callbacks)], None,
                               optimizer=optimizer)
 
