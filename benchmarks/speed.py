@@ -93,7 +93,8 @@ def pure_kd(X, y, teacher, batch_size, epochs, temperature=4.0):
 
 def skd_fit(X, y, teacher, batch_size, epochs, cache):
     clf = DistillationClassifier(
-        MLP, teacher=teacher, loss="kd", book=cache, optimizer=torch.optim.Adam, lr=1e-3,
+        MLP, teacher=teacher, loss="kd", book="memory" if cache else "online",
+        optimizer=torch.optim.Adam, lr=1e-3,
         batch_size=batch_size, max_epochs=epochs, verbose=0, device="cpu", random_state=0,
     )
     return clf.fit(X, y)
