@@ -38,6 +38,7 @@ def _net(loss, teacher, hidden, epochs, seed):
     return DistillationClassifier(
         MLP, teacher=teacher, loss=loss, module__hidden_units=hidden, max_epochs=epochs, lr=1e-3,
         optimizer=torch.optim.Adam, batch_size=128, verbose=0, device="cpu", random_state=seed,
+        unlabelled=-1,  # the transfer rows are marked -1
     )
 
 

@@ -183,6 +183,7 @@ def _classifier(
     return DistillationClassifier(
         module, optimizer=torch.optim.Adam, lr=config.lr, batch_size=config.batch_size,
         max_epochs=epochs, verbose=0, random_state=seed, callbacks=[("progress", EpochProgress(desc))],
+        unlabelled=-1,  # --transfer rows (skd.data.add_transfer) are marked -1
         **params,
     )
 
