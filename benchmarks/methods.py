@@ -10,7 +10,7 @@ T = 2 and the soft weights times 9 (KD: kd_weight 9, ce_weight 0.1; DKD: alpha 9
 losses without a released config (CAKD, DIST, R2KD) the same rule is applied: T = 2
 and their soft weights times 9; WTTM and NKD (no temperature to set) only standardise.
 
-    python benchmarks/methods.py                    # MNIST-5k, 5 seeds (about 15 min on 2 idle cores)
+    python benchmarks/methods.py                    # MNIST-5k, 5 seeds: 85 fits of 11-34 s each on one core
     python benchmarks/methods.py --dataset digits --seeds 2 --epochs 20   # a quick look
 
 Nothing is written to tracked files unless ``--write`` is given (then ``docs/methods.md``'s
