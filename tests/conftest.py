@@ -1,11 +1,17 @@
 import os
 
-import numpy as np
-import pytest
-import torch
-from hypothesis import HealthCheck, settings
+# One intra-op thread per test process, set before torch is imported: skd's fit_threads respects an
+# explicit OMP_NUM_THREADS, so every fit runs with the same thread count whatever the machine's load
+# and the tests that compare weights exactly stay exact (the pages and examples run in subprocesses
+# inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from skd import MLP, DistillationClassifier
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from skd import MLP, DistillationClassifier  # noqa: E402
 
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
