@@ -67,6 +67,7 @@ class BenchConfig:
     quick: bool = False
     loss_params: dict = field(default_factory=dict)
     transfer: int = 0
+    device: str = "auto"
 
     def trimmed(self) -> BenchConfig:
         """The ``--quick`` version: few epochs, one seed."""
@@ -176,6 +177,13 @@ def _teacher_module(split: Split, config: BenchConfig) -> torch.nn.Module:
     return SmallCNN(split.X_train.shape[1], len(np.unique(split.y_train)), channels=config.teacher_channels)
 
 
+def resolve_device(device: str) -> str:
+    """``"auto"`` is ``"cuda"`` where torch sees a GPU, else ``"cpu"``; other names pass through."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def _classifier(
     config: BenchConfig, module, epochs: int, seed: int, desc: str, **params
 ) -> DistillationClassifier:
@@ -183,6 +191,7 @@ def _classifier(
     return DistillationClassifier(
         module, optimizer=torch.optim.Adam, lr=config.lr, batch_size=config.batch_size,
         max_epochs=epochs, verbose=0, random_state=seed, callbacks=[("progress", EpochProgress(desc))],
+        device=resolve_device(config.device),
         unlabelled=-1,  # --transfer rows (skd.data.add_transfer) are marked -1
         **params,
     )
@@ -372,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-out", help="output folder (default bench-out)")
     bench.add_argument("--cache-dir", default=".skd_cache", help="teacher cache (default .skd_cache)")
     bench.add_argument("--quick", action="store_true", help="2 epochs, 1 seed: a smoke test")
+    bench.add_argument("--device", default="auto",
+                       help="where teacher and students train: auto (cuda if available, else cpu), cpu, cuda")
     bench.add_argument("--transfer", type=int, default=0, metavar="N",
                        help="add N unlabelled training rows where the dataset has them (mnist5k)")
     return parser
@@ -402,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=args.cache_dir,
         quick=args.quick,
         transfer=args.transfer,
+        device=args.device,
     )
     try:
         report = run_bench(config)

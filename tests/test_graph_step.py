@@ -28,6 +28,7 @@ from skd.training.graph import WARMUP_STEPS, CapturedStep, prepare_capturable
 from skd.training.guard import NonFiniteGuard
 from skd.training.ledger import EpochLedger
 from skd.training.step import StepParts
+from tests.compare import OPTIMIZERS, assert_same_fit
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -367,25 +368,27 @@ CUDA_CASES = {
 
 
 @cuda
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("case", list(CUDA_CASES))
-def test_cuda_captures_once_per_fit_and_matches_the_eager_step(digits, case):
+def test_cuda_captures_once_per_fit_and_matches_the_eager_step(digits, case, optimizer):
     callbacks, options = CUDA_CASES[case]
+    options = {**OPTIMIZERS[optimizer], **options}
     graph_fit = fit(digits, "auto", callbacks(), device="cuda", **options)
     assert graph_fit.train_step_path_ == "graph+eager" and graph_fit.eager_reasons_ == []
     assert captures(graph_fit) == (2 if case == "pruning" else 1)
     eager = fit(digits, "eager", callbacks(), device="cuda", **options)
-    for p, q in zip(graph_fit.module_.parameters(), eager.module_.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert_same_fit(graph_fit, eager, optimizer)
 
 
 @cuda
-def test_cuda_gradient_clipping_runs_inside_the_captured_step(digits):
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_cuda_gradient_clipping_runs_inside_the_captured_step(digits, optimizer):
     def clipped(monkeypatch):
         monkeypatch.setattr("skd.training.trainer.CapturedStep",
                             functools.partial(Recorded, clip=CLIP))
 
-    graph_fit = fit(digits, "auto", [GradientNormClipping(0.05)], patch=clipped, device="cuda")
+    options = OPTIMIZERS[optimizer]
+    graph_fit = fit(digits, "auto", [GradientNormClipping(0.05)], patch=clipped, device="cuda", **options)
     assert graph_fit.train_step_path_ == "graph+eager" and captures(graph_fit) == 1
-    eager = fit(digits, "eager", [GradientNormClipping(0.05)], device="cuda")
-    for p, q in zip(graph_fit.module_.parameters(), eager.module_.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    eager = fit(digits, "eager", [GradientNormClipping(0.05)], device="cuda", **options)
+    assert_same_fit(graph_fit, eager, optimizer)

@@ -285,7 +285,8 @@ class CapturedStep:
             self._lr_slots = []
             if lr_in_tensor(optimizer):
                 device = self.parts.device
-                self._lr_slots = [[group, torch.tensor(float(group["lr"]), device=device), float(group["lr"])]
+                self._lr_slots = [[group, torch.full((), float(group["lr"]), device=device),
+                                   float(group["lr"])]
                                   for group in optimizer.param_groups
                                   if not isinstance(group["lr"], torch.Tensor)]
         self._seen = (optimizer, self.module.training, self.ledger.epochs, _fit_params_key(fit_params))
@@ -309,8 +310,9 @@ class CapturedStep:
         if not self.on_cuda:
             self.graph = _Simulated()
             return
-        if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
+        # a fresh memory pool per capture: the previous graph (freed on a structural change)
+        # released its pool, and capturing into a released pool fails inside the allocator
+        self.pool = torch.cuda.graph_pool_handle()
         optimizer.zero_grad(set_to_none=True)  # backward allocates static grads in the pool
         graph = torch.cuda.CUDAGraph()
         floats = [(slot[0], slot[0]["lr"]) for slot in self._lr_slots]

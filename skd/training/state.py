@@ -87,7 +87,8 @@ class EpochState:
         self.coefficients = {name: self._tensor(value) for name, value in (coefficients or {}).items()}
 
     def _tensor(self, value: float) -> torch.Tensor:
-        return torch.tensor(float(value), dtype=self.dtype, device=self.device)
+        # a fill kernel, not torch.tensor: that copies from pageable host memory, a sync on CUDA
+        return torch.full((), float(value), dtype=self.dtype, device=self.device)
 
     def coefficient(self, term: str) -> torch.Tensor:
         """The coefficient tensor of ``term``."""

@@ -46,7 +46,8 @@ class GradientReversal(torch.autograd.Function):
 
 def gradient_reversal(values: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
     """Apply :class:`GradientReversal` with ``strength`` (a number or a 0-d tensor)."""
-    strength = torch.as_tensor(strength, dtype=values.dtype, device=values.device)
+    if not isinstance(strength, torch.Tensor):  # a fill, not a copy from host memory (a sync on CUDA)
+        strength = torch.full((), float(strength), dtype=values.dtype, device=values.device)
     return GradientReversal.apply(values, strength)
 
 

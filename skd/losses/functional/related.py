@@ -84,8 +84,7 @@ def extractive_teacher_log_probs(
     log_confident = torch.log_softmax(teacher_logits / confidence_temperature, dim=1)
     log_top_mass = log_confident.gather(1, top.unsqueeze(1))
     log_rest_mass = torch.logsumexp(torch.where(is_top, float("-inf"), log_confident), dim=1, keepdim=True)
-    neg_inf = torch.tensor(float("-inf"), dtype=teacher_logits.dtype, device=teacher_logits.device)
-    log_relations = torch.log_softmax(torch.where(is_top, neg_inf, teacher_logits / temperature), dim=1)
+    log_relations = torch.log_softmax(torch.where(is_top, float("-inf"), teacher_logits / temperature), dim=1)
     return torch.where(is_top, log_top_mass, log_rest_mass + log_relations)
 
 
@@ -164,7 +163,8 @@ def corrected_teacher_log_probs(
     p_top = probs.gather(1, top.unsqueeze(1))
     p_label = probs.gather(1, label.unsqueeze(1))
     swapped = probs.scatter(1, top.unsqueeze(1), p_label).scatter(1, label.unsqueeze(1), p_top)
-    correction = torch.as_tensor(correction, dtype=probs.dtype, device=probs.device)
+    if not isinstance(correction, torch.Tensor):  # a fill, not a copy from host memory (a sync on CUDA)
+        correction = torch.full((), float(correction), dtype=probs.dtype, device=probs.device)
     mixed = (1.0 - correction) * probs + correction * swapped
     return torch.where(wrong, mixed, probs).clamp_min(torch.finfo(probs.dtype).tiny).log()
 
