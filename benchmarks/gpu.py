@@ -356,6 +356,7 @@ def loss_us(name, n_classes, device, batch=256, calls=200):
     teacher = torch.randn(batch, n_classes, device=device) * 3
     y = torch.randint(0, n_classes, (batch,), device=device)
     loss = None if name == "kl" else make_loss(name, {})
+    state = None if loss is None else ops._state(loss, device)
 
     def step():
         if loss is None:
@@ -363,7 +364,7 @@ def loss_us(name, n_classes, device, batch=256, calls=200):
                                               F.log_softmax(teacher / TEMPERATURE, 1),
                                               log_target=True, reduction="batchmean")
         else:
-            value = sum(ops._terms(loss, student, teacher if loss.requires_teacher else None, y).values())
+            value = sum(loss(student, teacher if loss.requires_teacher else None, y, state=state).values())
         value.backward()
 
     for _ in range(10):

@@ -152,9 +152,9 @@ def skd_step_ops(loss: str, batch_size=256, n_classes=10, **options) -> OpCounte
 
 
 # ------------------------------------------------------------------ the loss
-def _terms(loss, student, teacher, y):
-    """The loss's terms at its epoch state (every row labelled, as in the step's common case)."""
-    return loss(student, teacher, y, state=loss.epoch_state(10**9, labelled_only=True))
+def _state(loss, device="cpu"):
+    """The loss's epoch state (every row labelled, as in the step's common case), made once as a fit does."""
+    return loss.epoch_state(10**9, device=device, labelled_only=True)
 
 
 def loss_ops(name: str, n_classes: int, batch_size=256, seed=0) -> OpCounter:
@@ -166,9 +166,10 @@ def loss_ops(name: str, n_classes: int, batch_size=256, seed=0) -> OpCounter:
     teacher = torch.randn(batch_size, n_classes, generator=generator) * 3
     y = torch.randint(0, n_classes, (batch_size,), generator=generator)
     loss = make_loss(name, {})
+    state = _state(loss)
 
     def step():
-        terms = _terms(loss, student, teacher if loss.requires_teacher else None, y)
+        terms = loss(student, teacher if loss.requires_teacher else None, y, state=state)
         total = None
         for value in terms.values():
             total = value if total is None else total + value

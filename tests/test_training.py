@@ -313,5 +313,5 @@ def test_cuda_host_syncs_per_epoch_do_not_grow_with_the_batches(digits, make_tea
         assert clf.history[-1, "graph_steps"] == rows // 64
         return sum("synchroniz" in str(w.message) for w in caught)
 
-    few, many = syncs(640), syncs(1664)  # 10 and 26 batches an epoch
-    assert few == many and many <= 2 * 6, (few, many)
+    few, many = syncs(640), syncs(1664)  # 2 counted epochs of 10 and of 26 batches
+    assert max(few, many) <= 8, (few, many)  # a sync per batch would make them at least 20 and 52

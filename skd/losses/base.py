@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import weakref
 from numbers import Real
 from typing import Any
 
@@ -19,6 +20,8 @@ __all__ = ["DistillationLoss", "available_losses", "foreign_loss_params", "get_l
            "register_loss"]
 
 _REGISTRY: dict[str, type[DistillationLoss]] = {}
+#: Each loss's state for calls outside a fit (see DistillationLoss._call_state); weak, so never pickled.
+_CALL_STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def register_loss(name: str):
@@ -259,6 +262,20 @@ class DistillationLoss(Callback):
         return EpochState(device, values, self.term_coefficients(values), labelled_only, dtype)
 
     # -- machinery ------------------------------------------------------------
+    def _call_state(self, logits: torch.Tensor) -> EpochState:
+        """The state of a call outside a fit (warm-up finished, no schedule), kept per device and dtype.
+
+        Made once and kept until a parameter changes: a state costs a fill per
+        scalar on the device, and some losses read the host to make one (CTKD
+        records its temperature), which would be a sync on every call.
+        """
+        key = (logits.device, logits.dtype, repr(sorted(self.get_params().items())))
+        kept = _CALL_STATES.get(self)
+        if kept is None or kept[0] != key:
+            kept = (key, self.epoch_state(10**9, device=logits.device, dtype=logits.dtype))
+            _CALL_STATES[self] = kept
+        return kept[1]
+
     def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
                  y: torch.Tensor, state: EpochState | None = None) -> dict[str, torch.Tensor]:
         """The batch's terms, ``"ce"`` first, with this epoch's scales applied.
@@ -267,7 +284,7 @@ class DistillationLoss(Callback):
         schedule, warm-up finished), e.g. for a loss called outside a fit.
         """
         if state is None:
-            state = self.epoch_state(10**9, device=student_logits.device, dtype=student_logits.dtype)
+            state = self._call_state(student_logits)
         soft_student, soft_teacher = student_logits, teacher_logits
         if self.standardize:
             soft_student = standardize_logits(student_logits)

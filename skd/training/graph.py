@@ -319,7 +319,9 @@ class CapturedStep:
         for slot in self._lr_slots:
             slot[0]["lr"] = slot[1]  # the graph reads the tensor; the user keeps the float
         try:
-            with torch.cuda.graph(graph, pool=self.pool):
+            # captured on the warm-up's side stream: autograd nodes the warm-up leaves alive (a
+            # pruning mask's product, kept as the module's weight) then run on the capture's stream
+            with torch.cuda.graph(graph, pool=self.pool, stream=self._side):
                 self.body()
         finally:
             for group, lr in floats:
