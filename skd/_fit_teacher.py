@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import clone
-from skorch.utils import to_numpy
+from skorch.utils import multi_indexing, to_numpy
 from torch.utils.data import Dataset
 
 from skd.book import BOOK_LOGITS, BOOK_X, book_score, features_of, is_book
@@ -142,10 +142,16 @@ class UnderTrainedWarning(UserWarning):
     """The student ended training far below its teacher on the rows it was trained on."""
 
 
+#: Labelled rows the student's training accuracy is measured on after a fit (at most).
+UNDERTRAINED_ROWS = 2048
+
+
 def warn_if_undertrained(net, book, y_encoded) -> float | None:
     """Warn when the student's training accuracy is below half-way from chance to the teacher's.
 
-    Measured on the labelled rows of the book (one prediction pass), only
+    Measured on up to :data:`UNDERTRAINED_ROWS` labelled rows of the book,
+    evenly spaced (one prediction pass of a fixed size, whatever the data's:
+    enough to tell an accuracy near chance from one near the teacher's), only
     when the fit wrote one (``teacher_score_`` is known) and the teacher
     itself is well above chance (else :func:`score_book` has warned about
     the teacher). Returns the student's training accuracy, or None when it
@@ -157,9 +163,12 @@ def warn_if_undertrained(net, book, y_encoded) -> float | None:
     labelled = labelled_rows(y_encoded)
     features = book[BOOK_X]
     rows = np.flatnonzero(labelled)
+    if len(rows) > UNDERTRAINED_ROWS:
+        rows = rows[np.linspace(0, len(rows) - 1, UNDERTRAINED_ROWS).astype(np.int64)]
     # the module's outputs on the checked rows (predict_proba would check them again, and warn
     # that an ndarray has no feature names after a fit on a DataFrame)
-    logits = net.forward(features[rows] if len(rows) < len(labelled) else features, training=False)
+    checked = multi_indexing(features, rows) if len(rows) < len(labelled) else features
+    logits = net.forward(checked, training=False)
     student = float((to_numpy(logits).argmax(axis=1) == np.asarray(y_encoded)[rows]).mean())
     chance = chance_level(np.asarray(y_encoded)[rows])
     if teacher_score < (chance + 1.0) / 2:
