@@ -205,6 +205,21 @@ def test_prepare_capturable_makes_adam_capturable_and_sgd_fused_on_cuda():
     assert "Adagrad has no capturable mode" in prepare_capturable(torch.optim.Adagrad([param]), True)
 
 
+@cuda
+def test_prepare_capturable_fuses_adam_on_cuda():
+    param = torch.nn.Parameter(torch.zeros(2, device="cuda"))
+    adamw = torch.optim.AdamW([param])
+    assert prepare_capturable(adamw, on_cuda=True) is None
+    group = adamw.param_groups[0]
+    assert group["fused"] and group["capturable"] and not group["foreach"]
+
+
+def test_prepare_capturable_leaves_cpu_adam_unfused():
+    adam = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))])
+    assert prepare_capturable(adam, on_cuda=True) is None
+    assert not adam.param_groups[0]["fused"]
+
+
 # ----------------------------------------------------------------- blockers
 class Data:
     X = {"X": None, "teacher_logits": None}
