@@ -336,7 +336,7 @@ def skd_replay_kernels(loss, batch):
     counted = []
     original = graph.CapturedStep.run
 
-    def run(self, index, **fit_params):
+    def run(self, index=None, **fit_params):
         if self.graph is None or counted:
             return original(self, index, **fit_params)
         result = []

@@ -126,7 +126,7 @@ def skd_step_ops(loss: str, batch_size=256, n_classes=10, **options) -> OpCounte
     counted: list[OpCounter] = []
     original = graph.CapturedStep.run
 
-    def run(self, index, **fit_params):
+    def run(self, index=None, **fit_params):
         if self.graph is None or counted:
             return original(self, index, **fit_params)
         with OpCounter() as ops:

@@ -77,6 +77,23 @@ def test_device_batches_cover_every_sample_once():
     assert [len(b[1]) for b in DeviceBatches(X, y, 4, drop_last=True)] == [4, 4]
 
 
+@pytest.mark.parametrize("shuffle, drop_last, n", [(True, False, 10), (False, False, 10), (True, True, 10),
+                                                    (False, False, 12)])
+def test_epoch_batches_are_the_batches_of_indices_in_their_order(shuffle, drop_last, n):
+    X, y = torch.arange(n * 2.0).view(n, 2), torch.arange(n)
+
+    def batches():
+        return DeviceBatches(X, y, 4, shuffle=shuffle, drop_last=drop_last,
+                             generator=lambda: torch.Generator().manual_seed(3))
+
+    expected = [torch.arange(n)[index] for index in batches().indices()]
+    full, rest = batches().epoch_batches()
+    got = [*full] + ([] if rest is None else [rest])
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_bad_batching_value(digits, student):
     X, y = digits
     with pytest.raises(ValueError,

@@ -115,6 +115,34 @@ def test_forward_fit_params_reach_every_replayed_step():
     assert bench.module.seen[-1] is other and bench.step.n_captures == 2
 
 
+def test_cursor_mode_takes_the_epoch_table_in_order_like_explicit_indices():
+    """Cursor mode (what a fit uses): the same steps as run(index) with the same batches."""
+    table = torch.arange(192).view(6, 32)
+    explicit, cursor = Bench(), Bench(cursor=True)
+    for _ in range(2):  # an epoch of warm-up and capture, then one of replays
+        explicit.ledger.reset()
+        cursor.ledger.reset()
+        cursor.step.load_epoch(table)
+        for row in table:
+            assert explicit.step.run(row) == cursor.step.run()
+    same = [torch.equal(p, q)
+            for p, q in zip(explicit.module.parameters(), cursor.module.parameters(), strict=True)]
+    assert all(same) and cursor.step.n_captures == explicit.step.n_captures == 1
+
+
+def test_cursor_mode_refuses_an_index_and_a_batch_past_the_epoch():
+    bench = Bench(cursor=True)
+    bench.step.load_epoch(torch.arange(64).view(2, 32))
+    with pytest.raises(ValueError, match="without an index"):
+        bench.step.run(torch.arange(32))
+    bench.step.run()
+    bench.step.run()
+    with pytest.raises(RuntimeError, match="load the next epoch"):
+        bench.step.run()
+    with pytest.raises(RuntimeError, match="cursor=True"):
+        Bench().step.load_epoch(torch.arange(64).view(2, 32))
+
+
 @pytest.mark.parametrize("change", ["optimizer rebuilt", "optimizer state loaded", "requires_grad",
                                     "betas", "parameter replaced", "buffer replaced", "eval mode"])
 def test_every_structural_change_captures_again(change):

@@ -152,6 +152,25 @@ class DeviceBatches:
             index = slice(start, min(start + self.batch_size, self.n_samples))
             yield index if order is None else order[index]
 
+    def epoch_batches(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This epoch's batches at once, for a captured step that takes them in order.
+
+        Returns ``(full, rest)``: the indices of the full batches as an
+        ``(n_full, batch_size)`` tensor on the device, and those of the last,
+        smaller batch (None if there is none, or with ``drop_last``). The
+        order is the one :meth:`indices` gives (the same permutation, drawn
+        once per epoch from the same generator).
+        """
+        n_full = self.n_samples // self.batch_size
+        if self.shuffle:
+            generator = self.generator() if self.generator is not None else None
+            order = torch.randperm(self.n_samples, generator=generator).to(self.device)
+        else:
+            order = torch.arange(self.n_samples, device=self.device)
+        full = order[: n_full * self.batch_size].view(n_full, self.batch_size)
+        ragged = not self.drop_last and n_full * self.batch_size < self.n_samples
+        return full, (order[n_full * self.batch_size:] if ragged else None)
+
     def take(self, index):
         """The batch ``(X, y)`` at ``index`` (a slice or an index tensor)."""
         return _take(self.X, index), (None if self.y is None else self.y[index])

@@ -169,12 +169,19 @@ class CapturedStep:
         (see :func:`body_clipper`).
     warmup_steps : int, default=WARMUP_STEPS
         Eager steps before each capture.
+    cursor : bool, default=False
+        Take the batches from an epoch's index table (:meth:`load_epoch`)
+        with a counter on the device, advanced by the step itself: a replay
+        then needs no host-to-device copy and no index tensor made on the
+        host (``run()`` without an index). False: ``run(index)`` copies each
+        batch's indices into a static buffer.
     """
 
     def __init__(self, parts: StepParts, optimizer: Callable[[], torch.optim.Optimizer],
                  module: torch.nn.Module, guard: NonFiniteGuard, ledger: EpochLedger,
                  take: Callable[[torch.Tensor], tuple], batch_size: int, state=None,
-                 clip: Callable[[torch.nn.Module], None] | None = None, warmup_steps: int = WARMUP_STEPS):
+                 clip: Callable[[torch.nn.Module], None] | None = None, warmup_steps: int = WARMUP_STEPS,
+                 cursor: bool = False):
         self.parts = parts
         self.get_optimizer = optimizer
         self.module = module
@@ -187,6 +194,11 @@ class CapturedStep:
         self.warmup_steps = warmup_steps
         self.on_cuda = torch.device(parts.device).type == "cuda"
         self.index = torch.zeros(batch_size, dtype=torch.long, device=parts.device)
+        #: The device counter of the next batch in :attr:`batches` (cursor mode), else None.
+        self.cursor = torch.zeros(1, dtype=torch.long, device=parts.device) if cursor else None
+        self.batches: torch.Tensor | None = None
+        self._left = 0  # batches of the loaded epoch not taken yet (host count: no device read)
+        self.last_loss: torch.Tensor | None = None
         self.graph = None
         self.pool = None
         self.n_captures = 0
@@ -203,8 +215,13 @@ class CapturedStep:
 
     # ------------------------------------------------------------------ step
     def body(self) -> None:
-        """The step on the static index: no host reads, so it can be captured."""
-        Xi, y = self.take(self.index)
+        """The step on the static index (or the cursor's batch): no host reads, so it can be captured."""
+        if self.cursor is None:
+            index = self.index
+        else:
+            index = self.batches.index_select(0, self.cursor).view(-1)
+            self.cursor.add_(1)
+        Xi, y = self.take(index)
         if self.state is None:
             terms, y_pred = batch_terms(self.parts, Xi, y, **self.fit_params)
         else:
@@ -212,17 +229,35 @@ class CapturedStep:
         self.last_pred = y_pred.detach()
         values, total = stack_terms(terms)
         self.ledger.start(terms)
-        finite = self.guard.observe(values)
+        finite = self.guard.observe(values, total)
         total.backward()
         if self.clip is not None:
             self.clip(self.module)
         self.guard.step(self.get_optimizer().step, lambda: finite)
         kept = finite if self.guard.mode == "skip" else None
         self.last_row = self.ledger.row(total, values, kept)
+        self.last_loss = self.last_row[0]  # a view: static too, so a replay needs no indexing on the host
         self.ledger.add(self.last_row, self.batch_size)
 
-    def run(self, index: torch.Tensor, **fit_params) -> bool:
+    def load_epoch(self, batches: torch.Tensor) -> None:
+        """Give the step this epoch's full batches, an ``(n, batch_size)`` index tensor (cursor mode).
+
+        One copy per epoch into a static table, and the counter set to 0;
+        each ``run()`` then takes the next row.
+        """
+        if self.cursor is None:
+            raise RuntimeError("load_epoch needs a CapturedStep made with cursor=True.")
+        if self.batches is None or self.batches.shape != batches.shape:
+            self.batches = torch.empty_like(batches)  # a new table: the signature sees it, a new capture
+        self.batches.copy_(batches, non_blocking=True)
+        self.cursor.zero_()
+        self._left = len(batches)
+
+    def run(self, index: torch.Tensor | None = None, **fit_params) -> bool:
         """One step on the batch at ``index`` (a device tensor of ``batch_size`` indices).
+
+        In cursor mode, no ``index``: the step takes the next batch of the
+        epoch given to :meth:`load_epoch`.
 
         Returns True if the step was the graph's (a replay, or its stand-in
         on the CPU), False if it was an eager warm-up step before a capture.
@@ -230,7 +265,15 @@ class CapturedStep:
         in the graph at its capture, and other ones (keys or objects)
         re-capture.
         """
-        self.index.copy_(index, non_blocking=True)
+        if self.cursor is None:
+            self.index.copy_(index, non_blocking=True)
+        else:
+            if index is not None:
+                raise ValueError("A CapturedStep in cursor mode takes its batches from load_epoch: "
+                                 "call run() without an index.")
+            if self._left <= 0:
+                raise RuntimeError("Every batch given to load_epoch has been taken: load the next epoch.")
+            self._left -= 1
         optimizer = self.get_optimizer()
         seen = self._seen
         if (seen is None or seen[0] is not optimizer or seen[1] != self.module.training
@@ -276,7 +319,7 @@ class CapturedStep:
                               if baked(key, value)))
                        for group in optimizer.param_groups)
         params = tuple((id(p), tuple(p.shape), p.requires_grad) for p in self.module.parameters())
-        buffers = tuple(id(b) for b in self.module.buffers())
+        buffers = (tuple(id(b) for b in self.module.buffers()), id(self.batches))
         state = (id(optimizer.state), len(optimizer.state), id(optimizer.param_groups))
         loss = () if self.state is not None else _scalars(self.parts.loss)
         return (id(optimizer), state, groups, params, buffers, self.module.training,

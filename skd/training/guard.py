@@ -93,8 +93,13 @@ class NonFiniteGuard:
             )
 
     # -- device work (capturable: no host reads) -------------------------------
-    def observe(self, values: torch.Tensor) -> torch.Tensor | None:
+    def observe(self, values: torch.Tensor, total: torch.Tensor | None = None) -> torch.Tensor | None:
         """Record one batch's term values; return whether they are all finite.
+
+        ``total``, the sum of the terms, is finite exactly when every term is
+        (a NaN or an infinity, even two of opposite signs, makes the sum
+        non-finite; a sum that overflows is a non-finite loss too): checking
+        it costs 2 ops instead of 3.
 
         With :attr:`checks_on_host` the check happens in :meth:`check_now`
         instead, and this only counts the batch.
@@ -102,7 +107,7 @@ class NonFiniteGuard:
         if self.checks_on_host:
             self._host_batch += 1
             return None
-        finite = _all_finite(values)
+        finite = _all_finite(values if total is None else total.detach())
         if self.mode == "skip":  # counted on the device: a replayed step runs no Python
             self.skipped.add_(~finite)
             return finite
@@ -189,11 +194,12 @@ class NonFiniteGuard:
 
 
 def _all_finite(values: torch.Tensor) -> torch.Tensor:
-    """Whether every value is finite, in 3 ops (``isfinite(values).all()`` takes 5).
+    """Whether every value is finite, in 3 ops (``isfinite(values).all()`` takes 5), 2 for a scalar.
 
     ``v - v`` is exactly 0 for a finite ``v`` and NaN for NaN and for +-inf.
     """
-    return ((values - values) == 0).all()
+    same = (values - values) == 0
+    return same if same.dim() == 0 else same.all()
 
 
 _ADVICE = ("Lower the learning rate, check X and the teacher's logits, or pass "

@@ -211,7 +211,8 @@ class Trainer:
                 self.n_captures += self.captured.n_captures
             self.captured = CapturedStep(self.parts, lambda: self.net.optimizer_, self.net.module_,
                                          self.guard, self.ledgers[True], data.take, data.batch_size,
-                                         state=self.state, clip=body_clipper(self.net.callbacks_))
+                                         state=self.state, clip=body_clipper(self.net.callbacks_),
+                                         cursor=True)
         return self.captured
 
     def _warn_fallback(self, blockers: list[str]) -> None:
@@ -246,12 +247,12 @@ class Trainer:
         counts = {"graph": 0, "eager": 0}
         self._in_epoch = True
         try:
-            for index, batch in self._batches(iterator, captured):
+            for graph_step, batch in self._batches(iterator, captured):
                 net.notify("on_batch_begin", batch=batch, training=training)
-                if index is not None:
-                    replayed = captured.run(index, **fit_params)  # False: an eager warm-up step
+                if graph_step:
+                    replayed = captured.run(**fit_params)  # False: an eager warm-up step
                     row, n = captured.last_row, captured.batch_size
-                    step = {"loss": row[0], "y_pred": captured.last_pred}
+                    step = {"loss": captured.last_loss, "y_pred": captured.last_pred}
                     counts["graph" if replayed else "eager"] += 1
                 else:
                     step, row = (self._train_step(batch, epoch, **fit_params) if training
@@ -278,18 +279,17 @@ class Trainer:
         self._record_epoch(ledger, training, counts)
 
     def _batches(self, iterator, captured):
-        """``(index, batch)`` pairs: an index for full batches the graph can take, else None."""
+        """``(graph_step, batch)`` pairs: True for the full batches the captured step takes in order."""
         if captured is None:
             for batch in iterator:
-                yield None, batch
+                yield False, batch
             return
-        for index in iterator.indices():
-            if isinstance(index, slice):
-                index = torch.arange(index.start, index.stop, device=self.parts.device)
-            if len(index) == captured.batch_size:
-                yield index, None  # callbacks see batch=None: the batch lives in the graph (or warms it up)
-            else:
-                yield None, iterator.take(index)
+        full, rest = iterator.epoch_batches()
+        captured.load_epoch(full)  # one copy per epoch; each step advances a counter on the device
+        for _ in range(len(full)):
+            yield True, None  # callbacks see batch=None: the batch lives in the graph (or warms it up)
+        if rest is not None:
+            yield False, iterator.take(rest)
 
     def _record_epoch(self, ledger: EpochLedger, training: bool, counts: dict) -> None:
         history = self.net.history
@@ -343,7 +343,7 @@ class Trainer:
                 values = self._values
                 ledger.start(self._names)
                 first.update(values=values, total=step["loss"], y_pred=step["y_pred"],
-                             finite=guard.observe(values))
+                             finite=guard.observe(values, step["loss"]))
                 if guard.checks_on_host:
                     guard.check_now(values, epoch, ledger.names)
             net.notify("on_grad_computed", named_parameters=TeeGenerator(net.module_.named_parameters()),
