@@ -42,12 +42,23 @@ def one_step(guard, module, optimizer, values):
     guard.step(optimizer.step, lambda: finite)
 
 
-@pytest.mark.parametrize("mode, budget", [("raise", 6), ("skip", 5)])
+@pytest.mark.parametrize("mode, budget", [("raise", 5), ("skip", 4)])
 def test_the_guard_watches_a_batch_in_a_few_ops(mode, budget):
     guard, *_ = guard_for(mode)
     values = torch.tensor([0.5, 1.5, 2.0])
-    guard.observe(values)  # the first batch allocates the record of bad values
-    assert ops.count_ops(guard.observe, values).kernels == budget
+    total = values.sum()
+    guard.observe(values, total)  # the first batch allocates the record of bad values
+    assert ops.count_ops(guard.observe, values, total).kernels == budget
+
+
+@pytest.mark.parametrize("values", [[0.5, 1.5], [float("nan"), 1.0], [float("inf"), 1.0],
+                                    [float("inf"), float("-inf")], [3e38, 3e38], [-0.0, 0.0]])
+def test_the_guard_judges_a_batch_by_its_total_as_by_its_terms(values):
+    values = torch.tensor(values)
+    by_terms = NonFiniteGuard("skip", 8, torch.nn.Linear(1, 1), None, "cpu").observe(values)
+    by_total = NonFiniteGuard("skip", 8, torch.nn.Linear(1, 1), None, "cpu").observe(values, values.sum())
+    overflow = bool(torch.isfinite(values).all()) and not bool(torch.isfinite(values.sum()))
+    assert bool(by_total) == (bool(by_terms) and not overflow)  # a sum that overflows is non-finite too
 
 
 @pytest.mark.parametrize("deep", [False, True])

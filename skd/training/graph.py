@@ -3,9 +3,11 @@
 For in-memory data on CUDA the whole step (gather of the batch by index, the
 student's forward, every loss term, the non-finite guard, backward, gradient
 clipping, the optimizer step and the epoch sums) is recorded once with
-:class:`torch.cuda.CUDAGraph` and replayed for every full batch: one small
-host-to-device index copy and one graph launch per step, where the eager
-step launches every kernel from Python.
+:class:`torch.cuda.CUDAGraph` and replayed for every full batch: one graph
+launch per step, where the eager step launches every kernel from Python.
+The epoch's batches are an index table on the device, copied once per
+epoch; the step takes its row at a device counter that it advances itself
+(``cursor=True``, what a fit uses), so a replay needs no index from the host.
 
 Why a raw CUDA graph, not ``torch.compile(mode="reduce-overhead")`` or
 ``make_graphed_callables``: a capture costs milliseconds, where a compile
