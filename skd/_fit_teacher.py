@@ -10,11 +10,14 @@ unlabelled rows, and whether the student ended far below its teacher.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.base import clone
-from skorch.utils import multi_indexing, to_numpy
+from sklearn.utils import _safe_indexing
+from skorch.utils import to_numpy
 from torch.utils.data import Dataset
 
 from skd.book import BOOK_LOGITS, BOOK_X, book_score, features_of, is_book
@@ -142,6 +145,15 @@ class UnderTrainedWarning(UserWarning):
     """The student ended training far below its teacher on the rows it was trained on."""
 
 
+def _take_rows(data, rows: np.ndarray):
+    """Rows ``rows`` (positions) of an array, sparse matrix, DataFrame, tensor or dict of them."""
+    if isinstance(data, Mapping):
+        return {key: _take_rows(value, rows) for key, value in data.items()}
+    if isinstance(data, torch.Tensor):
+        return data[torch.from_numpy(rows)]
+    return _safe_indexing(data, rows)
+
+
 #: Labelled rows the student's training accuracy is measured on after a fit (at most).
 UNDERTRAINED_ROWS = 2048
 
@@ -167,7 +179,7 @@ def warn_if_undertrained(net, book, y_encoded) -> float | None:
         rows = rows[np.linspace(0, len(rows) - 1, UNDERTRAINED_ROWS).astype(np.int64)]
     # the module's outputs on the checked rows (predict_proba would check them again, and warn
     # that an ndarray has no feature names after a fit on a DataFrame)
-    checked = multi_indexing(features, rows) if len(rows) < len(labelled) else features
+    checked = _take_rows(features, rows) if len(rows) < len(labelled) else features
     logits = net.forward(checked, training=False)
     student = float((to_numpy(logits).argmax(axis=1) == np.asarray(y_encoded)[rows]).mean())
     chance = chance_level(np.asarray(y_encoded)[rows])
