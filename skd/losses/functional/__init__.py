@@ -56,6 +56,7 @@ from skd.losses.functional.split import (
     split_kl,
     strong_class_mask,
 )
+from skd.losses.functional.fused_split import SplitKLMeans, split_kl_means
 from skd.losses.functional.teacher_free import (
     tempered_log_distribution,
     tfkd_reg_distribution,
@@ -70,6 +71,7 @@ __all__ = [
     "CAKDTerms",
     "DKDTerms",
     "SplitKL",
+    "SplitKLMeans",
     "abs_cosine_distance",
     "cakd_terms",
     "check_choice",
@@ -89,6 +91,7 @@ __all__ = [
     "standardize_logits",
     "spearman_distance",
     "split_kl",
+    "split_kl_means",
     "strong_class_mask",
     "target_mask",
     "target_or_teacher_top",
