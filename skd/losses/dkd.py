@@ -56,9 +56,12 @@ class DKD(DistillationLoss):
         self.warmup = warmup
         self.standardize = standardize
 
-    def compute_terms(self, student_logits, teacher_logits, y, temperature):
-        # the batch means of dkd_terms, fused (one kernel per step for student and teacher)
-        target = target_mask(target_or_teacher_top(y, teacher_logits), student_logits.shape[1])
+    takes_labelled_only = True
+
+    def compute_terms(self, student_logits, teacher_logits, y, temperature, labelled_only=False):
+        # the batch means of dkd_terms, fused: split_kl_means
+        target = y if labelled_only else target_or_teacher_top(y, teacher_logits)
+        target = target_mask(target, student_logits.shape[1])
         terms = split_kl_means(student_logits, teacher_logits, target, temperature)
         return {"tckd": terms.binary, "nckd": terms.kl_out}
 

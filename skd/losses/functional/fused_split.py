@@ -21,6 +21,8 @@ from typing import NamedTuple
 
 import torch
 
+from skd.losses.functional.basics import class_indices
+
 __all__ = ["SplitKLMeans", "split_kl_means"]
 
 
@@ -34,8 +36,7 @@ class SplitKLMeans(NamedTuple):
 
 def _group_masks(in_group: torch.Tensor) -> torch.Tensor:
     """``[in, out, all]`` as one (3, B, C) bool tensor: ``in_group != [0, 1, 2]`` is one kernel."""
-    codes = torch.arange(3, device=in_group.device).view(3, 1, 1)
-    return in_group.unsqueeze(0) != codes
+    return in_group.unsqueeze(0) != class_indices(3, in_group.device).view(3, 1, 1)
 
 
 class _SplitKLMeans(torch.autograd.Function):
@@ -47,7 +48,7 @@ class _SplitKLMeans(torch.autograd.Function):
     group masses and ``Δ = teacher − student``. Per sample and class ``i`` in
     group ``g``, with upstream weights ``a_b, a_in, a_out`` (divided by B):
 
-    - student: ``d/dx^S_i = a_g (q̂_i − p̂_i) + a_b (q_i − q̂_i M^T_g)``;
+    - student: ``d/dx^S_i = q̂_i (a_g + a_b (M^S_g − M^T_g)) − a_g p̂_i``;
     - teacher (only for the temperature): ``d/dx^T_i = a_g p̂_i (Δw_i − KL_g)
       + a_b p_i (Δ log M_g − binary)``;
     - temperature: ``dT = −(1/T) Σ (d/dx^S · x^S + d/dx^T · x^T)``, since
@@ -61,50 +62,48 @@ class _SplitKLMeans(torch.autograd.Function):
         # one log-softmax for the in-group, out-group and full distributions of both sides;
         # an empty group's row is NaN there, and is never selected below
         logs = torch.log_softmax(torch.where(groups.unsqueeze(1), scaled, float("-inf")), dim=-1)
-        # [w, l]: each class's in-group log-probability (in or out) and its full one
+        # [w, l]: each class's in-group log-probability (in or out) and its full one, then
+        # [w, l - w]: l - w = log M_g, the log-mass of the class's group
         kept = torch.where(groups[0::2].unsqueeze(1), logs[0::2], logs[1:2])  # (kind, side, B, C)
-        probs = kept.exp()  # [[q̂, p̂], [q, p]]
-        gaps = kept[:, 1] - kept[:, 0]  # [Δw, Δl]
-        # [[p̂ Δw, p̂ Δl], [p Δw, p Δl]], summed over the classes of each group
-        weighted = probs[:, 1].unsqueeze(1) * gaps.unsqueeze(0)
-        sums = torch.where(groups.view(3, 1, 1, *groups.shape[1:]), weighted, 0.0).sum(-1)  # (group, 2, 2, B)
+        kept[1].sub_(kept[0])
+        probs = kept.exp()  # [[q̂, p̂], [M^S_g, M^T_g]] per class
+        gaps = kept[:, 1] - kept[:, 0]  # [Δw, Δ log M_g]
+        weighted = probs[0, 1] * gaps  # [p̂ Δw, p̂ Δ log M_g]
+        weighted[1].mul_(probs[1, 1])  # p = p̂ M^T_g
+        # per group: sum_{i in g} p̂_i Δw_i = KL_g; over all classes: sum_i p_i Δ log M = binary
+        sums = torch.where(groups.unsqueeze(1), weighted, 0.0).sum(-1)  # (group, kind, B)
         means = sums.mean(-1)
-        # binary = sum_i p_i (Δl_i − Δw_i) = sum_g M^T_g Δ log M_g
-        binary = means[2, 1, 1] - means[2, 1, 0]
         ctx.set_materialize_grads(False)
         ctx.needs_temperature = isinstance(temperature, torch.Tensor) and temperature.requires_grad
-        # q̂ M^T_g = exp(w^S + l^T − w^T)
-        student_hat_mass = (kept[1, 1] - gaps[0]).exp()
-        saved = [probs, student_hat_mass, in_group]
-        if ctx.needs_temperature:
-            saved += [scaled, gaps, sums[0, 0, 0], sums[1, 0, 0], sums[2, 1, 1] - sums[2, 1, 0]]
-        else:
-            saved += [None] * 5
-        ctx.save_for_backward(*saved, temperature if isinstance(temperature, torch.Tensor) else None)
-        ctx.temperature = None if isinstance(temperature, torch.Tensor) else temperature
+        for_temperature = [scaled, gaps, sums] if ctx.needs_temperature else [None] * 3
+        ctx.save_for_backward(probs, in_group, *for_temperature,
+                              temperature if isinstance(temperature, torch.Tensor) else None)
+        ctx.temperature = temperature
         ctx.batch = student_logits.shape[0]
-        return binary, means[0, 0, 0], means[1, 0, 0]
+        return means[2, 1], means[0, 0], means[1, 0]
 
     @staticmethod
     def backward(ctx, grad_binary, grad_in, grad_out):
-        (probs, student_hat_mass, in_group, scaled, gaps, kl_in, kl_out, binary,
-         temperature) = ctx.saved_tensors
+        probs, in_group, scaled, gaps, sums, temperature = ctx.saved_tensors
         if temperature is None:
             temperature = ctx.temperature
-        student_hat, teacher_hat = probs[0, 0], probs[0, 1]
+        (student_hat, teacher_hat), (student_mass, teacher_mass) = probs
         group_grad = torch.where(in_group, 0.0 if grad_in is None else grad_in,
                                  0.0 if grad_out is None else grad_out)
-        grad_scaled = group_grad * (student_hat - teacher_hat)
+        # q̂ (a_g + a_b (M^S_g - M^T_g)) - p̂ a_g
+        student_coef = group_grad
         if grad_binary is not None:
-            grad_scaled = torch.addcmul(grad_scaled, probs[1, 0] - student_hat_mass, grad_binary)
+            student_coef = torch.addcmul(group_grad, student_mass - teacher_mass, grad_binary)
+        grad_scaled = torch.addcmul(student_hat * student_coef, teacher_hat, group_grad, value=-1.0)
         grad_student = grad_scaled / (temperature * ctx.batch) if ctx.needs_input_grad[0] else None
         grad_temperature = None
         if ctx.needs_temperature and ctx.needs_input_grad[3]:
+            kl_in, kl_out, binary = sums[0, 0], sums[1, 0], sums[2, 1]
             group_kl = torch.where(in_group, kl_in.unsqueeze(1), kl_out.unsqueeze(1))
             grad_teacher = group_grad * teacher_hat * (gaps[0] - group_kl)
             if grad_binary is not None:
-                log_mass_gap = gaps[1] - gaps[0]
-                grad_teacher = grad_teacher + grad_binary * probs[1, 1] * (log_mass_gap - binary.unsqueeze(1))
+                teacher_probs = teacher_hat * teacher_mass
+                grad_teacher = grad_teacher + grad_binary * teacher_probs * (gaps[1] - binary.unsqueeze(1))
             total = (grad_scaled * scaled[0] + grad_teacher * scaled[1]).sum()
             grad_temperature = -total / (temperature * ctx.batch)
         return grad_student, None, None, grad_temperature
