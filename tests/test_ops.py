@@ -94,7 +94,7 @@ def _budgeted(losses, within):
     return [loss if loss in within else pytest.param(loss, marks=OVER_BUDGET) for loss in losses]
 
 
-@pytest.mark.parametrize("loss", _budgeted(LOSSES, within=("kd", "tfkd")))
+@pytest.mark.parametrize("loss", _budgeted(LOSSES, within=("kd", "tfkd", "dkd", "cakd")))
 def test_the_step_launches_no_more_kernels_than_the_budget(loss):
     hand = ops.hand_step_ops(256).kernels
     step = ops.skd_step_ops(loss, 256).kernels
