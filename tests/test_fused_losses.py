@@ -1,10 +1,12 @@
 """The fused closed forms of issue 18 against the per-sample references, and CTKD around DKD/CAKD."""
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from skd import MLP, DistillationClassifier
 from skd.losses import CAKD, DKD, make_loss
 from skd.losses import functional as Fn
 from skd.losses.functional.basics import _INDICES
@@ -175,3 +177,20 @@ def test_ctkd_around_dkd_and_cakd_equals_the_wrapped_loss_and_trains_its_tempera
     expected_grad = -slope * module.t_range * sigmoid * (1 - sigmoid)
     assert abs(float(expected_grad)) > 1e-6
     assert torch.allclose(module.theta.grad, expected_grad, rtol=1e-6)
+
+
+@pytest.mark.parametrize("base", ["dkd", "cakd"])
+def test_ctkd_around_dkd_and_cakd_moves_its_temperature_while_fitting(digits, base):
+    X, y = digits
+    teacher = DistillationClassifier(MLP, loss="ce", max_epochs=5, verbose=0, device="cpu",
+                                     optimizer=torch.optim.Adam, lr=1e-2, random_state=0).fit(X[:400], y[:400])
+    clf = DistillationClassifier(MLP, teacher=teacher, loss="ctkd", loss__base=base, loss__lambda_epochs=2,
+                                 max_epochs=3, verbose=0, device="cpu", optimizer=torch.optim.Adam, lr=1e-2,
+                                 random_state=0)
+    clf.fit(X[:400], y[:400])
+    temperatures = clf.loss_.temperature_history_ + [float(clf.loss_.last_temperature_.mean())]
+    assert all(1.0 < t <= 21.0 for t in temperatures)
+    assert any(abs(t - (1 + 20 / (1 + np.exp(-1)))) > 1e-3 for t in temperatures)  # it left its start
+    for term in clf.loss_.terms:
+        assert np.isfinite(clf.history[:, term]).all()
+    assert clf.score(X[:400], y[:400]) > 0.5  # chance is 0.1
