@@ -10,6 +10,7 @@ from skd import MLP, DistillationClassifier
 from skd.losses import CAKD, DKD, make_loss
 from skd.losses import functional as Fn
 from skd.losses.functional.basics import _INDICES
+from skd.losses.functional.correlation import _generic_relation_distances
 from tests.strategies import logits_pairs
 
 #: Temperatures from tiny to the largest a loss accepts.
@@ -194,3 +195,71 @@ def test_ctkd_around_dkd_and_cakd_moves_its_temperature_while_fitting(digits, ba
     for term in clf.loss_.terms:
         assert np.isfinite(clf.history[:, term]).all()
     assert clf.score(X[:400], y[:400]) > 0.5  # chance is 0.1
+
+
+# -- DIST / R2KD: the Pearson relations ---------------------------------------------------------------
+
+
+@given(logits_pairs(), wide_temperatures, st.data())
+def test_pearson_relations_equal_the_generic_correlations_in_value_and_gradient(pair, temperature, data):
+    student, teacher, _ = pair
+    weights = [data.draw(st.floats(0.0, 5.0)) for _ in range(2)]
+    z1 = student.clone().requires_grad_(True)
+    z2 = student.clone().requires_grad_(True)
+    fused = Fn.pearson_relations(z1, teacher, temperature)
+    generic = _generic_relation_distances(z2, teacher, temperature, "pearson", "paper")
+    for got, expected in zip(fused, generic, strict=True):
+        assert close(got, expected)
+    sum(w * term for w, term in zip(weights, fused, strict=True)).backward()
+    sum(w * term for w, term in zip(weights, generic, strict=True)).backward()
+    assert torch.isfinite(z1.grad).all()
+    assert torch.allclose(z1.grad, z2.grad, rtol=1e-6, atol=1e-9 / temperature)
+
+
+@given(logits_pairs(max_classes=30, extremes=False), st.sampled_from([0.3, 1.0, 4.0, 20.0]), st.data())
+def test_pearson_relations_temperature_gradient_equals_the_generic_one(pair, temperature, data):
+    student, teacher, _ = pair
+    weights = [data.draw(st.floats(0.1, 5.0)) for _ in range(2)]
+    grads = []
+    for relations in (Fn.pearson_relations,
+                      lambda s, t, T: _generic_relation_distances(s, t, T, "pearson", "paper")):
+        t = torch.tensor(temperature, dtype=torch.float64, requires_grad=True)
+        z = student.clone().requires_grad_(True)
+        sum(w * term for w, term in zip(weights, relations(z, teacher, t), strict=True)).backward()
+        grads.append((z.grad, t.grad))
+    # a column spread over 1e-8 of its size has gradients ~1e8 that cancel in the softmax backward:
+    # both forms round there at ~1e-16 * 1e8
+    assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-6, atol=1e-8)
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_pearson_relations_pass_gradcheck_for_student_and_temperature(batch):
+    generator = torch.Generator().manual_seed(2)
+    student = torch.randn(batch, 6, dtype=torch.float64, generator=generator, requires_grad=True)
+    teacher = torch.randn(batch, 6, dtype=torch.float64, generator=generator) * 2
+    teacher[:, 0] = teacher[0, 0]  # the teacher's first column constant on the first row's value
+    temperature = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    for index in range(2):
+        assert torch.autograd.gradcheck(
+            lambda z, t, index=index: Fn.pearson_relations(z, teacher, t)[index], (student, temperature))
+
+
+def test_pearson_relations_in_half_precision_are_finite_and_close_to_float32():
+    generator = torch.Generator().manual_seed(3)
+    student = (torch.randn(16, 20, generator=generator) * 5).half().requires_grad_(True)
+    teacher = (torch.randn(16, 20, generator=generator) * 5).half()
+    rows, columns = Fn.pearson_relations(student, teacher, 2.0)
+    assert rows.dtype == torch.float16
+    (rows + columns).float().backward()
+    assert torch.isfinite(student.grad.float()).all()
+    exact = Fn.pearson_relations(student.detach().float(), teacher.float(), 2.0)
+    assert abs(float(rows) - float(exact[0])) < 1e-2 and abs(float(columns) - float(exact[1])) < 1e-2
+
+
+def test_pearson_relations_have_no_host_sync_with_a_learnable_temperature():
+    student = torch.empty(6, 12, device="meta", requires_grad=True)
+    teacher = torch.empty(6, 12, device="meta")
+    temperature = torch.empty((), device="meta", requires_grad=True)
+    sum(Fn.pearson_relations(student, teacher, temperature)).backward()
+    assert student.grad.shape == student.shape and temperature.grad.shape == ()

@@ -57,6 +57,7 @@ from skd.losses.functional.split import (
     split_kl,
     strong_class_mask,
 )
+from skd.losses.functional.fused_relation import pearson_relations
 from skd.losses.functional.fused_split import SplitKLMeans, split_kl_means
 from skd.losses.functional.teacher_free import (
     tempered_log_distribution,
@@ -86,6 +87,7 @@ __all__ = [
     "labelled_cross_entropy",
     "labelled_mean",
     "pearson_distance",
+    "pearson_relations",
     "r2kd_value_terms",
     "relation_distances",
     "soft_rank",

@@ -23,44 +23,50 @@ from skd.losses.functional.correlation import UNDEFINED_RTOL, _compute_dtype
 __all__ = ["pearson_relations"]
 
 
-def _direction(values: torch.Tensor, dim: int, kappa: float):
-    """Pearson statistics of student and teacher ``values`` (2, B, C) along ``dim``.
+def _direction(centred: torch.Tensor, dim: int, limit: torch.Tensor | float):
+    """Pearson statistics of centred student and teacher values (2, B, C) along ``dim``.
 
-    Returns the centred values, ``rho`` (0 where undefined), the undefined
-    mask, ``1 / (|a_c| |b_c|)``, the squared norms and the mean distance over
-    the defined entries with its divisor ``max(n_defined, 1)``.
+    An entry is undefined where either side's squared centred norm is at most
+    ``limit`` (a NaN never is, so that it reaches the value). Returns ``rho``
+    (0 where undefined), the undefined mask, ``1 / (|a_c| |b_c|)``, the
+    squared norms (1 where undefined), the number of defined entries and the mean distance over
+    them (0 if none).
     """
-    mean = values.mean(dim, keepdim=True)
-    centred = values - mean
     products = (centred.unsqueeze(1) * centred.unsqueeze(0)).sum(dim)  # (side, side, length)
     squares = torch.diagonal(products, dim1=0, dim2=1).movedim(-1, 0)  # (side, length)
-    cross = products[0, 1]
-    # undefined: |a_c| <= rtol |a|, i.e. |a_c|^2 <= kappa n mean^2 with |a|^2 = |a_c|^2 + n mean^2; a NaN is
-    # never undefined, so that it reaches the value
-    undefined = (squares <= mean.squeeze(dim).square() * (kappa * values.shape[dim])).any(0)
+    undefined = (squares <= limit).any(0)
+    # 1 where undefined (a one-sample batch's columns are 0), so that no 0/0 reaches the backward
+    squares = torch.where(undefined, 1.0, squares)
     inverse_norms = (squares[0] * squares[1]).rsqrt()
-    rho = torch.where(undefined, 0.0, cross * inverse_norms)
-    count = (undefined.numel() - undefined.sum()).clamp_min(1).to(values.dtype)
-    value = (count - rho.sum()) / count
-    return centred, rho, undefined, inverse_norms, squares, count, value
+    rho = torch.where(undefined, 0.0, products[0, 1] * inverse_norms)
+    defined = undefined.numel() - undefined.sum(dtype=centred.dtype)
+    count = defined.clamp_min(1)
+    value = (defined - rho.sum()) / count
+    return rho, undefined, inverse_norms, squares, count, value
 
 
-def _side_gradients(grad, stats, dim):
-    """``d value / d values`` for both sides, (2, B, C): ``w (a_other / (|a||b|) - rho a_self / |a_self|^2)``."""
-    centred, rho, undefined, inverse_norms, squares, count = stats
-    weight = torch.where(undefined, 0.0, -grad / count)  # d value / d rho per entry
+def _side_gradients(grad, centred, stats, dim, both_sides):
+    """``d value / d values`` along ``dim``: ``w (rho a_self / |a_self|^2 - a_other / (|a||b|))``, ``w = g / n``.
+
+    Of the student only (1, B, C), or of both sides (for the temperature).
+    """
+    rho, undefined, inverse_norms, squares, count = stats
+    weight = torch.where(undefined, 0.0, grad / count)  # minus d value / d rho per entry
     other = (weight * inverse_norms).unsqueeze(dim)
     own = (weight * rho / squares).unsqueeze(dim)
-    return centred.flip(0) * other - centred * own
+    if both_sides:
+        return centred * own - centred.flip(0) * other
+    return torch.addcmul(centred[:1] * own[:1], centred[1:], other, value=-1.0)
 
 
 class _PearsonRelations(torch.autograd.Function):
     """Rows and columns Pearson distances of softened predictions, closed-form backward.
 
     ``P = softmax(z / T)``. Rows are correlated on ``P``, columns on ``P``
-    scaled by each column's maximum (``exp(log P - max_b log P)``): Pearson's
-    rho is invariant to that scale, which keeps sums of squares of a column of
-    tiny probabilities from underflowing. ``d rho / d a_c = (u_b - rho u_a) /
+    divided by each column's maximum: Pearson's rho is invariant to that
+    scale, which keeps sums of squares of a column of tiny probabilities from
+    underflowing. A column whose centred norm is below the dtype's smallest
+    normal number is undefined, as in the generic Function. ``d rho / d a_c = (u_b - rho u_a) /
     |a_c|`` needs no projection through the centring (it is centred already),
     and the softmax backward ``P (G - sum P G)`` takes the column part as
     ``P_scaled G_scaled``. Temperature: ``dT = -(1/T) sum(G_x x)`` over both
@@ -76,34 +82,48 @@ class _PearsonRelations(torch.autograd.Function):
         scaled = torch.stack([student_logits, teacher_logits]).to(compute) / temperature
         logs = torch.log_softmax(scaled, dim=-1)
         probs = logs.exp()
-        column_scaled = (logs - logs.amax(-2, keepdim=True)).exp()
-        rows = _direction(probs, -1, kappa)
-        columns = _direction(column_scaled, -2, kappa)
+        # each column over its maximum (1 for a column of zeros), as the generic Function scales
+        column_max = probs.amax(-2, keepdim=True)
+        column_max = torch.where(column_max > 0, column_max, 1.0)
+        column_scaled = probs / column_max
+        n_classes = probs.shape[-1]
+        # rows of P have mean 1/C, so |a|^2 = |a_c|^2 + 1/C and the test is a constant
+        row_centred = probs - 1.0 / n_classes
+        rows = _direction(row_centred, -1, kappa / n_classes)
+        mean = column_scaled.mean(-2, keepdim=True)
+        column_centred = column_scaled - mean
+        # constant: |a_c| <= max(rtol |a|, tiny) on the unscaled column
+        relative = mean.squeeze(-2).square() * (kappa * probs.shape[-2])
+        columns = _direction(column_centred, -2,
+                             torch.maximum(relative, (torch.finfo(compute).tiny / column_max.squeeze(-2)).square()))
         ctx.needs_temperature = isinstance(temperature, torch.Tensor) and temperature.requires_grad
-        tensors = [probs, column_scaled, *rows[:6], *columns[:6]]
-        ctx.save_for_backward(*tensors, scaled if ctx.needs_temperature else None,
+        ctx.save_for_backward(probs, column_scaled, row_centred, column_centred, *rows[:5], *columns[:5],
+                              scaled if ctx.needs_temperature else None,
                               temperature if isinstance(temperature, torch.Tensor) else None)
         ctx.temperature, ctx.in_dtype = temperature, in_dtype
         ctx.set_materialize_grads(False)
-        return rows[6].to(in_dtype), columns[6].to(in_dtype)
+        return rows[5].to(in_dtype), columns[5].to(in_dtype)
 
     @staticmethod
     def backward(ctx, grad_rows, grad_columns):
         saved = ctx.saved_tensors
-        probs, column_scaled, rows, columns = saved[0], saved[1], saved[2:8], saved[8:14]
-        scaled, temperature = saved[14], saved[15]
+        probs, column_scaled, row_centred, column_centred = saved[:4]
+        rows, columns, (scaled, temperature) = saved[4:9], saved[9:14], saved[14:]
         if temperature is None:
             temperature = ctx.temperature
-        sides = slice(None) if ctx.needs_temperature else slice(0, 1)
-        mixed = None
+        both = ctx.needs_temperature
+        sides = slice(None) if both else slice(0, 1)
+        parts = []
         if grad_rows is not None:
-            mixed = probs * _side_gradients(grad_rows.to(probs.dtype), rows, -1)
+            parts.append((probs[sides], _side_gradients(grad_rows.to(probs.dtype), row_centred, rows, -1, both)))
         if grad_columns is not None:
-            part = column_scaled * _side_gradients(grad_columns.to(probs.dtype), columns, -2)
-            mixed = part if mixed is None else mixed + part
-        if mixed is None:
+            parts.append((column_scaled[sides],
+                          _side_gradients(grad_columns.to(probs.dtype), column_centred, columns, -2, both)))
+        if not parts:
             return None, None, None
-        mixed = mixed[sides]
+        mixed = parts[0][0] * parts[0][1]
+        if len(parts) == 2:
+            mixed = torch.addcmul(mixed, *parts[1])
         # softmax backward: P (G - sum_j P_j G_j), with P G = mixed
         grad_scaled = torch.addcmul(mixed, probs[sides], mixed.sum(-1, keepdim=True), value=-1.0)
         grad_student = (grad_scaled[0] / temperature).to(ctx.in_dtype) if ctx.needs_input_grad[0] else None
