@@ -263,3 +263,58 @@ def test_pearson_relations_have_no_host_sync_with_a_learnable_temperature():
     temperature = torch.empty((), device="meta", requires_grad=True)
     sum(Fn.pearson_relations(student, teacher, temperature)).backward()
     assert student.grad.shape == student.shape and temperature.grad.shape == ()
+
+
+# -- KD and Tf-KD: the batch-mean KL -----------------------------------------------------------------
+
+
+@given(logits_pairs(), wide_temperatures, st.floats(0.0, 5.0))
+def test_kd_divergence_mean_equals_the_mean_of_kd_divergence_in_value_and_gradient(pair, temperature, weight):
+    student, teacher, _ = pair
+    z1 = student.clone().requires_grad_(True)
+    z2 = student.clone().requires_grad_(True)
+    fused = Fn.kd_divergence_mean(z1, teacher, temperature)
+    reference = Fn.kd_divergence(z2, teacher, temperature).mean()
+    assert close(fused, reference)
+    (weight * fused).backward()
+    (weight * reference).backward()
+    assert torch.isfinite(z1.grad).all()
+    assert torch.allclose(z1.grad, z2.grad, rtol=1e-6, atol=1e-9 / temperature)
+
+
+@given(logits_pairs(max_classes=30, extremes=False), st.sampled_from([0.3, 1.0, 4.0, 20.0]))
+def test_kd_divergence_mean_temperature_gradient_equals_autograd(pair, temperature):
+    student, teacher, _ = pair
+    grads = []
+    for divergence in (Fn.kd_divergence_mean, lambda s, t, T: Fn.kd_divergence(s, t, T).mean()):
+        t = torch.tensor(temperature, dtype=torch.float64, requires_grad=True)
+        z = student.clone().requires_grad_(True)
+        (t**2 * divergence(z, teacher, t)).backward()
+        grads.append((z.grad, t.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-6, atol=1e-10)
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-6, atol=1e-10)
+
+
+def test_kd_divergence_mean_passes_gradcheck_for_student_and_temperature():
+    generator = torch.Generator().manual_seed(4)
+    student = torch.randn(5, 7, dtype=torch.float64, generator=generator, requires_grad=True)
+    teacher = torch.randn(5, 7, dtype=torch.float64, generator=generator) * 3
+    temperature = torch.tensor(2.5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z, t: Fn.kd_divergence_mean(z, teacher, t), (student, temperature))
+
+
+@given(logits_pairs(max_classes=50), wide_temperatures, st.floats(0.05, 0.999))
+def test_tfkd_labelled_shortcut_equals_the_paper_formula(pair, temperature, a):
+    student, _, target = pair
+    loss = make_loss("tfkd", {"a": a})
+    z1 = student.clone().requires_grad_(True)
+    z2 = student.clone().requires_grad_(True)
+    short = loss.compute_terms(z1, None, target, temperature, labelled_only=True)["kd"]
+    plain = loss.compute_terms(z2, None, target, temperature)["kd"]
+    assert close(short, plain)
+    short.backward()
+    plain.backward()
+    assert torch.allclose(z1.grad, z2.grad, rtol=1e-6, atol=1e-9 / temperature)
+    hand_made = Fn.tfkd_reg_distribution(target, student.shape[1], a, torch.float64)
+    assert torch.allclose(Fn.tfkd_reg_log_distribution(target, student.shape[1], a, torch.float64),
+                          hand_made.log(), rtol=1e-12)

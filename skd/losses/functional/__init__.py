@@ -57,12 +57,14 @@ from skd.losses.functional.split import (
     split_kl,
     strong_class_mask,
 )
+from skd.losses.functional.fused_kl import kd_divergence_mean
 from skd.losses.functional.fused_relation import pearson_relations
 from skd.losses.functional.fused_split import SplitKLMeans, split_kl_means
 from skd.losses.functional.teacher_free import (
     tempered_log_distribution,
     tfkd_reg_distribution,
     tfkd_reg_kl,
+    tfkd_reg_log_distribution,
     tfkd_reg_released,
 )
 
@@ -84,6 +86,7 @@ __all__ = [
     "dkd_terms",
     "hard_rank",
     "kd_divergence",
+    "kd_divergence_mean",
     "labelled_cross_entropy",
     "labelled_mean",
     "pearson_distance",
@@ -102,6 +105,7 @@ __all__ = [
     "tempered_log_distribution",
     "tfkd_reg_distribution",
     "tfkd_reg_kl",
+    "tfkd_reg_log_distribution",
     "tfkd_reg_released",
 ]
 
