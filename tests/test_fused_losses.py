@@ -318,3 +318,37 @@ def test_tfkd_labelled_shortcut_equals_the_paper_formula(pair, temperature, a):
     hand_made = Fn.tfkd_reg_distribution(target, student.shape[1], a, torch.float64)
     assert torch.allclose(Fn.tfkd_reg_log_distribution(target, student.shape[1], a, torch.float64),
                           hand_made.log(), rtol=1e-12)
+
+
+# -- R2KD: the Pearson step of Spearman's distance ---------------------------------------------------
+
+
+@given(logits_pairs(), st.data())
+def test_row_pearson_distance_equals_the_generic_pearson_distance(pair, data):
+    student, teacher, _ = pair
+    if data.draw(st.booleans()):  # ranks, as Spearman's distance feeds it (ties and constant rows)
+        student, teacher = Fn.soft_rank(student, 5.0), Fn.hard_rank(teacher)
+    weights = torch.tensor([data.draw(st.floats(0.0, 3.0)) for _ in range(len(student))], dtype=student.dtype)
+    z1 = student.clone().requires_grad_(True)
+    z2 = student.clone().requires_grad_(True)
+    fused = Fn.row_pearson_distance(z1, teacher)
+    generic = Fn.pearson_distance(z2, teacher, dim=-1)
+    assert close(fused, generic)
+    (weights * fused).sum().backward()
+    (weights * generic).sum().backward()
+    assert torch.isfinite(z1.grad).all()
+    scale = 1.0 + student.abs().amax(-1, keepdim=True)  # gradients scale as 1 / |a_c|
+    assert torch.allclose(z1.grad * scale, z2.grad * scale, rtol=1e-6, atol=1e-9)
+
+
+def test_row_pearson_distance_passes_gradcheck_and_keeps_nan():
+    generator = torch.Generator().manual_seed(5)
+    a = torch.randn(4, 6, dtype=torch.float64, generator=generator, requires_grad=True)
+    b = torch.randn(4, 6, dtype=torch.float64, generator=generator)
+    b[1] = 2.0  # a constant row: distance 1, no gradient
+    assert torch.autograd.gradcheck(lambda x: Fn.row_pearson_distance(x, b), (a,))
+    assert float(Fn.row_pearson_distance(a, b)[1]) == 1.0
+    nan = torch.full((2, 3), float("nan"), dtype=torch.float64)
+    # a NaN reaches the distance unless the other side is constant (then undefined), as in the generic one
+    assert torch.equal(Fn.row_pearson_distance(nan, b[:2, :3]).isnan(), torch.tensor([True, False]))
+    assert torch.equal(Fn.pearson_distance(nan, b[:2, :3]).isnan(), torch.tensor([True, False]))

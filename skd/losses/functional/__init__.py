@@ -58,7 +58,7 @@ from skd.losses.functional.split import (
     strong_class_mask,
 )
 from skd.losses.functional.fused_kl import kd_divergence_mean
-from skd.losses.functional.fused_relation import pearson_relations
+from skd.losses.functional.fused_relation import pearson_relations, row_pearson_distance
 from skd.losses.functional.fused_split import SplitKLMeans, split_kl_means
 from skd.losses.functional.teacher_free import (
     tempered_log_distribution,
@@ -93,6 +93,7 @@ __all__ = [
     "pearson_relations",
     "r2kd_value_terms",
     "relation_distances",
+    "row_pearson_distance",
     "soft_rank",
     "soften",
     "standardize_logits",
