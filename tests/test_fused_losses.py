@@ -184,10 +184,11 @@ def test_ctkd_around_dkd_and_cakd_equals_the_wrapped_loss_and_trains_its_tempera
 def test_ctkd_around_dkd_and_cakd_moves_its_temperature_while_fitting(digits, base):
     X, y = digits
     teacher = DistillationClassifier(MLP, loss="ce", max_epochs=5, verbose=0, device="cpu",
-                                     optimizer=torch.optim.Adam, lr=1e-2, random_state=0).fit(X[:400], y[:400])
+                                     optimizer=torch.optim.Adam, lr=1e-2, random_state=0)
+    teacher.fit(X[:400], y[:400])
     clf = DistillationClassifier(MLP, teacher=teacher, loss="ctkd", loss__base=base, loss__lambda_epochs=2,
-                                 max_epochs=3, verbose=0, device="cpu", optimizer=torch.optim.Adam, lr=1e-2,
-                                 random_state=0)
+                                 max_epochs=3, verbose=0, device="cpu", optimizer=torch.optim.Adam,
+                                 lr=1e-2, random_state=0)
     clf.fit(X[:400], y[:400])
     temperatures = clf.loss_.temperature_history_ + [float(clf.loss_.last_temperature_.mean())]
     assert all(1.0 < t <= 21.0 for t in temperatures)

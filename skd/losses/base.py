@@ -299,6 +299,7 @@ class DistillationLoss(Callback):
                   else labelled_cross_entropy(student_logits, y))
             terms["ce"] = ce * state.coefficient("ce")
         extra = {"labelled_only": state.labelled_only} if self.takes_labelled_only else {}
-        for name, value in self.compute_terms(soft_student, soft_teacher, y, state.temperature, **extra).items():
+        soft = self.compute_terms(soft_student, soft_teacher, y, state.temperature, **extra)
+        for name, value in soft.items():
             terms[name] = value * state.coefficient(name)
         return terms

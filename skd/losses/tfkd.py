@@ -107,7 +107,8 @@ class TfKD(DistillationLoss):
             return {"kd": tfkd_reg_released(student_logits, y, self.a, temperature)}
         if self.mode == "reg":
             if labelled_only:  # every row labelled: the fused mean of tfkd_reg_kl
-                hand_made = tfkd_reg_log_distribution(y, student_logits.shape[1], self.a, student_logits.dtype)
+                n_classes = student_logits.shape[1]
+                hand_made = tfkd_reg_log_distribution(y, n_classes, self.a, student_logits.dtype)
                 return {"kd": kd_divergence_mean(student_logits, hand_made, temperature)}
             per_row = tfkd_reg_kl(student_logits, y.clamp_min(0), self.a, temperature)
             return {"kd": labelled_mean(per_row, y)}

@@ -47,6 +47,9 @@ from skd.losses.functional.correlation import (
     r2kd_value_terms,
     relation_distances,
 )
+from skd.losses.functional.fused_kl import kd_divergence_mean
+from skd.losses.functional.fused_relation import pearson_relations, row_pearson_distance
+from skd.losses.functional.fused_split import SplitKLMeans, split_kl_means
 from skd.losses.functional.rank import hard_rank, soft_rank, spearman_distance
 from skd.losses.functional.split import (
     CAKDTerms,
@@ -57,9 +60,6 @@ from skd.losses.functional.split import (
     split_kl,
     strong_class_mask,
 )
-from skd.losses.functional.fused_kl import kd_divergence_mean
-from skd.losses.functional.fused_relation import pearson_relations, row_pearson_distance
-from skd.losses.functional.fused_split import SplitKLMeans, split_kl_means
 from skd.losses.functional.teacher_free import (
     tempered_log_distribution,
     tfkd_reg_distribution,

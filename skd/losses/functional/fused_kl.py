@@ -37,7 +37,8 @@ class _KDDivergenceMean(torch.autograd.Function):
         else:
             per_row = None
             value = (teacher_probs * gaps).sum() / batch
-        ctx.save_for_backward(logs, teacher_probs, *((scaled, gaps, per_row) if needs_temperature else (None,) * 3),
+        for_temperature = (scaled, gaps, per_row) if needs_temperature else (None,) * 3
+        ctx.save_for_backward(logs, teacher_probs, *for_temperature,
                               temperature if isinstance(temperature, torch.Tensor) else None)
         ctx.temperature, ctx.batch, ctx.needs_temperature = temperature, batch, needs_temperature
         return value

@@ -138,8 +138,8 @@ class _PearsonRelations(torch.autograd.Function):
         column_centred = column_scaled - mean
         # constant: |a_c| <= max(rtol |a|, tiny) on the unscaled column
         relative = mean.squeeze(-2).square() * (kappa * probs.shape[-2])
-        columns = _direction(column_centred, -2,
-                             torch.maximum(relative, (torch.finfo(compute).tiny / column_max.squeeze(-2)).square()))
+        tiny = (torch.finfo(compute).tiny / column_max.squeeze(-2)).square()
+        columns = _direction(column_centred, -2, torch.maximum(relative, tiny))
         columns = (*columns, *_defined_mean(columns[0], columns[1]))
         ctx.needs_temperature = isinstance(temperature, torch.Tensor) and temperature.requires_grad
         ctx.save_for_backward(probs, column_scaled, row_centred, column_centred, *rows[:5], *columns[:5],
