@@ -101,7 +101,7 @@ def test_the_step_launches_no_more_kernels_than_the_budget(loss):
     assert step <= (1.1 if loss == "kd" else 1.5) * hand
 
 
-@pytest.mark.parametrize("loss", _budgeted(LOSSES, within=("kd",)))
+@pytest.mark.parametrize("loss", _budgeted(LOSSES, within=("kd", "tfkd")))
 @pytest.mark.parametrize("n_classes", [100, 1000])
 def test_each_loss_costs_at_most_one_and_a_half_plain_kl(loss, n_classes):
     assert ops.loss_ops(loss, n_classes).kernels <= 1.5 * ops.reference_ops("kl", n_classes).kernels

@@ -1,10 +1,10 @@
 """The batch-mean KD divergence in one autograd Function (KD, Tf-KD; issue 18).
 
 :func:`kd_divergence_mean` equals ``kd_divergence(...).mean()`` in value and
-student gradient, in about 8 kernels forward and 5 backward (autograd of the
-composite: 9 and 6); the gradient ``(softmax(z^S / T) - p^T) / (T B)`` is in
-closed form (Hinton et al., 2015, Sec. 2). It saves both sides' log-softmax and
-the teacher's probabilities: 3 values per class and sample (autograd: 4). With
+student gradient, in 8 kernels forward and 4 backward (autograd of the composite: 9
+and 6); the gradient ``(softmax(z^S / T) - p^T) / (T B)`` is in closed form
+(Hinton et al., 2015, Sec. 2). It saves both sides' probabilities: 2 values
+per class and sample (autograd: about 4). With
 a temperature that requires a gradient it returns that too (CTKD). Double
 backward is not supported.
 """
@@ -27,7 +27,8 @@ class _KDDivergenceMean(torch.autograd.Function):
     def forward(ctx, student_logits, teacher_logits, temperature):
         scaled = torch.stack([student_logits, teacher_logits]) / temperature
         logs = torch.log_softmax(scaled, dim=-1)
-        teacher_probs = logs[1].exp()
+        probs = logs.exp()  # both sides in one kernel: the backward needs the student's
+        teacher_probs = probs[1]
         gaps = logs[1] - logs[0]
         batch = student_logits.shape[0]
         needs_temperature = isinstance(temperature, torch.Tensor) and temperature.requires_grad
@@ -38,17 +39,18 @@ class _KDDivergenceMean(torch.autograd.Function):
             per_row = None
             value = (teacher_probs * gaps).sum() / batch
         for_temperature = (scaled, gaps, per_row) if needs_temperature else (None,) * 3
-        ctx.save_for_backward(logs, teacher_probs, *for_temperature,
+        ctx.save_for_backward(probs, *for_temperature,
                               temperature if isinstance(temperature, torch.Tensor) else None)
         ctx.temperature, ctx.batch, ctx.needs_temperature = temperature, batch, needs_temperature
         return value
 
     @staticmethod
     def backward(ctx, grad):
-        logs, teacher_probs, scaled, gaps, per_row, temperature = ctx.saved_tensors
+        probs, scaled, gaps, per_row, temperature = ctx.saved_tensors
         if temperature is None:
             temperature = ctx.temperature
-        grad_scaled = logs[0].exp() - teacher_probs  # d (B * value) / d x^S
+        teacher_probs = probs[1]
+        grad_scaled = probs[0] - teacher_probs  # d (B * value) / d x^S
         scale = grad / (temperature * ctx.batch)
         grad_student = grad_scaled * scale if ctx.needs_input_grad[0] else None
         grad_temperature = None
