@@ -214,7 +214,8 @@ def test_pearson_relations_equal_the_generic_correlations_in_value_and_gradient(
     sum(w * term for w, term in zip(weights, fused, strict=True)).backward()
     sum(w * term for w, term in zip(weights, generic, strict=True)).backward()
     assert torch.isfinite(z1.grad).all()
-    assert torch.allclose(z1.grad, z2.grad, rtol=1e-6, atol=1e-9 / temperature)
+    # rho is scale-invariant: its gradient pieces stay O(1) at large T (and grow as 1/T at small T)
+    assert torch.allclose(z1.grad, z2.grad, rtol=1e-6, atol=1e-9 * max(1.0, 1.0 / temperature))
 
 
 @given(logits_pairs(max_classes=30, extremes=False), st.sampled_from([0.3, 1.0, 4.0, 20.0]), st.data())

@@ -90,6 +90,8 @@ def class_indices(n: int, device: torch.device | str) -> torch.Tensor:
     for a backward later).
     """
     device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # the key names the device the tensor is on
+        device = torch.device("cuda", torch.cuda.current_device())
     key = (int(n), device)
     indices = _INDICES.get(key)
     if indices is None:

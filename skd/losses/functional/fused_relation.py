@@ -97,7 +97,8 @@ def row_pearson_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     :func:`~skd.losses.functional.pearson_distance` along the last dimension
     with ``eps=None`` (Huang et al., 2022, DIST, Sec. 3: ``d_p = 1 - rho_p``),
     same rules (an undefined correlation gives 1 with zero gradient, a NaN
-    gives NaN), in 15 kernels forward and 7 backward instead of 68 and 9. Spearman's distance of R2KD's rank term runs through it.
+    gives NaN), in 15 kernels forward and 7 backward instead of 68 and 9.
+    Spearman's distance of R2KD's rank term runs through it.
     """
     return _RowPearsonDistance.apply(a, b.detach())
 
@@ -122,14 +123,14 @@ class _PearsonRelations(torch.autograd.Function):
         compute = _compute_dtype(in_dtype)
         kappa = _kappa(compute)
         scaled = torch.stack([student_logits, teacher_logits]).to(compute) / temperature
-        logs = torch.log_softmax(scaled, dim=-1)
-        probs = logs.exp()
+        probs = torch.softmax(scaled, dim=-1)
         # each column over its maximum (1 for a column of zeros), as the generic Function scales
         column_max = probs.amax(-2, keepdim=True)
         column_max = torch.where(column_max > 0, column_max, 1.0)
         column_scaled = probs / column_max
         n_classes = probs.shape[-1]
-        # rows of P have mean 1/C, so |a|^2 = |a_c|^2 + 1/C and the test is a constant
+        # rows of P have mean 1/C exactly (not a rounded mean), so |a|^2 = |a_c|^2 + 1/C and the
+        # test is a constant
         row_centred = probs - 1.0 / n_classes
         rows = _direction(row_centred, -1, kappa / n_classes)
         rows = (*rows, *_defined_mean(rows[0], rows[1]))
