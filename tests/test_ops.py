@@ -96,8 +96,9 @@ def test_the_raise_guard_keeps_the_first_bad_batch_and_its_values():
     assert guard.bad_values.tolist()[1] == 5.0
 
 
-#: Losses whose step and forward+backward are not yet within the kernel budget (issue 18): their
-#: functional maths (split KL, correlations, soft ranks) needs fused closed forms.
+#: Losses not yet within the kernel budget (issue 18), though fused: DKD and CAKD's exact in-group
+#: log-softmax keeps their forward+backward near 2-2.5x plain KL (their steps are within); DIST's
+#: and R2KD's correlations (and R2KD's soft ranks) are over both budgets.
 OVER_BUDGET = pytest.mark.xfail(strict=True, reason="over the kernel budget until its maths is fused")
 
 
@@ -105,14 +106,14 @@ def _budgeted(losses, within):
     return [loss if loss in within else pytest.param(loss, marks=OVER_BUDGET) for loss in losses]
 
 
-@pytest.mark.parametrize("loss", _budgeted(LOSSES, within=("kd", "tfkd")))
+@pytest.mark.parametrize("loss", _budgeted(LOSSES, within=("kd", "tfkd", "dkd", "cakd")))
 def test_the_step_launches_no_more_kernels_than_the_budget(loss):
     hand = ops.hand_step_ops(256).kernels
     step = ops.skd_step_ops(loss, 256).kernels
     assert step <= (1.1 if loss == "kd" else 1.5) * hand
 
 
-@pytest.mark.parametrize("loss", _budgeted(LOSSES, within=("kd",)))
+@pytest.mark.parametrize("loss", _budgeted(LOSSES, within=("kd", "tfkd")))
 @pytest.mark.parametrize("n_classes", [100, 1000])
 def test_each_loss_costs_at_most_one_and_a_half_plain_kl(loss, n_classes):
     assert ops.loss_ops(loss, n_classes).kernels <= 1.5 * ops.reference_ops("kl", n_classes).kernels

@@ -54,6 +54,10 @@ def reference_student(loss, teacher, **kwargs):
 # n * eps worst case. Measured drift for DIST: 1.9e-6 on AVX-512, 1.7e-6 with no vector kernels
 # (ATEN_CPU_CAPABILITY=default), against a tolerance of 1.4e-4. A change of behaviour moves a weight
 # by about lr * G in one step, thousands of times more.
+# DIST's fused Pearson Function (issue 18) rounds in another order than the generic one that wrote the
+# reference, and is as accurate against float64 (value 7e-8 vs 1.4e-7, gradient 2.5e-7 vs 2.3e-7 relative,
+# batch 64, T = 4); DIST's larger gradients carry that into the weights (measured drift 6.8e-5, within the
+# bound) and into the loss history (1.5e-5 relative), whose tolerance scales by the same G.
 REFERENCE_STEPS, REFERENCE_LR, LONGEST_SUM = 30, 0.05, 64
 GRADIENT_BOUND = {"dist": 12.0}  # every other loss: 1.0
 
@@ -71,7 +75,8 @@ def test_fit_gives_the_saved_weights_of_the_code_before_the_split(loss, step_mod
     for key, value in clf.module_.state_dict().items():
         np.testing.assert_allclose(value.numpy(), reference[f"{loss}/{key}"], rtol=0,
                                    atol=weight_tolerance(loss))
-    np.testing.assert_allclose(clf.history[:, "train_loss"], reference[f"{loss}/train_loss"], rtol=1e-5)
+    np.testing.assert_allclose(clf.history[:, "train_loss"], reference[f"{loss}/train_loss"],
+                               rtol=1e-5 * GRADIENT_BOUND.get(loss, 1.0))
 
 
 def test_graph_mode_on_the_cpu_runs_the_static_buffer_step_for_full_batches(digits, make_student):

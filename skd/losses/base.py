@@ -141,6 +141,10 @@ class DistillationLoss(Callback):
     requires_teacher: bool = True
     #: Whether a ``temperature`` parameter is used.
     uses_temperature: bool = True
+    #: Whether :meth:`compute_terms` takes a keyword ``labelled_only``: True when every row of the
+    #: fit has a label (no ``UNLABELLED`` in ``y``), so the loss can skip its unlabelled-row handling
+    #: (DKD and CAKD: the teacher's top class, three kernels per step).
+    takes_labelled_only: bool = False
     #: Parameters (besides ``*weight``) that must be numbers >= 0 where a loss has them.
     non_negative_params: tuple[str, ...] = ("alpha", "beta", "gamma", "w_bcd", "w_scd", "w_wcd")
     #: Constraints of this loss's own parameters (see :mod:`skd._constraints`).
@@ -294,6 +298,8 @@ class DistillationLoss(Callback):
             ce = (F.cross_entropy(student_logits, y) if state.labelled_only
                   else labelled_cross_entropy(student_logits, y))
             terms["ce"] = ce * state.coefficient("ce")
-        for name, value in self.compute_terms(soft_student, soft_teacher, y, state.temperature).items():
+        extra = {"labelled_only": state.labelled_only} if self.takes_labelled_only else {}
+        soft = self.compute_terms(soft_student, soft_teacher, y, state.temperature, **extra)
+        for name, value in soft.items():
             terms[name] = value * state.coefficient(name)
         return terms

@@ -6,7 +6,7 @@ from numbers import Integral, Real
 
 from skd._constraints import Interval, Options
 from skd.losses.base import DistillationLoss, register_loss
-from skd.losses.functional import cakd_terms, strong_class_mask, target_or_teacher_top
+from skd.losses.functional import split_kl_means, strong_class_mask, target_or_teacher_top
 
 __all__ = ["CAKD"]
 
@@ -96,7 +96,9 @@ class CAKD(DistillationLoss):
         "use_labels": [Options((True, False))],
     }
 
-    def compute_terms(self, student_logits, teacher_logits, y, temperature):
+    takes_labelled_only = True
+
+    def compute_terms(self, student_logits, teacher_logits, y, temperature, labelled_only=False):
         n_classes = student_logits.shape[1]
         strong_k = min(4, n_classes - 1) if self.strong_k is None else self.strong_k
         if self.strong_rule == "topk" and strong_k >= n_classes:
@@ -104,16 +106,20 @@ class CAKD(DistillationLoss):
                 f"loss__strong_k={self.strong_k} is too large for {n_classes} classes: "
                 f"it must be at most {n_classes - 1} (n_classes - 1). Lower strong_k."
             )
+        target = None
+        if self.use_labels:
+            target = y if labelled_only else target_or_teacher_top(y, teacher_logits)
         mask = strong_class_mask(
             teacher_logits,
-            target_or_teacher_top(y, teacher_logits) if self.use_labels else None,
+            target,
             strong_k=strong_k,
             rule=self.strong_rule,
             strong_mass=self.strong_mass,
             temperature=temperature,
         )
-        terms = cakd_terms(student_logits, teacher_logits, mask, temperature)
-        return {"bcd": terms.bcd.mean(), "scd": terms.scd.mean(), "wcd": terms.wcd.mean()}
+        # the batch means of cakd_terms, fused: split_kl_means
+        terms = split_kl_means(student_logits, teacher_logits, mask, temperature)
+        return {"bcd": terms.binary, "scd": terms.kl_in, "wcd": terms.kl_out}
 
     def term_weights(self, temperature):
         scale = temperature**2

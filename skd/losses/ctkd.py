@@ -18,17 +18,15 @@ from skd.losses.functional import (
 
 __all__ = ["CTKD"]
 
-#: Losses whose maths reads the temperature as a Python number (no gradient to it).
-_NO_TEMPERATURE_GRADIENT = ("dkd", "cakd")
-
 
 @register_loss("ctkd")
 class CTKD(DistillationLoss):
     """Curriculum Temperature for KD (Li et al., AAAI 2023) around a logit loss.
 
-    The wrapped loss (``base``: ``"kd"``, ``"dist"``, ``"r2kd"``; ``"dkd"``
-    and ``"cakd"`` are refused until their closed-form backward takes a
-    tensor temperature) is computed at a learnable temperature ``T = t_start + t_range *
+    The wrapped loss (``base``: ``"kd"``, ``"dkd"``, ``"cakd"``, ``"dist"``,
+    ``"r2kd"``; DKD's and CAKD's closed-form backward,
+    :func:`~skd.losses.functional.split_kl_means`, gives the temperature its
+    gradient) is computed at a learnable temperature ``T = t_start + t_range *
     sigmoid(theta)``. ``theta`` is trained to *increase* that loss, through
     a gradient reversal layer of strength lambda; lambda follows the cosine
     curriculum from 0 to ``lambda_max`` over ``lambda_epochs`` epochs
@@ -111,12 +109,6 @@ class CTKD(DistillationLoss):
         super().validate()
         if self.base == "ctkd":
             raise ValueError("loss__base cannot be 'ctkd' itself.")
-        if self.base in _NO_TEMPERATURE_GRADIENT:
-            raise ValueError(
-                f"loss__base={self.base!r} cannot be wrapped by CTKD yet: its closed-form backward "
-                "(skd.losses.functional.split) gives the temperature no gradient through the "
-                "softening. Use 'kd', 'dist' or 'r2kd'."
-            )
         if self.scope == "instance" and self.base != "kd":
             raise ValueError(f"loss__scope='instance' works with loss__base='kd' only, got {self.base!r}.")
 

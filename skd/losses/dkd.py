@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from skd.losses.base import DistillationLoss, register_loss
-from skd.losses.functional import dkd_terms, target_or_teacher_top
+from skd.losses.functional import split_kl_means, target_mask, target_or_teacher_top
 
 __all__ = ["DKD"]
 
@@ -56,10 +56,14 @@ class DKD(DistillationLoss):
         self.warmup = warmup
         self.standardize = standardize
 
-    def compute_terms(self, student_logits, teacher_logits, y, temperature):
-        target = target_or_teacher_top(y, teacher_logits)
-        terms = dkd_terms(student_logits, teacher_logits, target, temperature)
-        return {"tckd": terms.tckd.mean(), "nckd": terms.nckd.mean()}
+    takes_labelled_only = True
+
+    def compute_terms(self, student_logits, teacher_logits, y, temperature, labelled_only=False):
+        # the batch means of dkd_terms, fused: split_kl_means
+        target = y if labelled_only else target_or_teacher_top(y, teacher_logits)
+        target = target_mask(target, student_logits.shape[1])
+        terms = split_kl_means(student_logits, teacher_logits, target, temperature)
+        return {"tckd": terms.binary, "nckd": terms.kl_out}
 
     def term_weights(self, temperature):
         return {"tckd": self.alpha * temperature**2, "nckd": self.beta * temperature**2}

@@ -6,7 +6,7 @@ from numbers import Real
 
 from skd._constraints import Interval
 from skd.losses.base import DistillationLoss, register_loss
-from skd.losses.functional import kd_divergence
+from skd.losses.functional import kd_divergence_mean
 
 __all__ = ["CE", "KD"]
 
@@ -74,7 +74,7 @@ class KD(DistillationLoss):
         self.standardize = standardize
 
     def compute_terms(self, student_logits, teacher_logits, y, temperature):
-        return {"kd": kd_divergence(student_logits, teacher_logits, temperature).mean()}
+        return {"kd": kd_divergence_mean(student_logits, teacher_logits, temperature)}
 
     def term_weights(self, temperature):
         return {"kd": self.kd_weight * temperature**2}

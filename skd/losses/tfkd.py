@@ -6,7 +6,13 @@ from numbers import Real
 
 from skd._constraints import Interval, Options
 from skd.losses.base import DistillationLoss, register_loss
-from skd.losses.functional import kd_divergence, labelled_mean, tfkd_reg_kl, tfkd_reg_released
+from skd.losses.functional import (
+    kd_divergence_mean,
+    labelled_mean,
+    tfkd_reg_kl,
+    tfkd_reg_log_distribution,
+    tfkd_reg_released,
+)
 
 __all__ = ["TfKD"]
 
@@ -92,15 +98,21 @@ class TfKD(DistillationLoss):
         "a": [Interval(Real, 0, 1, closed="neither")],
     }
 
-    def compute_terms(self, student_logits, teacher_logits, y, temperature):
+    takes_labelled_only = True
+
+    def compute_terms(self, student_logits, teacher_logits, y, temperature, labelled_only=False):
         released = self.convention == "released"
         if self.mode == "reg" and released:
             # the released value has its own T**2 (see term_weights); labelled rows only
             return {"kd": tfkd_reg_released(student_logits, y, self.a, temperature)}
         if self.mode == "reg":
+            if labelled_only:  # every row labelled: the fused mean of tfkd_reg_kl
+                n_classes = student_logits.shape[1]
+                hand_made = tfkd_reg_log_distribution(y, n_classes, self.a, student_logits.dtype)
+                return {"kd": kd_divergence_mean(student_logits, hand_made, temperature)}
             per_row = tfkd_reg_kl(student_logits, y.clamp_min(0), self.a, temperature)
             return {"kd": labelled_mean(per_row, y)}
-        kl = kd_divergence(student_logits, teacher_logits, temperature).mean()
+        kl = kd_divergence_mean(student_logits, teacher_logits, temperature)
         return {"kd": kl / student_logits.shape[1] if released else kl}
 
     def term_weights(self, temperature):

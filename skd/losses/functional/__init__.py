@@ -28,6 +28,7 @@ from skd.losses.functional.basics import (
     UNLABELLED,
     check_choice,
     check_temperature,
+    class_indices,
     kd_divergence,
     labelled_cross_entropy,
     labelled_mean,
@@ -46,6 +47,9 @@ from skd.losses.functional.correlation import (
     r2kd_value_terms,
     relation_distances,
 )
+from skd.losses.functional.fused_kl import kd_divergence_mean
+from skd.losses.functional.fused_relation import pearson_relations, row_pearson_distance
+from skd.losses.functional.fused_split import SplitKLMeans, split_kl_means
 from skd.losses.functional.rank import hard_rank, soft_rank, spearman_distance
 from skd.losses.functional.split import (
     CAKDTerms,
@@ -60,6 +64,7 @@ from skd.losses.functional.teacher_free import (
     tempered_log_distribution,
     tfkd_reg_distribution,
     tfkd_reg_kl,
+    tfkd_reg_log_distribution,
     tfkd_reg_released,
 )
 
@@ -70,31 +75,38 @@ __all__ = [
     "CAKDTerms",
     "DKDTerms",
     "SplitKL",
+    "SplitKLMeans",
     "abs_cosine_distance",
     "cakd_terms",
     "check_choice",
     "check_temperature",
+    "class_indices",
     "correlation_distance",
     "dist_terms",
     "dkd_terms",
     "hard_rank",
     "kd_divergence",
+    "kd_divergence_mean",
     "labelled_cross_entropy",
     "labelled_mean",
     "pearson_distance",
+    "pearson_relations",
     "r2kd_value_terms",
     "relation_distances",
+    "row_pearson_distance",
     "soft_rank",
     "soften",
     "standardize_logits",
     "spearman_distance",
     "split_kl",
+    "split_kl_means",
     "strong_class_mask",
     "target_mask",
     "target_or_teacher_top",
     "tempered_log_distribution",
     "tfkd_reg_distribution",
     "tfkd_reg_kl",
+    "tfkd_reg_log_distribution",
     "tfkd_reg_released",
 ]
 

@@ -11,6 +11,7 @@ __all__ = [
     "UNLABELLED",
     "check_choice",
     "check_temperature",
+    "class_indices",
     "kd_divergence",
     "labelled_cross_entropy",
     "standardize_logits",
@@ -76,14 +77,38 @@ def kd_divergence(
     return F.kl_div(log_student, log_teacher, log_target=True, reduction="none").sum(1)
 
 
+#: ``arange(n)`` per (n, device): constants made once per process, not one kernel per step.
+_INDICES: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def class_indices(n: int, device: torch.device | str) -> torch.Tensor:
+    """``torch.arange(n)`` on ``device`` (int64), made once per process and device.
+
+    Kept for the process's life (``n`` int64 values per size and device).
+    Not kept when made while a CUDA graph is captured (its memory belongs to
+    that graph) nor in inference mode (an inference tensor can't be saved
+    for a backward later).
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # the key names the device the tensor is on
+        device = torch.device("cuda", torch.cuda.current_device())
+    key = (int(n), device)
+    indices = _INDICES.get(key)
+    if indices is None:
+        indices = torch.arange(n, device=device)
+        capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+        if not (capturing or torch.is_inference_mode_enabled()):
+            _INDICES[key] = indices
+    return indices
+
+
 def target_mask(target: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Boolean (batch, n_classes) mask of the target class.
 
     A comparison with ``arange`` rather than ``F.one_hot``, whose range check
     reads the labels back to the host on CUDA (a sync, fatal to graph capture).
     """
-    classes = torch.arange(n_classes, device=target.device)
-    return target.long().unsqueeze(1) == classes
+    return target.long().unsqueeze(1) == class_indices(n_classes, target.device)
 
 
 def labelled_mean(values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -221,6 +221,8 @@ def relation_distances(
       mean over no defined entry is 0. So a batch of one sample, whose
       centred columns are all zero, has no relation across the batch
       (``columns`` is 0), and a constant student row passes no gradient.
+      It runs fused (:func:`~skd.losses.functional.fused_relation.pearson_relations`)
+      for the Pearson distance.
     - ``convention="released"`` divides by ``|a| |b| + 1e-8`` as the
       reference code does and averages over every row and column: a constant
       vector gets ``rho = 0`` (distance 1 for Pearson), so a one-sample batch
@@ -233,6 +235,15 @@ def relation_distances(
     """
     check_choice(distance, tuple(_DISTANCES), "distance")
     check_choice(convention, CONVENTIONS, "convention")
+    if distance == "pearson" and convention == "paper":
+        from skd.losses.functional.fused_relation import pearson_relations  # it imports this module
+
+        return pearson_relations(student_logits, teacher_logits, temperature)
+    return _generic_relation_distances(student_logits, teacher_logits, temperature, distance, convention)
+
+
+def _generic_relation_distances(student_logits, teacher_logits, temperature, distance, convention):
+    """:func:`relation_distances` by the generic correlation Function (the reference of the fused one)."""
     centred = _DISTANCES[distance]
     eps = None if convention == "paper" else RELEASED_EPS
     probs_s = torch.softmax(student_logits / temperature, dim=1)

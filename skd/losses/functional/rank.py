@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from skd.losses.functional.correlation import pearson_distance
+from skd.losses.functional.fused_relation import row_pearson_distance
 
 __all__ = ["hard_rank", "soft_rank", "spearman_distance"]
 
@@ -114,7 +114,8 @@ def spearman_distance(
     R2KD, the rank-based term). The teacher's ranks are exact
     (:func:`hard_rank`). With ``sharpness=None`` so are the student's (no
     gradient); otherwise the student's are :func:`soft_rank`, so the gradient
-    flows to the student.
+    flows to the student. The Pearson step is the fused
+    :func:`~skd.losses.functional.fused_relation.row_pearson_distance`.
 
     Returns
     -------
@@ -125,4 +126,4 @@ def spearman_distance(
         ranks_s = hard_rank(student_scores)
     else:
         ranks_s = soft_rank(student_scores, sharpness)
-    return pearson_distance(ranks_s, ranks_t, dim=-1)
+    return row_pearson_distance(ranks_s, ranks_t)

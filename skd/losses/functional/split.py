@@ -193,7 +193,7 @@ def strong_class_mask(
     n_classes = teacher_logits.shape[1]
     if target is not None:
         fixed = target_mask(target, n_classes)
-        ranked = teacher_logits.masked_fill(fixed, float("-inf"))
+        ranked = torch.where(fixed, float("-inf"), teacher_logits)
         n_top = strong_k
     else:
         fixed = torch.zeros_like(teacher_logits, dtype=torch.bool)
@@ -204,8 +204,8 @@ def strong_class_mask(
         if n_top <= 0:
             return fixed
         kth = ranked.topk(n_top, dim=1).values[:, -1:]
-        # the target's -inf never joins through a tie: the target is in S already
-        return fixed | ((ranked >= kth) & (ranked > float("-inf")))
+        # the target's -inf may tie with the k-th: the target is in S already
+        return fixed | (ranked >= kth)
     if rule == "mass":
         probs = torch.softmax(ranked / temperature, dim=1)
         sorted_probs, order = probs.sort(dim=1, descending=True)

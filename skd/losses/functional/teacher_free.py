@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-from skd.losses.functional.basics import labelled_mean, soften
+from skd.losses.functional.basics import labelled_mean, soften, target_mask
 
-__all__ = ["tempered_log_distribution", "tfkd_reg_distribution", "tfkd_reg_kl", "tfkd_reg_released"]
+__all__ = ["tempered_log_distribution", "tfkd_reg_distribution", "tfkd_reg_kl", "tfkd_reg_log_distribution",
+           "tfkd_reg_released"]
 
 
 def tfkd_reg_distribution(
@@ -29,6 +32,22 @@ def tfkd_reg_distribution(
     off = (1.0 - a) / (n_classes - 1)
     dist = torch.full((target.shape[0], n_classes), off, device=target.device, dtype=dtype)
     return dist.scatter(1, target.long().unsqueeze(1), a)
+
+
+def tfkd_reg_log_distribution(
+    target: torch.Tensor, n_classes: int, a: float = 0.99, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``log`` of :func:`tfkd_reg_distribution` (Yuan et al., 2020, Sec. 4, Tf-KD_reg), in two kernels.
+
+    ``log a`` on the target class, ``log((1 - a) / (K - 1))`` elsewhere: the
+    hand-made teacher as logits, for a softmax at ``T``.
+    """
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}.")
+    off = math.log((1.0 - a) / (n_classes - 1))
+    mask = target_mask(target, n_classes)
+    # a CPU 0-d tensor of the dtype (a scalar to the kernel, no copy): the result has that dtype
+    return torch.where(mask, torch.scalar_tensor(math.log(a), dtype=dtype), off)
 
 
 def tempered_log_distribution(probs: torch.Tensor, temperature: float) -> torch.Tensor:
