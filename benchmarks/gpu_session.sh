@@ -23,8 +23,15 @@ python3 -c "import torch, sklearn, skorch, numpy, scipy, torch_pruning; print('t
 nproc | tee -a "$OUT/device.txt"
 
 echo "== CUDA and engine tests"
-timeout "${TEST_LIMIT:-170}" python3 -m pytest -q -p no:cacheprovider -n 8 -rs \
-  tests/test_graph_step.py tests/test_training.py tests/test_losses.py 2>&1 | tee "$OUT/tests.log" | tail -40
+# the engine's and the losses' files (their CUDA-only tests included), and the files whose fits
+# take device="auto", which is CUDA there
+TESTS=${TESTS:-"tests/test_graph_step.py tests/test_training.py tests/test_losses.py tests/test_ops.py
+  tests/test_batching.py tests/test_engine.py tests/test_classifier.py tests/test_callbacks.py"}
+for f in tests/test_fused_losses.py tests/test_hints.py tests/test_losses_extract.py; do
+  [ -f "$f" ] && TESTS="$TESTS $f"
+done
+timeout "${TEST_LIMIT:-170}" python3 -m pytest -q -p no:cacheprovider -n 12 -rf $TESTS 2>&1 \
+  | tee "$OUT/tests.log" | grep -E "^(FAILED|ERROR)|passed|failed" | tail -40
 
 echo "== benchmarks/gpu.py"
 timeout "${BENCH_LIMIT:-200}" python3 -W ignore benchmarks/gpu.py 2>&1 | tee "$OUT/gpu.log" | grep -v "^\s*$" | tail -40
@@ -36,4 +43,7 @@ timeout "${MNIST_LIMIT:-150}" python3 -W ignore -m skd bench --dataset mnist --c
   | tee "$OUT/mnist.log" | tail -20
 echo "full-MNIST skd bench wall seconds: $(( $(date +%s) - start ))" | tee -a "$OUT/mnist.log"
 cp bench-out/results-mnist.md "$OUT/" 2>/dev/null
+
+echo "== host work per captured step"
+timeout "${HOST_LIMIT:-60}" python3 -W ignore benchmarks/host_work.py 2>&1 | tee "$OUT/host.log" | head -4
 true
