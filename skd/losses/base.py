@@ -130,7 +130,8 @@ def _with_extract(init):
         init(self, *args, **kwargs)
         self.extract = extract
 
-    added = inspect.Parameter("extract", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="float | None")
+    added = inspect.Parameter("extract", inspect.Parameter.KEYWORD_ONLY, default=None,
+                              annotation="float | None")
     __init__.__signature__ = signature.replace(parameters=[*signature.parameters.values(), added])
     return __init__
 
