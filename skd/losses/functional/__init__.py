@@ -111,6 +111,7 @@ from skd.losses.functional.curriculum import (  # noqa: E402
 from skd.losses.functional.related import (  # noqa: E402
     CONSISTENCY_KINDS,
     adaptive_smoothing_alpha,
+    confidence_aware_weights,
     consistency_divergence,
     corrected_teacher_log_probs,
     extracted_teacher_logits,
@@ -137,6 +138,7 @@ __all__ += [
     "TopKBook",
     "adaptive_smoothing_alpha",
     "compress_teacher",
+    "confidence_aware_weights",
     "consistency_divergence",
     "corrected_teacher_log_probs",
     "curriculum_lambda",

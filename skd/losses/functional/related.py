@@ -18,6 +18,7 @@ from skd.losses.functional.basics import check_choice, target_mask
 __all__ = [
     "CONSISTENCY_KINDS",
     "adaptive_smoothing_alpha",
+    "confidence_aware_weights",
     "consistency_divergence",
     "corrected_teacher_log_probs",
     "extracted_teacher_logits",
@@ -245,6 +246,33 @@ def teacher_quality_weights(quality: torch.Tensor, temperature: float = 1.0) -> 
     Tensor of shape (n_teachers,), summing to 1.
     """
     return torch.softmax(quality / temperature, dim=0)
+
+
+def confidence_aware_weights(teacher_losses: torch.Tensor) -> torch.Tensor:
+    """Teacher weights from their cross-entropies on the labels: CA-MKD's weighting.
+
+    Zhang, Chen & Wang (2022), "Confidence-Aware Multi-Teacher Knowledge
+    Distillation", ICASSP: ``w_k = (1 - softmax_k(L)) / (K - 1)``, where
+    ``L_k`` is teacher k's cross-entropy with the ground truth, so that a
+    teacher whose predictions are closer to the labels weighs more. This is
+    the released form (Rorozhl/CA-MKD, ``helper/loops.py``, ``attention =
+    (1.0 - F.softmax(loss_t, dim=0)) / (opt.teacher_num - 1)``), where
+    ``loss_t`` holds each teacher's per-sample CE; skd's ensemble applies it
+    to each teacher's mean CE over the training rows, once.
+
+    Parameters
+    ----------
+    teacher_losses : Tensor of shape (n_teachers, ...)
+        Cross-entropies, the teachers along the first axis.
+
+    Returns
+    -------
+    Tensor of the same shape, summing to 1 over the first axis (all ones for a single teacher).
+    """
+    n_teachers = teacher_losses.shape[0]
+    if n_teachers == 1:
+        return torch.ones_like(teacher_losses)
+    return (1.0 - torch.softmax(teacher_losses, dim=0)) / (n_teachers - 1)
 
 
 def weighted_teacher_log_probs(
