@@ -9,6 +9,8 @@ each variant closes, against the 60% goal of issue 21.
 T = 2 and the soft weights times 9 (KD: kd_weight 9, ce_weight 0.1; DKD: alpha 9, beta 72). For
 losses without a released config (CAKD, DIST, R2KD) the same rule is applied: T = 2
 and their soft weights times 9; WTTM and NKD (no temperature to set) only standardise.
+"kd+extract" is KD at its defaults (T = 4) with ``loss__extract=1``: the teacher's top class keeps
+its probability at T = 1, and T spreads only the rest (skd's reading of extractive distillation).
 
     python benchmarks/methods.py                    # MNIST-5k, 5 seeds: 85 fits of 11-34 s each on one core
     python benchmarks/methods.py --dataset digits --seeds 2 --epochs 20   # a quick look
@@ -52,6 +54,7 @@ VARIANTS = [
     ("nkd+LS", "nkd", dict(standardize=True)),
     ("selective_kd", "selective_kd", {}),
     ("skls", "skls", {}),
+    ("kd+extract", "kd", dict(extract=1.0)),
 ]
 
 GOAL = 0.60
