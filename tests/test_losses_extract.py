@@ -155,5 +155,7 @@ def test_extract_routes_through_the_classifier_and_a_grid_search(digits, teacher
     clf = DistillationClassifier(MLP, teacher=teacher, loss="kd", loss__extract=1.0, max_epochs=2,
                                  batch_size=128, verbose=0, device="cpu", random_state=0)
     assert clf.fit(X[:300], y[:300]).loss_.extract == 1.0
+    plain = clone(clf).set_params(loss__extract=None).fit(X[:300], y[:300])
+    assert not np.allclose(clf.predict_proba(X[:50]), plain.predict_proba(X[:50]))  # it reaches the step
     search = GridSearchCV(clf, {"loss__extract": [None, 1.0]}, cv=2).fit(X[:300], y[:300])
     assert search.best_params_["loss__extract"] in (None, 1.0)
