@@ -75,6 +75,17 @@ def test_extracted_logits_soften_to_the_extractive_teacher(pair, temperature, co
     torch.testing.assert_close(torch.log_softmax(logits / temperature, 1), expected, rtol=1e-9, atol=1e-9)
 
 
+@settings(max_examples=40, deadline=None)
+@given(logits_pairs(max_classes=40, extremes=False, ties=False), temperatures, st.floats(0.05, 1.0))
+def test_a_confidence_temperature_at_most_t_keeps_the_top_class_on_top(pair, temperature, share):
+    _, teacher, _ = pair
+    log_q = Fn.extractive_teacher_log_probs(teacher, temperature, share * temperature)
+    top = teacher.argmax(1, keepdim=True)
+    assert (log_q.argmax(1, keepdim=True) == top).all()
+    softened = torch.softmax(teacher / temperature, 1).gather(1, top)
+    assert (log_q.exp().gather(1, top) >= softened - 1e-12).all()
+
+
 @settings(max_examples=20, deadline=None)
 @given(logits_pairs(max_classes=30), st.sampled_from(sorted(SOFTENING_LOSSES)))
 def test_extract_at_the_loss_temperature_changes_no_loss(pair, name):
