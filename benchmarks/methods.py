@@ -14,6 +14,7 @@ its probability at T = 1, and T spreads only the rest (skd's reading of extracti
 
     python benchmarks/methods.py                    # MNIST-5k, 5 seeds: 85 fits of 11-34 s each on one core
     python benchmarks/methods.py --dataset digits --seeds 2 --epochs 20   # a quick look
+    python benchmarks/methods.py --variants --merge runs.json  # the table of saved runs (--save)
 
 Nothing is written to tracked files unless ``--write`` is given (then ``docs/methods.md``'s
 results section is replaced).
@@ -106,8 +107,8 @@ def main() -> None:
     ce = [r["accuracy"] for r in runs if r["variant"] == "ce"]
     ce_mean, gap = float(np.mean(ce)), info["accuracy"] - float(np.mean(ce))
     lines = [f"Teacher (CNN): {info['accuracy']:.4f}. Student: MLP (128), {args.epochs} epochs, "
-             f"{args.seeds} seeds, {args.dataset}; gap closed = (variant − CE) / (teacher − CE).", "",
-             "| variant | test accuracy | gap closed | s per fit |", "|---|---|---|---|"]
+             f"up to {args.seeds} seeds, {args.dataset}; gap closed = (variant − CE) / (teacher − CE).", "",
+             "| variant | test accuracy | gap closed | seeds | s per fit |", "|---|---|---|---|---|"]
     best = None
     for name in names:
         accs = [r["accuracy"] for r in runs if r["variant"] == name]
@@ -117,7 +118,7 @@ def main() -> None:
         if name != "ce" and (best is None or mean > best[1]):
             best = (name, mean, closed)
         shown = f"{mean:.4f}" if len(accs) == 1 else f"{mean:.4f} ± {std:.4f}"
-        lines.append(f"| {name} | {shown} | {closed:.0%} | {np.mean(secs):.1f} |")
+        lines.append(f"| {name} | {shown} | {closed:.0%} | {len(accs)} | {np.mean(secs):.1f} |")
     verdict = "met" if best[2] >= GOAL else "not met"
     lines += ["", f"Best: {best[0]} closes {best[2]:.0%} of the gap; the 60% goal is {verdict}.", "",
               f"{machine(load_at_start)}; {time.perf_counter() - start:.0f} s in all, {args.jobs} worker "
