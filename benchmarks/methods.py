@@ -10,7 +10,8 @@ T = 2 and the soft weights times 9 (KD: kd_weight 9, ce_weight 0.1; DKD: alpha 9
 losses without a released config (CAKD, DIST, R2KD) the same rule is applied: T = 2
 and their soft weights times 9; WTTM and NKD (no temperature to set) only standardise.
 "kd+extract" is KD at its defaults (T = 4) with ``loss__extract=1``: the teacher's top class keeps
-its probability at T = 1, and T spreads only the rest (skd's reading of extractive distillation).
+its probability at T = 1, and T spreads only the rest (skd's reading of extractive distillation);
+"kd+extract(c=2)" keeps it at T = 2; "dkd+extract" is DKD at its defaults with ``loss__extract=1``.
 
     python benchmarks/methods.py                    # MNIST-5k, 5 seeds: 85 fits of 11-34 s each on one core
     python benchmarks/methods.py --dataset digits --seeds 2 --epochs 20   # a quick look
@@ -56,6 +57,8 @@ VARIANTS = [
     ("selective_kd", "selective_kd", {}),
     ("skls", "skls", {}),
     ("kd+extract", "kd", dict(extract=1.0)),
+    ("kd+extract(c=2)", "kd", dict(extract=2.0)),
+    ("dkd+extract", "dkd", dict(extract=1.0)),
 ]
 
 GOAL = 0.60
