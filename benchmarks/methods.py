@@ -13,12 +13,14 @@ and their soft weights times 9; WTTM and NKD (no temperature to set) only standa
 its probability at T = 1, and T spreads only the rest (skd's reading of extractive distillation);
 "kd+extract(c=2)" keeps it at T = 2; "dkd+extract" is DKD at its defaults with ``loss__extract=1``.
 
-    python benchmarks/methods.py                    # MNIST-5k, 5 seeds: 85 fits of 11-34 s each on one core
+    python benchmarks/methods.py                    # MNIST-5k, 5 seeds: 110 fits of 11-34 s each, idle core
+    python benchmarks/methods.py --epochs 50 --jobs 3 --save runs.json  # as docs/methods.md ran it
     python benchmarks/methods.py --dataset digits --seeds 2 --epochs 20   # a quick look
     python benchmarks/methods.py --variants --merge runs.json  # the table of saved runs (--save)
 
-Nothing is written to tracked files unless ``--write`` is given (then ``docs/methods.md``'s
-results section is replaced).
+Runs go in seed-major order and ``--save`` writes each as it ends, so a run stopped early keeps
+whole seeds. Nothing is written to tracked files unless ``--write`` is given (then
+``docs/methods.md``'s results section is replaced).
 """
 
 from __future__ import annotations
