@@ -9,6 +9,9 @@ distillation terms (every term but CE, which all share) and plain
 ``T**2 * KL`` (``F.kl_div``, batch mean) are timed forward + backward in one
 process, interleaved round by round so that drift hits all of them alike; the
 table gives the median time of plain KL and each loss's median ratio to it.
+The plug-ins of the base class (``+LS``: ``standardize=True``; ``+extract``:
+``extract=1``) are timed through the loss's call, whose forward also computes
+the CE (its backward is left out).
 A case stops early once it has spent ``--budget`` seconds (at least 3
 rounds). Nothing is written unless ``--write`` (then docs/benchmarks.md,
 section "losses").
@@ -25,11 +28,15 @@ import torch
 import torch.nn.functional as F
 
 from skd.bench import machine
-from skd.losses import CAKD, DIST, DKD, KD, R2KD, TfKD
+from skd.losses import CAKD, CTKD, DIST, DKD, KD, NKD, R2KD, WTTM, SelectiveKD, SelfKnowledgeLS, TfKD, TopKKD
 
 from _report import add_write_flag, update_section
 
-LOSSES = {"kd": KD, "dkd": DKD, "cakd": CAKD, "r2kd": R2KD, "dist": DIST, "tfkd": TfKD}
+LOSSES = {"kd": KD, "dkd": DKD, "cakd": CAKD, "r2kd": R2KD, "dist": DIST, "tfkd": TfKD, "wttm": WTTM,
+          "nkd": NKD, "selective_kd": SelectiveKD, "skls": SelfKnowledgeLS, "kd_topk": TopKKD, "ctkd": CTKD}
+#: The base class's plug-ins, timed through the loss's call: (loss class, parameters).
+PLUGINS = {"kd+LS": (KD, {"standardize": True}), "kd+extract": (KD, {"extract": 1.0}),
+           "dkd+extract": (DKD, {"extract": 1.0})}
 SHAPES = ((256, 100), (256, 1000), (1024, 1000))
 WARMUP_ROUNDS = 2
 
@@ -45,6 +52,15 @@ def soft_terms_of(loss):
 
     def soft_terms(student, teacher, y):
         return sum(loss.compute_terms(student, teacher, y, temperature).values())
+
+    return soft_terms
+
+
+def call_terms_of(loss):
+    """The loss's terms but CE through its call, so that the base class's plug-ins run."""
+
+    def soft_terms(student, teacher, y):
+        return sum(value for name, value in loss(student, teacher, y).items() if name != "ce")
 
     return soft_terms
 
@@ -96,6 +112,8 @@ def main(argv=None):
     fns = {"plain": plain_kl}
     for name, cls in LOSSES.items():
         fns[name] = soft_terms_of(cls().initialize())
+    for name, (cls, params) in PLUGINS.items():
+        fns[name] = call_terms_of(cls(**params).initialize())
     rows = []
     load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     for batch, n_classes in SHAPES:
@@ -109,17 +127,17 @@ def main(argv=None):
         (f"Command: `python benchmarks/losses.py --device {args.device}` (median of up to {args.repeats} "
         f"interleaved forward+backward rounds, {where}, torch {torch.__version__}). "
         "Ratios are to plain `T² · KL` timed in the same rounds; each loss's time covers "
-        "its distillation terms (CE is left out)."),
+        "its distillation terms (CE is left out; the plug-in rows' forward includes it)."),
         "",
         machine(load_at_start),
         "",
-        "| B | C | plain KL (µs) | " + " | ".join(LOSSES) + " |",
-        "|" + "---|" * (3 + len(LOSSES)),
+        "| loss | " + " | ".join(f"B={batch}, C={n_classes}" for batch, n_classes, _ in rows) + " |",
+        "|" + "---|" * (1 + len(rows)),
+        "| plain KL (µs) | " + " | ".join(f"{seconds['plain'] * 1e6:.0f}" for *_, seconds in rows) + " |",
     ]
-    for batch, n_classes, seconds in rows:
-        base = seconds["plain"]
-        cells = " | ".join(f"{seconds[name] / base:.2f}×" for name in LOSSES)
-        lines.append(f"| {batch} | {n_classes} | {base * 1e6:.0f} | {cells} |")
+    for name in [*LOSSES, *PLUGINS]:
+        cells = " | ".join(f"{seconds[name] / seconds['plain']:.2f}×" for *_, seconds in rows)
+        lines.append(f"| {name} | {cells} |")
     table = "\n".join(lines)
     print(table)
     print(f"saved to {update_section('losses', table, write=args.write)}")

@@ -9,17 +9,24 @@ each variant closes, against the 60% goal of issue 21.
 T = 2 and the soft weights times 9 (KD: kd_weight 9, ce_weight 0.1; DKD: alpha 9, beta 72). For
 losses without a released config (CAKD, DIST, R2KD) the same rule is applied: T = 2
 and their soft weights times 9; WTTM and NKD (no temperature to set) only standardise.
+"kd+extract" is KD at its defaults (T = 4) with ``loss__extract=1``: the teacher's top class keeps
+its probability at T = 1, and T spreads only the rest (skd's reading of extractive distillation);
+"kd+extract(c=2)" keeps it at T = 2; "dkd+extract" is DKD at its defaults with ``loss__extract=1``.
 
-    python benchmarks/methods.py                    # MNIST-5k, 5 seeds: 85 fits of 11-34 s each on one core
+    python benchmarks/methods.py                    # MNIST-5k, 5 seeds: 110 fits of 11-34 s each, idle core
+    python benchmarks/methods.py --epochs 50 --jobs 3 --save runs.json  # as docs/methods.md ran it
     python benchmarks/methods.py --dataset digits --seeds 2 --epochs 20   # a quick look
+    python benchmarks/methods.py --variants --merge runs.json  # the table of saved runs (--save)
 
-Nothing is written to tracked files unless ``--write`` is given (then ``docs/methods.md``'s
-results section is replaced).
+Runs go in seed-major order and ``--save`` writes each as it ends, so a run stopped early keeps
+whole seeds. Nothing is written to tracked files unless ``--write`` is given (then
+``docs/methods.md``'s results section is replaced).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import time
@@ -50,6 +57,10 @@ VARIANTS = [
     ("nkd", "nkd", {}),
     ("nkd+LS", "nkd", dict(standardize=True)),
     ("selective_kd", "selective_kd", {}),
+    ("skls", "skls", {}),
+    ("kd+extract", "kd", dict(extract=1.0)),
+    ("kd+extract(c=2)", "kd", dict(extract=2.0)),
+    ("dkd+extract", "dkd", dict(extract=1.0)),
 ]
 
 GOAL = 0.60
@@ -73,22 +84,38 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--variants", nargs="*", default=None, help="names from VARIANTS (default all)")
     parser.add_argument("--write", action="store_true", help="replace the results in docs/methods.md")
+    parser.add_argument("--save", default=None, help="write every run to this JSON file")
+    parser.add_argument("--merge", nargs="*", default=[], help="JSON files of earlier runs (--save) to add")
     args = parser.parse_args()
     start = time.perf_counter()
     config = BenchConfig(dataset=args.dataset, seeds=args.seeds, student_epochs=args.epochs).trimmed()
     split = load_split(config.dataset, config.split_seed)
     teacher, info = train_teacher(split, config)
     chosen = [v for v in VARIANTS if args.variants is None or v[0] in args.variants]
-    jobs = [(name, loss, params, seed) for name, loss, params in chosen for seed in range(args.seeds)]
-    runs = Parallel(n_jobs=args.jobs)(
-        delayed(_one)(split, name, loss, params, seed, teacher, config) for name, loss, params, seed in jobs)
+    # seed-major order: a run stopped early still has every variant on its first seeds
+    jobs = [(name, loss, params, seed) for seed in range(args.seeds) for name, loss, params in chosen]
+    load_at_start = os.getloadavg()[0]
+    runs = []
+    tasks = (delayed(_one)(split, name, loss, params, seed, teacher, config)
+             for name, loss, params, seed in jobs)
+    for run in Parallel(n_jobs=args.jobs, return_as="generator_unordered")(tasks):
+        runs.append(run)
+        print(f"{run['variant']} seed {run['seed']}: {run['accuracy']:.4f} in {run['seconds']:.1f} s",
+              flush=True)
+        if args.save:  # after every fit, so a stopped run keeps what it measured
+            Path(args.save).write_text(json.dumps({"runs": runs, "teacher": info}, indent=1))
+    names = [name for name, _, _ in chosen]
+    for path in args.merge:
+        earlier = [r for r in json.loads(Path(path).read_text())["runs"] if r["variant"] not in names]
+        runs += earlier
+        names += list(dict.fromkeys(r["variant"] for r in earlier))
     ce = [r["accuracy"] for r in runs if r["variant"] == "ce"]
     ce_mean, gap = float(np.mean(ce)), info["accuracy"] - float(np.mean(ce))
     lines = [f"Teacher (CNN): {info['accuracy']:.4f}. Student: MLP (128), {args.epochs} epochs, "
-             f"{args.seeds} seeds, {args.dataset}; gap closed = (variant − CE) / (teacher − CE).", "",
-             "| variant | test accuracy | gap closed | s per fit |", "|---|---|---|---|"]
+             f"up to {args.seeds} seeds, {args.dataset}; gap closed = (variant − CE) / (teacher − CE).", "",
+             "| variant | test accuracy | gap closed | seeds | s per fit |", "|---|---|---|---|---|"]
     best = None
-    for name, _, _ in chosen:
+    for name in names:
         accs = [r["accuracy"] for r in runs if r["variant"] == name]
         secs = [r["seconds"] for r in runs if r["variant"] == name]
         mean, std = float(np.mean(accs)), float(np.std(accs))
@@ -96,11 +123,11 @@ def main() -> None:
         if name != "ce" and (best is None or mean > best[1]):
             best = (name, mean, closed)
         shown = f"{mean:.4f}" if len(accs) == 1 else f"{mean:.4f} ± {std:.4f}"
-        lines.append(f"| {name} | {shown} | {closed:.0%} | {np.mean(secs):.1f} |")
+        lines.append(f"| {name} | {shown} | {closed:.0%} | {len(accs)} | {np.mean(secs):.1f} |")
     verdict = "met" if best[2] >= GOAL else "not met"
     lines += ["", f"Best: {best[0]} closes {best[2]:.0%} of the gap; the 60% goal is {verdict}.", "",
-              f"{machine()}; {time.perf_counter() - start:.0f} s in all, {args.jobs} worker processes "
-              "with one thread each."]
+              f"{machine(load_at_start)}; {time.perf_counter() - start:.0f} s in all, {args.jobs} worker "
+              "processes with one thread each."]
     table = "\n".join(lines)
     print(table)
     if args.write:

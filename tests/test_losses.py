@@ -369,7 +369,8 @@ def test_loss_reads_schedules_through_epoch_values(order):
         assert net.history[-1] == {"soft_scale": values.soft_scale, "temperature": values.temperature}
     assert seen == pytest.approx([1.0, 1.0, 8.0, 0.75, 1.25, 7.0, 0.5, 1.5, 6.0, 0.25, 1.75, 5.0, 0.0, 2.0, 4.0])
     # the schedules wrote nothing on the loss: without them the loss falls back to its own values
-    assert vars(loss) == {"temperature": 3.0, "ce_weight": 0.1, "kd_weight": 0.9, "standardize": False}
+    assert vars(loss) == {"temperature": 3.0, "ce_weight": 0.1, "kd_weight": 0.9, "standardize": False,
+                          "extract": None}
     assert loss.epoch_values(2, find_schedules([("loss", loss)], 5)) == EpochValues(3.0, 1.0, 1.0, 1.0)
     assert loss.epoch_values(2) == EpochValues(3.0, 1.0, 1.0, 1.0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import weakref
 from numbers import Real
@@ -13,7 +14,12 @@ from sklearn.base import clone
 from skorch.callbacks import Callback
 
 from skd._constraints import Interval, Options, validate_params
-from skd.losses.functional import CONVENTIONS, labelled_cross_entropy, standardize_logits
+from skd.losses.functional import (
+    CONVENTIONS,
+    extracted_teacher_logits,
+    labelled_cross_entropy,
+    standardize_logits,
+)
 from skd.training.state import EpochState, EpochValues
 
 __all__ = ["DistillationLoss", "available_losses", "foreign_loss_params", "get_loss_class", "make_loss",
@@ -101,10 +107,33 @@ COMMON_CONSTRAINTS = {
     "warmup": [Interval(Real, 0, None, closed="left")],
     "convention": [Options(CONVENTIONS)],
     "standardize": [Options((True, False))],
+    "extract": [None, Interval(Real, 0, MAX_TEMPERATURE, closed="right")],
 }
 
 _NON_NEGATIVE = [Interval(Real, 0, None, closed="left")]
 
+
+def _with_extract(init):
+    """``init`` with a keyword-only ``extract=None`` added, stored as ``self.extract``.
+
+    So every loss takes ``loss__extract`` (get_params, set_params, clone,
+    GridSearchCV) without each subclass declaring it. ``init`` is returned
+    unchanged when it already takes ``extract`` or any keyword (``**kwargs``).
+    """
+    signature = inspect.signature(init)
+    kinds = {parameter.kind for parameter in signature.parameters.values()}
+    if "extract" in signature.parameters or inspect.Parameter.VAR_KEYWORD in kinds:
+        return init
+
+    @functools.wraps(init)
+    def __init__(self, *args, extract=None, **kwargs):
+        init(self, *args, **kwargs)
+        self.extract = extract
+
+    added = inspect.Parameter("extract", inspect.Parameter.KEYWORD_ONLY, default=None,
+                              annotation="float | None")
+    __init__.__signature__ = signature.replace(parameters=[*signature.parameters.values(), added])
+    return __init__
 
 
 class DistillationLoss(Callback):
@@ -133,6 +162,15 @@ class DistillationLoss(Callback):
     linear warm-up of the soft terms), ``convention`` and ``standardize``
     (z-score each row of student and teacher logits before the soft terms,
     Sun et al., CVPR 2024; CE always sees the raw logits).
+
+    One parameter every loss has, added by this class to each subclass's
+    ``__init__``: ``extract`` (float or None, default None), extractive
+    distillation's teacher transform (Kobayashi, WACV 2022; skd's form, see
+    :func:`~skd.losses.functional.extracted_teacher_logits`). A number ``c``
+    keeps the teacher's top-class probability at temperature ``c`` while the
+    loss's temperature only spreads the rest over the other classes; it is
+    applied to the teacher logits (after ``standardize``) before
+    :meth:`compute_terms`, so every logit loss takes it unchanged.
     """
 
     #: Names of the terms of :meth:`__call__`, in order, the same for every call.
@@ -153,6 +191,14 @@ class DistillationLoss(Callback):
     ce_weight: float = 1.0
     standardize: bool = False
     warmup: float = 0
+    extract: float | None = None
+    #: Whether ``extract`` can apply: the loss reads teacher logits and softens them at its temperature.
+    takes_extract: bool = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _with_extract(cls.__dict__["__init__"])
 
     # -- hooks for subclasses -------------------------------------------------
     def term_weights(self, temperature: float) -> dict[str, float]:
@@ -218,6 +264,25 @@ class DistillationLoss(Callback):
                 "and the weights come from term_weights(temperature). See 'Write your own loss'."
             )
         validate_params(self.parameter_constraints(), self.get_params(), "loss__", type(self).__name__)
+        self._check_extract()
+
+    def _check_extract(self) -> None:
+        """Refuse ``loss__extract`` where there are no teacher logits to transform."""
+        if self.extract is None:
+            return
+        name = type(self).__name__
+        if not self.requires_teacher:
+            raise ValueError(
+                f"loss__extract={self.extract!r} transforms the teacher's logits, but {name} "
+                "(with these parameters) has no teacher. Leave loss__extract at None, or use a "
+                "loss that distils from a teacher (e.g. 'kd', 'dkd', 'dist')."
+            )
+        if getattr(self, "accepts_compressed_book", False) or not self.takes_extract:
+            raise ValueError(
+                f"loss__extract={self.extract!r} cannot apply to {name}: it does not soften full "
+                "teacher logits at its own temperature (a compressed book, or a learnt "
+                "temperature). Leave loss__extract at None, or use e.g. 'kd', 'dkd' or 'dist'."
+            )
 
     def initialize(self):
         self.validate()
@@ -293,6 +358,8 @@ class DistillationLoss(Callback):
         if self.standardize:
             soft_student = standardize_logits(student_logits)
             soft_teacher = None if teacher_logits is None else standardize_logits(teacher_logits)
+        if self.extract is not None and soft_teacher is not None:
+            soft_teacher = extracted_teacher_logits(soft_teacher, state.temperature, self.extract)
         terms = {}
         if "ce" in self.terms:
             ce = (F.cross_entropy(student_logits, y) if state.labelled_only

@@ -23,10 +23,11 @@ from sklearn.base import BaseEstimator
 from sklearn.frozen import FrozenEstimator
 from skorch import NeuralNet
 
+from skd.losses.functional import confidence_aware_weights, teacher_quality
 from skd.teachers.adapters import CallableTeacher, SklearnTeacher, SkorchTeacher, TorchTeacher
 from skd.teachers.base import TEACHER_KINDS, Teacher
 
-__all__ = ["CompositeTeacher", "EnsembleTeacher", "as_teacher", "register_teacher"]
+__all__ = ["MEASURED_WEIGHTS", "CompositeTeacher", "EnsembleTeacher", "as_teacher", "register_teacher"]
 
 
 class CompositeTeacher(Teacher):
@@ -78,6 +79,10 @@ class CompositeTeacher(Teacher):
         return logits
 
 
+#: ``EnsembleTeacher(weights=...)`` values measured at setup rather than given.
+MEASURED_WEIGHTS = ("quality",)
+
+
 class EnsembleTeacher(CompositeTeacher):
     """Several teachers: the (weighted) mean of their aligned logits.
 
@@ -85,9 +90,24 @@ class EnsembleTeacher(CompositeTeacher):
     ----------
     teachers : sequence
         Any teachers accepted by :func:`as_teacher`.
-    weights : sequence of float or None, default=None
-        One non-negative weight per teacher (normalised to sum to 1);
-        None means equal weights.
+    weights : sequence of float, "quality" or None, default=None
+        One non-negative weight per teacher (normalised to sum to 1); None
+        means equal weights. ``"quality"`` measures them once, at setup:
+        each teacher's mean cross-entropy ``L_k`` on the labelled training
+        rows, turned into weights as CA-MKD does (Zhang, Chen & Wang, ICASSP
+        2022): ``w_k = (1 - softmax_k(L)) / (K - 1)``
+        (:func:`skd.losses.functional.confidence_aware_weights`). A teacher
+        that fits the labels worse weighs less. The teachers run once more
+        over the training rows for this (before the book is written); no
+        work is added to the training steps.
+
+    Attributes
+    ----------
+    weights_ : Tensor of shape (n_teachers,)
+        The weights used, summing to 1.
+    teacher_losses_ : ndarray of shape (n_teachers,) or None
+        With ``weights="quality"``: each teacher's mean cross-entropy on the
+        labelled training rows; else None.
 
     Examples
     --------
@@ -108,9 +128,11 @@ class EnsembleTeacher(CompositeTeacher):
 
     Unfitted members are fitted on the training data of each ``fit``; a
     plain list, ``teacher=[a, b]``, is an ensemble with equal weights.
+    The quality of a member fitted in that ``fit`` is measured on the rows
+    it was fitted on, which flatters a member that overfits them.
     """
 
-    def __init__(self, teachers: Sequence[Any], weights: Sequence[float] | None = None):
+    def __init__(self, teachers: Sequence[Any], weights: Sequence[float] | str | None = None):
         self.teachers = teachers
         self.weights = weights
 
@@ -120,14 +142,51 @@ class EnsembleTeacher(CompositeTeacher):
     def _make_members(self, X, y):
         if len(self.teachers) == 0:
             raise ValueError("teacher is an empty list; give at least one teacher.")
+        if isinstance(self.weights, str):
+            if self.weights not in MEASURED_WEIGHTS:
+                raise ValueError(
+                    f"teacher weights={self.weights!r} is not a known scheme: give "
+                    f"{' or '.join(map(repr, MEASURED_WEIGHTS))}, one number per teacher, or None "
+                    "(equal weights)."
+                )
+            self.weights_ = None  # measured in _prepare, once the members are set up
+            return list(self.teachers)
         weights = np.ones(len(self.teachers)) if self.weights is None else np.asarray(self.weights, float)
         if weights.shape != (len(self.teachers),) or (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(
                 f"Ensemble weights must be {len(self.teachers)} non-negative numbers with a "
-                f"positive sum, got {self.weights!r}."
+                f"positive sum, or 'quality', got {self.weights!r}."
             )
         self.weights_ = torch.as_tensor(weights / weights.sum(), dtype=torch.float32)
         return list(self.teachers)
+
+    def _prepare(self, X, y, original=None):
+        super()._prepare(X, y, original)
+        self.teacher_losses_ = None
+        if self.weights_ is None:
+            self.teacher_losses_ = self._teacher_losses(X, y, original)
+            weights = confidence_aware_weights(torch.as_tensor(self.teacher_losses_, dtype=torch.float64))
+            self.weights_ = weights.to(torch.float32)
+
+    def _teacher_losses(self, X, y, original) -> np.ndarray:
+        """Each member's mean cross-entropy on the rows of ``X`` labelled with a student class."""
+        if y is None or isinstance(X, torch.utils.data.Dataset):
+            raise ValueError(
+                "teacher weights='quality' measures each teacher on the labelled training rows, "
+                "which needs X as an array, tensor or sparse matrix and y; got "
+                f"{type(X).__name__}. Give the weights as numbers instead."
+            )
+        index = {label: column for column, label in enumerate(self.student_classes_.tolist())}
+        encoded = torch.as_tensor([index.get(label, -1) for label in np.asarray(y).tolist()],
+                                  dtype=torch.long)
+        if not (encoded >= 0).any():
+            raise ValueError(
+                "teacher weights='quality' found no labelled training rows to measure the teachers "
+                "on. Give the weights as numbers instead."
+            )
+        stack = torch.stack([torch.as_tensor(member.book_logits(X, original=original), dtype=torch.float64)
+                             for member in self.members_])
+        return (-teacher_quality(stack, encoded, "ce")).numpy()
 
     def _combine(self, logits):
         stacked = torch.stack(logits)

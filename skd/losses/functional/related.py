@@ -18,8 +18,10 @@ from skd.losses.functional.basics import check_choice, target_mask
 __all__ = [
     "CONSISTENCY_KINDS",
     "adaptive_smoothing_alpha",
+    "confidence_aware_weights",
     "consistency_divergence",
     "corrected_teacher_log_probs",
+    "extracted_teacher_logits",
     "extractive_teacher_log_probs",
     "self_knowledge_smoothed_ce",
     "teacher_quality",
@@ -58,22 +60,33 @@ def consistency_divergence(
 
 
 def extractive_teacher_log_probs(
-    teacher_logits: torch.Tensor, temperature: float, confidence_temperature: float = 1.0
+    teacher_logits: torch.Tensor, temperature: float | torch.Tensor, confidence_temperature: float = 1.0
 ) -> torch.Tensor:
     """A teacher distribution whose relations and whose uniformity have separate temperatures.
 
-    Extractive distillation (WACV 2022) transforms the teacher's knowledge
-    so that the temperature no longer also sets how uniform the teacher's
-    probabilities are; its formula could not be found (``docs/methods.md``).
-    skd's transform: the mass of the teacher's top class is taken at
-    ``confidence_temperature`` (default 1: the teacher's own confidence),
-    and the other classes share the rest in the proportions of
-    ``softmax(z / temperature)`` renormalised over them. ``temperature`` then
-    only reveals the relations among the non-top classes (the dark
-    knowledge), and ``confidence_temperature`` alone sets the uniformity
-    between the top class and the rest. With both equal it is
-    ``log softmax(z / T)``. It touches only the teacher, so any loss that
-    takes teacher log-probabilities can use it.
+    Extractive distillation (Kobayashi, "Extractive Knowledge Distillation",
+    WACV 2022) transforms only the teacher's knowledge, so that the
+    temperature no longer also sets how uniform the teacher's probabilities
+    are. The paper's formula could not be read (``docs/losses.md`` says what
+    was searched); this is skd's transform: the mass of the teacher's top
+    class is taken at ``confidence_temperature`` (default 1: the teacher's
+    own confidence), and the other classes share the rest in the proportions
+    of ``softmax(z / temperature)`` renormalised over them::
+
+        q_m = softmax(z / c)_m,   q_j = (1 - q_m) softmax_{j != m}(z / T)   (m = argmax z)
+
+    ``temperature`` then only reveals the relations among the non-top classes
+    (the dark knowledge), and ``confidence_temperature`` alone sets the
+    uniformity between the top class and the rest. With both equal it is
+    ``log softmax(z / T)``.
+
+    Parameters
+    ----------
+    teacher_logits : Tensor of shape (batch, n_classes)
+    temperature : float or 0-d Tensor
+        ``T``, the loss's temperature.
+    confidence_temperature : float, default=1.0
+        ``c``.
 
     Returns
     -------
@@ -86,6 +99,28 @@ def extractive_teacher_log_probs(
     log_rest_mass = torch.logsumexp(torch.where(is_top, float("-inf"), log_confident), dim=1, keepdim=True)
     log_relations = torch.log_softmax(torch.where(is_top, float("-inf"), teacher_logits / temperature), dim=1)
     return torch.where(is_top, log_top_mass, log_rest_mass + log_relations)
+
+
+def extracted_teacher_logits(
+    teacher_logits: torch.Tensor, temperature: float | torch.Tensor, confidence_temperature: float
+) -> torch.Tensor:
+    """Teacher logits that any loss, softening them at ``temperature``, reads as the extractive teacher.
+
+    ``T * log q``, with ``q`` from :func:`extractive_teacher_log_probs`, so that
+    ``softmax(result / T) = q`` exactly: this is how ``loss__extract`` reaches
+    every logit loss without changing it (the loss base class applies it to
+    the teacher logits before the loss's own terms). A loss that softens the
+    teacher at another temperature than ``T`` (NKD's target term is at 1)
+    sees ``q`` re-softened accordingly. With ``confidence_temperature ==
+    temperature`` the result differs from ``teacher_logits`` by a constant
+    per row, which no softmax sees. The result has no gradient.
+
+    Returns
+    -------
+    Tensor of shape (batch, n_classes)
+    """
+    teacher_logits = teacher_logits.detach()
+    return temperature * extractive_teacher_log_probs(teacher_logits, temperature, confidence_temperature)
 
 
 def adaptive_smoothing_alpha(student_logits: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -211,6 +246,33 @@ def teacher_quality_weights(quality: torch.Tensor, temperature: float = 1.0) -> 
     Tensor of shape (n_teachers,), summing to 1.
     """
     return torch.softmax(quality / temperature, dim=0)
+
+
+def confidence_aware_weights(teacher_losses: torch.Tensor) -> torch.Tensor:
+    """Teacher weights from their cross-entropies on the labels: CA-MKD's weighting.
+
+    Zhang, Chen & Wang (2022), "Confidence-Aware Multi-Teacher Knowledge
+    Distillation", ICASSP: ``w_k = (1 - softmax_k(L)) / (K - 1)``, where
+    ``L_k`` is teacher k's cross-entropy with the ground truth, so that a
+    teacher whose predictions are closer to the labels weighs more. This is
+    the released form (Rorozhl/CA-MKD, ``helper/loops.py``, ``attention =
+    (1.0 - F.softmax(loss_t, dim=0)) / (opt.teacher_num - 1)``), where
+    ``loss_t`` holds each teacher's per-sample CE; skd's ensemble applies it
+    to each teacher's mean CE over the training rows, once.
+
+    Parameters
+    ----------
+    teacher_losses : Tensor of shape (n_teachers, ...)
+        Cross-entropies, the teachers along the first axis.
+
+    Returns
+    -------
+    Tensor of the same shape, summing to 1 over the first axis (all ones for a single teacher).
+    """
+    n_teachers = teacher_losses.shape[0]
+    if n_teachers == 1:
+        return torch.ones_like(teacher_losses)
+    return (1.0 - torch.softmax(teacher_losses, dim=0)) / (n_teachers - 1)
 
 
 def weighted_teacher_log_probs(
