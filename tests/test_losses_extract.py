@@ -143,8 +143,6 @@ def test_extract_is_refused_where_there_are_no_teacher_logits_to_transform(name,
         make_loss(name, {**params, "extract": 1.0})
 
 
-@pytest.mark.xfail(reason="skd/losses/ctkd.py (another branch's file) needs `takes_extract = False`: its "
-                          "temperature is learnt, while extract transforms at the epoch's temperature")
 def test_ctkd_refuses_extract():
     with pytest.raises(ValueError, match="loss__extract"):
         make_loss("ctkd", {"extract": 1.0})

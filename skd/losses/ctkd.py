@@ -62,6 +62,8 @@ class CTKD(DistillationLoss):
     """
 
     uses_temperature = False
+    #: Refuses ``loss__extract``: the temperature is learnt, while extraction transforms at the epoch's.
+    takes_extract = False
     _parameter_constraints = {
         "base": [str],
         "base_params": [None, dict],
