@@ -353,3 +353,20 @@ def test_bad_hint_book_and_hint_layers_are_refused(make_teacher, make_student, s
         _vector_student(make_student, teacher=make_teacher(hidden=32), hint_book="disk").fit(X, y)
     with pytest.raises(ValueError, match=r"hint_layers=\['a'\] needs a teacher with torch modules"):
         WriteBook(LogisticRegression(max_iter=200), hint_layers=["a"]).fit_transform(X, y)
+
+
+def test_a_skorch_teacher_that_batches_its_input_gives_every_rows_features(cnn, small):
+    X, y = small
+    net = DistillationClassifier(SmallCNN, loss="ce", module__channels=(8, 16), module__hidden=32,
+                                 max_epochs=1, batch_size=64, verbose=0, device="cpu", random_state=0)
+    net.fit(X, y)  # its forward runs batches of 64: the hooks fire several times per call
+    book = WriteBook(net, hint_layers=["features.5"]).fit_transform(X, y)
+    assert book[feature_key("features.5")].shape == (len(X), 16, 2, 2)
+    with torch.no_grad():
+        expected = net.module_.features(torch.as_tensor(X).reshape(-1, 1, 8, 8))
+    np.testing.assert_allclose(book[feature_key("features.5")], expected.numpy(), rtol=1e-5, atol=1e-6)
+    for hint_book in ("memory", "online"):
+        clf = DistillationClassifier(SmallCNN, teacher=net, module__channels=(4, 8), module__hidden=16,
+                                     hints=[Hint("features.5", "features.5")], hint_book=hint_book,
+                                     batch_size=100, max_epochs=1, verbose=0, device="cpu").fit(X, y)
+        assert np.isfinite(clf.history[-1, "fitnet"])

@@ -136,7 +136,7 @@ def plan_hints(hints, loss_terms, teacher, X, writes_book: bool, hint_book: str,
         )
     for position, hint in enumerate(hints):
         find_layer(module, hint.teacher_layer, f"hints[{position}].teacher_layer")
-    with FeatureTap(module, layers) as tap:
+    with FeatureTap(module, layers, gather=True) as tap:
         teacher.predict_logits(probe)
         shapes = {layer: tuple(tap.output(layer).shape[1:]) for layer in layers}
     online = not writes_book or hint_book == "online"
@@ -189,9 +189,10 @@ def teacher_pass(teacher, X, layers, original=None, batch_size: int = BOOK_BATCH
     if not layers:
         return teacher.book_logits(X, batch_size=batch_size, original=original), {}
     chunks, outputs = [], {layer: [] for layer in layers}
-    with FeatureTap(teacher_module(teacher), layers) as tap:
+    with FeatureTap(teacher_module(teacher), layers, gather=True) as tap:
         for start in range(0, X.shape[0], batch_size):
             rows = None if original is None else rows_of(original, start, start + batch_size)
+            tap.clear()
             chunks.append(teacher.predict_logits(X[start:start + batch_size], rows).cpu())
             for layer in layers:
                 outputs[layer].append(tap.output(layer).detach().float().cpu())

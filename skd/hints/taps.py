@@ -60,15 +60,20 @@ class FeatureTap:
         Paths in ``module.named_modules()`` (checked: an unknown one raises).
     parameter : str, default="hints"
         Named in the error for an unknown layer.
+    gather : bool, default=False
+        Keep every output since :meth:`clear` and return them concatenated
+        along the batch (a teacher that runs a call in several forwards, such
+        as a skorch net batching its input); else only the latest output.
 
     Attributes
     ----------
-    outputs : dict of str to Tensor
-        Each layer's output of the latest forward (overwritten by the next).
+    outputs : dict of str to list of Tensor
+        Each layer's outputs since :meth:`clear` (only the latest without ``gather``).
     """
 
-    def __init__(self, module: nn.Module, layers, parameter: str = "hints"):
-        self.outputs: dict[str, torch.Tensor] = {}
+    def __init__(self, module: nn.Module, layers, parameter: str = "hints", gather: bool = False):
+        self.gather = gather
+        self.outputs: dict[str, list] = {}
         found = {name: find_layer(module, name, parameter) for name in dict.fromkeys(layers)}
         self._handles = [layer.register_forward_hook(self._keeper(name)) for name, layer in found.items()]
 
@@ -76,18 +81,28 @@ class FeatureTap:
         def keep(module, inputs, output):
             if isinstance(output, (tuple, list)):
                 output = output[0]
-            self.outputs[name] = output
+            if self.gather:
+                self.outputs.setdefault(name, []).append(output)
+            else:
+                self.outputs[name] = [output]
         return keep
 
     def output(self, name: str) -> torch.Tensor:
-        """The latest output of ``name``; an error if its layer did not run in the forward."""
-        try:
-            return self.outputs[name]
-        except KeyError:
+        """The output of ``name`` (all since :meth:`clear`, concatenated, with ``gather``).
+
+        An error if its layer did not run in the forward.
+        """
+        kept = self.outputs.get(name)
+        if not kept:
             raise RuntimeError(
                 f"The layer {name!r} did not run in the forward pass, so it has no output to "
                 "distil; name a layer that the model's forward calls."
-            ) from None
+            )
+        return kept[0] if len(kept) == 1 else torch.cat(kept)
+
+    def clear(self) -> None:
+        """Forget the outputs kept so far."""
+        self.outputs = {}
 
     def close(self) -> None:
         """Remove the hooks (idempotent)."""

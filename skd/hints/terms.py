@@ -73,7 +73,7 @@ class HintTerms:
         if self.teacher is None:
             raise RuntimeError("The hints need the teacher's outputs, but no teacher was set up.")
         inputs = to_tensor(features_of(X), device=self.device)
-        with FeatureTap(teacher_module(self.teacher), layers) as tap:
+        with FeatureTap(teacher_module(self.teacher), layers, gather=True) as tap:
             logits = self.teacher.predict_logits(inputs)
             outputs = {layer: tap.output(layer).detach().float() for layer in layers}
         return (None if is_book(X) else logits), outputs
