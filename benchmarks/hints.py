@@ -8,7 +8,10 @@ when the teacher runs on every batch. Prints a Markdown table: test accuracy (me
 seeds), the share of the CE → teacher gap closed, seconds per epoch with the book and online.
 
     python benchmarks/hints.py --dataset digits --epochs 30
-    python benchmarks/hints.py --dataset mnist5k --epochs 25
+    python benchmarks/hints.py --dataset mnist5k --epochs 20
+
+On a shared machine the variants can run in several processes (``--variants 0 1 --out a.json``,
+...) and their results be printed as one table (``--combine a.json b.json ...``).
 
 Hints (layers of both CNNs, named as in ``SmallCNN.named_modules()``):
 
@@ -24,6 +27,7 @@ The online column times each kind once (its weight does not change the cost).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -68,33 +72,20 @@ def fit(split, teacher, loss, hints, seed, epochs, hint_book="auto"):
             "epoch_s": float(np.mean(durations)), "setup_s": total - float(np.sum(durations))}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="mnist5k")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--online-epochs", type=int, default=3)
-    parser.add_argument("--cache-dir", default=".skd_cache")
-    args = parser.parse_args()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    load_start = os.getloadavg()[0]
-    start = time.perf_counter()
-    split = load_split(args.dataset, 0)
-    teacher, info = train_teacher(split, BenchConfig(dataset=args.dataset, cache_dir=args.cache_dir))
-    teacher.eval()
-    runs = {name: [fit(split, teacher, loss, hints, seed, args.epochs) for seed in range(args.seeds)]
-            for name, loss, hints, _ in VARIANTS}
-    online = {name: fit(split, teacher, loss, hints, 0, args.online_epochs, hint_book="online")
-              for name, loss, hints, timed in VARIANTS if timed}
-    ce_mean = np.mean([r["accuracy"] for r in runs["ce"]])
+def table(result: dict) -> str:
+    """The Markdown table of a run (or of several combined)."""
+    runs, online, info, args = result["runs"], result["online"], result["teacher"], result["args"]
+    ce_mean = np.mean([r["accuracy"] for r in runs["ce"]]) if "ce" in runs else float("nan")
     gap = info["accuracy"] - ce_mean
-    lines = [f"{args.dataset}: {len(split.X_train)} training, {len(split.X_test)} test images. Teacher "
+    lines = [f"{args['dataset']}: {result['n_train']} training, {result['n_test']} test images. Teacher "
              f"SmallCNN(32, 64): {info['accuracy']:.4f}; student SmallCNN(8, 16, hidden=64), "
-             f"{args.epochs} epochs, Adam 1e-3, batch 128, {args.seeds} seeds; gap closed = "
+             f"{args['epochs']} epochs, Adam 1e-3, batch 128, {args['seeds']} seeds; gap closed = "
              "(variant − CE) / (teacher − CE).", "",
              "| variant | test accuracy | gap closed | s/epoch, book | s/epoch, online | book written in |",
              "|---|---|---|---|---|---|"]
     for name, _, _, _ in VARIANTS:
+        if name not in runs:
+            continue
         accs = [r["accuracy"] for r in runs[name]]
         closed = (np.mean(accs) - ce_mean) / gap if gap > 0 else float("nan")
         epoch = np.mean([r["epoch_s"] for r in runs[name]])
@@ -102,8 +93,54 @@ def main() -> None:
         on = f"{online[name]['epoch_s']:.2f}" if name in online else "–"
         lines.append(f"| {name} | {np.mean(accs):.4f} ± {np.std(accs):.4f} | {closed:.0%} | {epoch:.2f} | "
                      f"{on} | {setup:.2f} s |")
-    lines += ["", f"{machine(load_start)} {time.perf_counter() - start:.0f} s in all, one process."]
-    print("\n".join(lines))
+    lines += ["", " ".join(result["machine"])]
+    return "\n".join(lines)
+
+
+def combine(paths) -> dict:
+    """One result from several runs' JSON files (each holding some of the variants)."""
+    results = [json.loads(open(path).read()) for path in paths]
+    merged = dict(results[0], runs={}, online={}, machine=[])
+    for result in results:
+        merged["runs"].update(result["runs"])
+        merged["online"].update(result["online"])
+        merged["machine"] += result["machine"]
+    return merged
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="mnist5k")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--online-epochs", type=int, default=3)
+    parser.add_argument("--cache-dir", default=".skd_cache")
+    parser.add_argument("--variants", nargs="*", type=int, default=None, help="positions in VARIANTS")
+    parser.add_argument("--out", default=None, help="also write the results as JSON")
+    parser.add_argument("--combine", nargs="*", default=None, help="print the table of these JSON files")
+    args = parser.parse_args()
+    if args.combine:
+        print(table(combine(args.combine)))
+        return
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    load_start = os.getloadavg()[0]
+    start = time.perf_counter()
+    split = load_split(args.dataset, 0)
+    teacher, info = train_teacher(split, BenchConfig(dataset=args.dataset, cache_dir=args.cache_dir))
+    teacher.eval()
+    chosen = [VARIANTS[i] for i in args.variants] if args.variants is not None else VARIANTS
+    runs = {name: [fit(split, teacher, loss, hints, seed, args.epochs) for seed in range(args.seeds)]
+            for name, loss, hints, _ in chosen}
+    online = {name: fit(split, teacher, loss, hints, 0, args.online_epochs, hint_book="online")
+              for name, loss, hints, timed in chosen if timed}
+    names = ", ".join(name for name, _, _, _ in chosen)
+    result = {"runs": runs, "online": online, "teacher": {"accuracy": info["accuracy"]}, "args": vars(args),
+              "n_train": len(split.X_train), "n_test": len(split.X_test),
+              "machine": [f"[{names}] {machine(load_start)} {time.perf_counter() - start:.0f} s."]}
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(result, handle)
+    print(table(result))
 
 
 if __name__ == "__main__":

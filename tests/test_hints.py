@@ -20,6 +20,7 @@ from skd import DistillationClassifier, Hint, PrunedTeacher, SmallCNN, WriteBook
 from skd.augment import BatchAugment
 from skd.book import feature_key
 from skd.hints import HintBookWarning, attention_map, attention_transfer_loss, fit_hint_terms, fitnet_loss
+from tests.strategies import feature_maps
 
 N_ROWS = 300
 
@@ -36,10 +37,6 @@ def _released_at_loss(x, y):
     def at(t):
         return torch.nn.functional.normalize(t.pow(2).mean(1).view(t.size(0), -1))
     return (at(x) - at(y)).pow(2).mean()
-
-
-feature_maps = st.tuples(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5), st.integers(1, 4),
-                         st.integers(0, 2**31 - 1))
 
 
 @given(feature_maps)
@@ -335,6 +332,17 @@ def test_bad_hints_are_refused_naming_the_hint(hints, message, make_teacher, mak
     X, y = small
     with pytest.raises((ValueError, TypeError), match=message):
         make_student(teacher=make_teacher(hidden=32), hints=hints).fit(X, y)
+
+
+def test_write_book_writes_the_hinted_layers_and_a_book_fit_reads_them(make_teacher, make_student, small):
+    X, y = small
+    teacher = make_teacher(hidden=32)
+    clf = _vector_student(make_student, teacher=teacher).fit(X, y)
+    book = clf.write_book(X)
+    assert book[feature_key("net.0")].shape == (len(X), 32)
+    before = teacher.samples
+    again = _vector_student(make_student, teacher=None).fit(book, y)
+    assert teacher.samples == before and "fitnet" in again.history[-1]
 
 
 def test_a_book_without_the_features_is_refused(make_teacher, make_student, small):
