@@ -425,6 +425,11 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
     def _train(self, X, y_encoded, whole: bool, **fit_params) -> None:
         """skorch's training sequence through the trainer. With ``whole`` (a fit, not a warm start)
         ``max_epochs`` in all: epochs restored by ``LoadInitState`` are not trained again."""
+        self.callbacks_ = watch_unscaled(self.callbacks_)  # EarlyStopping watches the unscaled loss
+        check_resume_callbacks(self.callbacks_)
+        before = len(self.history)
+        self.notify("on_train_begin", X=X, y=y_encoded)
+        restored = max(len(self.history) - before, 0) if whole else 0
         hints, trained = fit_hint_terms(self.hint_plan_, self.module_, getattr(self, "projectors_", None),
                                         self.teacher_, torch.device(self.device))
         parts = StepParts(forward=self.infer, loss=self.loss_, teacher=self.teacher_,
@@ -432,11 +437,6 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
                           n_classes=len(self.classes_), device=torch.device(self.device),
                           labelled_only=y_encoded is not None and bool(labelled_rows(y_encoded).all()),
                           hints=hints, trained=trained)
-        self.callbacks_ = watch_unscaled(self.callbacks_)  # EarlyStopping watches the unscaled loss
-        check_resume_callbacks(self.callbacks_)
-        before = len(self.history)
-        self.notify("on_train_begin", X=X, y=y_encoded)
-        restored = max(len(self.history) - before, 0) if whole else 0
         self.trainer_.start(self, parts, find_schedules(self.callbacks_, self.max_epochs))
         try:
             self.fit_loop(X, y_encoded, epochs=max(self.max_epochs - restored, 0), **fit_params)
