@@ -13,6 +13,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
+from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 
 import skd.hints.plan as hint_plan
@@ -378,3 +379,39 @@ def test_a_skorch_teacher_that_batches_its_input_gives_every_rows_features(cnn, 
                                      hints=[Hint("features.5", "features.5")], hint_book=hint_book,
                                      batch_size=100, max_epochs=1, verbose=0, device="cpu").fit(X, y)
         assert np.isfinite(clf.history[-1, "fitnet"])
+
+
+class PoisonedStudent(torch.nn.Module):
+    """A student whose logits are NaN on a batch holding a row marked 42 in its first feature."""
+
+    def __init__(self, n_features=64, n_classes=10):
+        super().__init__()
+        self.hidden = torch.nn.Linear(n_features, 16)
+        self.out = torch.nn.Linear(16, n_classes)
+
+    def forward(self, X):
+        logits = self.out(torch.relu(self.hidden(X)))
+        return torch.where((X[:, :1] == 42).any(), torch.full_like(logits, float("nan")), logits)
+
+
+class KeepProjector(Callback):
+    """Keeps the projector's weight as training begins."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.weight = net.projectors_["fitnet"].weight.detach().clone()
+
+
+def test_a_skipped_batch_leaves_the_projector_as_it_was(make_teacher, small):
+    X, y = small
+    X = X.copy()
+    X[7, 0] = 42.0
+    keep = KeepProjector()
+    clf = DistillationClassifier(PoisonedStudent, teacher=make_teacher(hidden=32),
+                                 hints=[Hint("net.0", "hidden")], trainer__on_nonfinite="skip",
+                                 trainer__check_every=64, callbacks=[("keep", keep)], max_epochs=1,
+                                 batch_size=len(X), verbose=0, device="cpu", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    assert clf.history[-1, "skipped_batches"] == 1
+    assert torch.equal(clf.projectors_["fitnet"].weight, keep.weight)  # the guard undid its update too
