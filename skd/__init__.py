@@ -3,6 +3,7 @@
 from skd.augment import BatchAugment
 from skd.callbacks import Checkpoint, LoadInitState, SoftLossSchedule, StudentPruning, TemperatureSchedule
 from skd.classifier import DistillationClassifier
+from skd.hints import Hint
 from skd.losses import (
     CAKD,
     CE,
@@ -37,6 +38,7 @@ __all__ = [
     "DistillationClassifier",
     "DistillationLoss",
     "EnsembleTeacher",
+    "Hint",
     "SmallCNN",
     "SoftLossSchedule",
     "StudentPruning",

@@ -9,7 +9,8 @@ __all__ = ["lean_copy", "refuse_if_exported"]
 
 
 def lean_copy(net, predict_nonlinearity: Callable):
-    """A copy of ``net`` without teacher, trainer, augmentation, callbacks, optimizer or criterion.
+    """A copy of ``net`` without teacher, trainer, hints' projectors, augmentation, callbacks, optimizer
+    or criterion.
 
     Its pickle holds the student, ``classes_`` and ``history``. skorch's
     ``trim_for_prediction`` drops the criterion that the output
@@ -20,6 +21,9 @@ def lean_copy(net, predict_nonlinearity: Callable):
         if key.startswith("teacher"):
             setattr(lean, key, None)
     vars(lean).pop("trainer_", None)  # the last fit's trainer holds the teacher and the loss
+    vars(lean).pop("hint_plan_", None)  # hints train only: their projectors are dropped too
+    if getattr(lean, "projectors_", None) is not None:
+        lean.projectors_ = None
     lean.augment = None
     lean.callbacks_ = []
     lean.callbacks = None

@@ -21,10 +21,12 @@ from skorch.utils import to_numpy
 from torch.utils.data import Dataset
 
 from skd.book import BOOK_LOGITS, BOOK_X, book_score, features_of, is_book
-from skd.labels import labelled_rows, other_label
+from skd.book.cache import book_key
+from skd.hints import HintPlan, hinted_book, plan_hints
+from skd.labels import Labels, labelled_rows, other_label
 from skd.teachers import Teacher, TeacherScoreWarning, TorchTeacher, as_teacher
 
-__all__ = ["UnderTrainedWarning", "chance_level", "chosen_teacher", "probe_teacher", "score_book",
+__all__ = ["UnderTrainedWarning", "book_for", "chance_level", "chosen_teacher", "probe_teacher", "score_book",
            "self_teacher", "setup_teacher", "warn_if_undertrained", "writes_book"]
 
 
@@ -139,6 +141,37 @@ def writes_book(book: str, augment, augment_mode: str, X) -> bool:
             )
         return False
     return True
+
+
+def book_for(net, X, labels: Labels, teacher: Teacher | None, cache, loss_terms, original
+             ) -> tuple[Any, HintPlan | None]:
+    """The fit's book and hint plan: ``X`` with the teacher's logits (and, for ``hints``, its
+    hooked layers' outputs) written once, or ``X`` itself for an online teacher.
+
+    Parameters
+    ----------
+    net : DistillationClassifier
+        Its ``book``, ``augment``, ``augment_mode``, ``unlabelled``, ``hints`` and ``hint_book``.
+    X : checked features or book
+    labels : Labels
+    teacher : Teacher or None
+        The set-up teacher (None when X is a book or the loss needs none).
+    cache : Path or None
+        ``book_dir``.
+    loss_terms : sequence of str
+        The loss's terms (a hint's term may not take their names).
+    original : object
+        X as the user gave it.
+    """
+    writes = teacher is not None and writes_book(net.book, net.augment, net.augment_mode, X)
+    hints = plan_hints(net.hints, loss_terms, teacher, X, writes, net.hint_book, net.augment,
+                       net.augment_mode)
+    if not writes:
+        if teacher is not None:
+            probe_teacher(teacher, X, labels.encoded, net.unlabelled)
+        return X, hints
+    key = book_key(X, labels.raw, teacher, original=original) if cache is not None else None
+    return hinted_book(X, teacher, cache, key, original, hints), hints
 
 
 class UnderTrainedWarning(UserWarning):

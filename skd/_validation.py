@@ -19,7 +19,7 @@ from sklearn.utils.validation import (
 )
 from torch.utils.data import Dataset
 
-from skd.book import BOOK_LOGITS, BOOK_X, features_of, is_book, make_book
+from skd.book import BOOK_LOGITS, BOOK_X, features_of, is_book, make_book, teacher_features_of
 
 __all__ = ["check_augment", "check_module_dims", "data_dims", "validate_X", "with_data_dims"]
 
@@ -81,7 +81,7 @@ def validate_X(estimator, X, reset: bool):
         features = validate_features(estimator, X[BOOK_X], reset)
         if BOOK_LOGITS not in X:
             return features
-        return make_book(features, X[BOOK_LOGITS])
+        return make_book(features, X[BOOK_LOGITS], teacher_features_of(X))
     return validate_features(estimator, X, reset)
 
 

@@ -23,20 +23,20 @@ from skd._constraints import Interval, Options, Satisfies, validate_params
 from skd._device import checked_seed, resolved_device, seeded
 from skd._export import refuse_if_exported
 from skd._fit_teacher import (
+    book_for,
     chosen_teacher,
-    probe_teacher,
     score_book,
     self_teacher,
     setup_teacher,
     warn_if_undertrained,
-    writes_book,
 )
 from skd._persist import SavesStudent
 from skd._prediction import StudentPrediction
 from skd._validation import check_augment, check_module_dims, data_dims, validate_X, with_data_dims
-from skd.book import check_book_logits, is_book, make_book
-from skd.book.cache import book_key, cached_book_logits, check_book_cache
+from skd.book import check_book_logits, is_book
+from skd.book.cache import check_book_cache
 from skd.callbacks import DistillationPrintLog, check_resume_callbacks, find_schedules, watch_unscaled
+from skd.hints import fit_hint_terms, hinted_book, student_projectors
 from skd.labels import UNLABELLED, Labels, check_unlabelled_fit, labelled_part, labelled_rows, partial_labels
 from skd.losses.base import DistillationLoss, foreign_loss_params, make_loss
 from skd.metrics import labelled_accuracy_score
@@ -119,6 +119,10 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         string labels. None (the default): every value of ``y`` is a class,
         so labels such as ``{-1, 0, 1}`` keep their three classes. See
         ``docs/unlabelled.md``.
+    hints : Hint, list of Hint or None, default=None
+        Feature distillation between named layers (FitNets, attention transfer): docs/features.md.
+    hint_book : {"auto", "memory", "online"}, default="auto"
+        The hints' teacher features: in the book (n x feature size x 4 bytes) or online.
     teacher_other : {"drop", "bucket"}, default="drop"
         A student of a subset of the teacher's classes: ``"drop"`` renormalises
         the teacher over it; ``"bucket"`` adds an "other" class (``-2`` or
@@ -193,6 +197,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         "book_dir": [None, str, os.PathLike],
         "augment": [None, Satisfies(callable, "a callable (X_batch, y_batch) -> X_batch")],
         "augment_mode": [Options(("add", "replace"))],
+        "hint_book": [Options(("auto", "memory", "online"))],
         "random_state": [None, Interval(Integral, None, None)],
         "teacher_other": [Options(("drop", "bucket"))],
         "max_epochs": [Interval(Integral, 1, None)],
@@ -211,6 +216,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         book_dir=None,
         augment=None,
         augment_mode: str = "add",
+        hints=None, hint_book: str = "auto",
         random_state: int | None = None,
         unlabelled: Any = None,
         teacher_other: str = "drop",
@@ -230,6 +236,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         self.book_dir = book_dir
         self.augment = augment
         self.augment_mode = augment_mode
+        self.hints, self.hint_book = hints, hint_book
         self.random_state = random_state
         self.unlabelled = unlabelled
         self.teacher_other = teacher_other
@@ -295,6 +302,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         kwargs = with_data_dims(self.module, self.get_params_for("module"), getattr(self, "data_dims_", None))
         check_module_dims(self.module, kwargs)
         self.module_ = self.initialized_instance(self.module, kwargs)
+        self.projectors_ = student_projectors(getattr(self, "hint_plan_", None), self.module_)
         return self
 
     def check_data(self, X, y=None):
@@ -311,7 +319,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
             raise NotFittedError("write_book needs the teacher set up by fit; call fit first.")
         with resolved_device(self):
             features = validate_X(self, X, reset=False)
-            return make_book(features, self.teacher_.book_logits(features, original=X))
+            return hinted_book(features, self.teacher_, None, None, X, getattr(self, "hint_plan_", None))
 
     def fit(self, X, y=None, **fit_params):
         """Fit the student to the labels and the teacher.
@@ -350,8 +358,8 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
             loss, trainer, cache = self._checked_settings()
             features, labels = self._checked_data(X, y, first, classes, loss)
             teacher = self._teacher_for(features, labels, loss, original=X)
-            book = self._book_for(features, labels, teacher, cache, original=X)
-            self._set_fitted(labels, book, loss, trainer, teacher, first, initialize)
+            book, hints = book_for(self, features, labels, teacher, cache, loss.terms, original=X)
+            self._set_fitted(labels, book, loss, trainer, teacher, first, initialize, hints)
             self._train(book, labels.encoded, whole=initialize, **fit_params)
             warn_if_undertrained(self, book, labels.encoded)
         return self
@@ -394,19 +402,8 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
                              original=original if fit_y is labels.raw else None,
                              bucket=self.teacher_other == "bucket")
 
-    def _book_for(self, X, labels: Labels, teacher, cache, original):
-        """``X`` with the teacher's logits written once (the book), or ``X`` for an online teacher."""
-        if teacher is None:
-            return X
-        if not writes_book(self.book, self.augment, self.augment_mode, X):
-            probe_teacher(teacher, X, labels.encoded, self.unlabelled)
-            return X
-        key = book_key(X, labels.raw, teacher, original=original) if cache is not None else None
-        logits = cached_book_logits(cache, key, lambda: teacher.book_logits(X, original=original))
-        return make_book(X, logits)
-
     def _set_fitted(self, labels: Labels, book, loss, trainer, teacher, first: bool,
-                    initialize: bool) -> None:
+                    initialize: bool, hints=None) -> None:
         """Store what the fit learnt before training; the one place a failure rolls back."""
         before = dict(vars(self))
         try:
@@ -416,6 +413,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
                 self.data_dims_ = data_dims(book, len(self.classes_))
             self.loss_, self.trainer_, self.teacher_ = loss, trainer, teacher
             self.teacher_fitted_in_fit_ = bool(getattr(teacher, "fitted_in_setup_", False))
+            self.hint_plan_ = hints  # before initialize: the student's projectors are built from it
             if initialize:
                 self.initialize()
             self.teacher_score_ = score_book(book, labels.encoded, teacher, self.verbose)
@@ -427,15 +425,18 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
     def _train(self, X, y_encoded, whole: bool, **fit_params) -> None:
         """skorch's training sequence through the trainer. With ``whole`` (a fit, not a warm start)
         ``max_epochs`` in all: epochs restored by ``LoadInitState`` are not trained again."""
-        parts = StepParts(forward=self.infer, loss=self.loss_, teacher=self.teacher_,
-                          augment=self.augment, augment_mode=self.augment_mode,
-                          n_classes=len(self.classes_), device=torch.device(self.device),
-                          labelled_only=y_encoded is not None and bool(labelled_rows(y_encoded).all()))
         self.callbacks_ = watch_unscaled(self.callbacks_)  # EarlyStopping watches the unscaled loss
         check_resume_callbacks(self.callbacks_)
         before = len(self.history)
         self.notify("on_train_begin", X=X, y=y_encoded)
         restored = max(len(self.history) - before, 0) if whole else 0
+        hints, trained = fit_hint_terms(self.hint_plan_, self.module_, getattr(self, "projectors_", None),
+                                        self.teacher_, torch.device(self.device))
+        parts = StepParts(forward=self.infer, loss=self.loss_, teacher=self.teacher_,
+                          augment=self.augment, augment_mode=self.augment_mode,
+                          n_classes=len(self.classes_), device=torch.device(self.device),
+                          labelled_only=y_encoded is not None and bool(labelled_rows(y_encoded).all()),
+                          hints=hints, trained=trained)
         self.trainer_.start(self, parts, find_schedules(self.callbacks_, self.max_epochs))
         try:
             self.fit_loop(X, y_encoded, epochs=max(self.max_epochs - restored, 0), **fit_params)

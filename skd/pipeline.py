@@ -39,6 +39,9 @@ class WriteBook(KeepsFittedTeachers, TransformerMixin, BaseEstimator):
         scikit-learn one is fitted on the step's ``X, y``), e.g. a
         :class:`skd.PrunedTeacher`.
     device : str, default="auto"
+    hint_layers : sequence of str or None, default=None
+        Teacher layers whose outputs are written in the book with the logits,
+        for a classifier's ``hints`` (see the "Feature distillation" page).
 
     Attributes
     ----------
@@ -58,9 +61,10 @@ class WriteBook(KeepsFittedTeachers, TransformerMixin, BaseEstimator):
     (['X', 'teacher_logits'], (1797, 10))
     """
 
-    def __init__(self, teacher=None, device: str = "auto"):
+    def __init__(self, teacher=None, device: str = "auto", hint_layers=None):
         self.teacher = teacher
         self.device = device
+        self.hint_layers = hint_layers
 
     def fit(self, X, y=None):
         """Run the teacher once (as ``fit_transform``) and keep its classes and score."""
@@ -71,7 +75,7 @@ class WriteBook(KeepsFittedTeachers, TransformerMixin, BaseEstimator):
         """Return the book ``{"X": X as float32, "teacher_logits": logits}``."""
         if self.teacher is None:
             raise ValueError("WriteBook needs a teacher: WriteBook(teacher=...).")
-        written = book_of(self.teacher, X, y, self.device)
+        written = book_of(self.teacher, X, y, self.device, self.hint_layers)
         self.classes_, self.teacher_score_ = written.classes, written.score
         return written.book
 

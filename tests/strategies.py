@@ -55,3 +55,8 @@ def untied_rows(draw, min_len=2, max_len=60, max_rows=6):
     rng = np.random.default_rng(seed)
     base = np.stack([rng.permutation(length) for _ in range(rows)]).astype(np.float64)
     return torch.tensor(base + rng.uniform(-0.3, 0.3, size=base.shape))
+
+
+#: Shapes of a pair of feature maps, ``(batch, channels, side, teacher_channels, seed)``, for the hint terms.
+feature_maps = st.tuples(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5), st.integers(1, 4),
+                         st.integers(0, 2**31 - 1))

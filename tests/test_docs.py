@@ -37,6 +37,7 @@ PAGES = [
     "docs/engine.md",
     "docs/reliability.md",
     "docs/methods.md",
+    "docs/features.md",
 ]
 
 #: Pages not run yet, and why; each joins PAGES when it runs as pasted (none today).

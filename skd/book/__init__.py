@@ -17,13 +17,15 @@ import numpy as np
 import scipy.sparse
 import torch
 
-__all__ = ["BOOK_X", "BOOK_LOGITS", "is_book", "features_of", "make_book", "check_book_logits",
-           "book_score"]
+__all__ = ["BOOK_X", "BOOK_LOGITS", "BOOK_FEATURES", "is_book", "features_of", "make_book",
+           "check_book_logits", "book_score", "feature_key", "teacher_features_of"]
 
 #: Key of a book's features.
 BOOK_X = "X"
 #: Key of a book's teacher logits, shape (n_samples, n_classes).
 BOOK_LOGITS = "teacher_logits"
+#: Prefix of the keys of a teacher's hooked layer outputs, ``"teacher_features:<layer>"`` (hints).
+BOOK_FEATURES = "teacher_features:"
 
 
 def is_book(X: Any) -> bool:
@@ -38,9 +40,22 @@ def features_of(X: Any) -> Any:
     return X
 
 
-def make_book(features: Any, logits: Any) -> dict:
-    """A book from features and aligned teacher logits."""
-    return {BOOK_X: features, BOOK_LOGITS: logits}
+def feature_key(layer: str) -> str:
+    """The book key of the teacher's outputs at the layer named ``layer``."""
+    return BOOK_FEATURES + layer
+
+
+def teacher_features_of(book: Mapping) -> dict:
+    """``{layer: outputs}`` of the teacher's layers written in ``book`` (empty if none)."""
+    return {key[len(BOOK_FEATURES):]: value for key, value in book.items()
+            if isinstance(key, str) and key.startswith(BOOK_FEATURES)}
+
+
+def make_book(features: Any, logits: Any, teacher_features: Mapping | None = None) -> dict:
+    """A book from features, aligned teacher logits and, for hints, ``{layer: outputs}``."""
+    book = {BOOK_X: features, BOOK_LOGITS: logits}
+    book.update({feature_key(layer): value for layer, value in (teacher_features or {}).items()})
+    return book
 
 
 def check_book_logits(book: Mapping, n_classes: int) -> dict:
@@ -63,7 +78,14 @@ def check_book_logits(book: Mapping, n_classes: int) -> dict:
         )
     if not np.issubdtype(logits.dtype, np.number) or not np.isfinite(logits).all():
         raise ValueError("X['teacher_logits'] must be finite numbers (no NaN or inf).")
-    return make_book(book[BOOK_X], logits.astype(np.float32, copy=False))
+    written = teacher_features_of(book)
+    for layer, outputs in written.items():
+        if len(outputs) != expected[0]:
+            raise ValueError(
+                f"X[{feature_key(layer)!r}] has {len(outputs)} rows, expected {expected[0]} (one per "
+                "row of X['X']). Was the book written for other data?"
+            )
+    return make_book(book[BOOK_X], logits.astype(np.float32, copy=False), written)
 
 
 def book_score(logits: Any, y_encoded: Any) -> float:

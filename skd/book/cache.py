@@ -221,7 +221,7 @@ def _problem_with(path: Path, expected) -> tuple[np.ndarray | None, str | None]:
             shape, _, dtype = header
             if expected is not None and tuple(shape) != expected:
                 return None, f"it holds an array of shape {tuple(shape)}, expected {expected}"
-            if len(shape) != 2 or dtype.kind != "f":
+            if (expected is None and len(shape) != 2) or dtype.kind != "f":
                 return None, f"it holds a {dtype} array of shape {tuple(shape)}, not float logits"
             handle.seek(0)
             logits = np.load(handle, allow_pickle=False)
@@ -271,7 +271,8 @@ def cached_book_logits(cache: Path | None, key: str, write, shape=None) -> np.nd
         Runs the teacher over the data; returns the logits (ndarray).
     shape : tuple of int or None, default=None
         The book's ``(n_rows, n_classes)``; by default read from the end of
-        ``key``.
+        ``key``. Any float array of this exact shape is accepted (a hint's
+        teacher features, ``(n_rows, *layer shape)``).
     """
     if cache is None:
         return write()

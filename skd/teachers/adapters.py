@@ -44,6 +44,9 @@ class TorchTeacher(Teacher):
     def describe(self):
         return f"torch module {type(self.module).__name__}"
 
+    def hooked_module(self):
+        return self.module
+
     def _place(self, device):
         self.module.to(device)
         self.module.eval()
@@ -70,6 +73,10 @@ class SkorchTeacher(Teacher):
 
     def describe(self):
         return f"skorch net {type(self.net).__name__}"
+
+    def hooked_module(self):
+        module = getattr(self.net, "module_", None)
+        return module if isinstance(module, torch.nn.Module) else None
 
     def _fit_if_needed(self, X, y, original=None):
         if not getattr(self.net, "initialized_", False) or not hasattr(self.net, "history_"):

@@ -185,6 +185,13 @@ class Teacher:
         """A short name of the teacher for error messages."""
         return type(self).__name__
 
+    def hooked_module(self):
+        """The ``torch.nn.Module`` whose named layers hints hook (feature distillation), or None.
+
+        None by default: a teacher without torch modules cannot give hints.
+        """
+        return None
+
     def raw_logits(self, X: torch.Tensor) -> torch.Tensor:
         """Teacher outputs for a batch, in the teacher's own column order."""
         raise NotImplementedError

@@ -135,6 +135,9 @@ class PrunedTeacher(KeepsFittedTeachers, TransformerMixin, CompositeTeacher, Bas
         Weight of the original teacher's logits, in [0, 1].
     method : {"l1_unstructured", "ln_structured", "global_unstructured"}
     device : str, default="auto"
+    hint_layers : sequence of str or None, default=None
+        Layers of the (unpruned) teacher whose outputs ``fit_transform``
+        writes in the book with the logits, for a classifier's ``hints``.
 
     Attributes
     ----------
@@ -178,12 +181,13 @@ class PrunedTeacher(KeepsFittedTeachers, TransformerMixin, CompositeTeacher, Bas
     """
 
     def __init__(self, teacher=None, amount: float = 0.1, blend: float = 0.7,
-                 method: str = "l1_unstructured", device: str = "auto"):
+                 method: str = "l1_unstructured", device: str = "auto", hint_layers=None):
         self.teacher = teacher
         self.amount = amount
         self.blend = blend
         self.method = method
         self.device = device
+        self.hint_layers = hint_layers
 
     # ---------------------------------------------------------------- sklearn
     def _validate(self):
@@ -255,7 +259,7 @@ class PrunedTeacher(KeepsFittedTeachers, TransformerMixin, CompositeTeacher, Bas
         if y is None:
             raise ValueError("PrunedTeacher.fit_transform needs y to align the teacher to its classes.")
         self.fit(X, y)
-        written = book_of(self, X, y, self.device)
+        written = book_of(self, X, y, self.device, self.hint_layers)
         self.classes_, self.teacher_score_ = written.classes, written.score
         return written.book
 
@@ -275,6 +279,11 @@ class PrunedTeacher(KeepsFittedTeachers, TransformerMixin, CompositeTeacher, Bas
     # ---------------------------------------------------------------- teacher
     def describe(self):
         return f"PrunedTeacher(amount={self.amount}, blend={self.blend})"
+
+    def hooked_module(self):
+        """The original (unpruned) teacher's module: hints distil its features."""
+        members = getattr(self, "members_", None)
+        return members[0].hooked_module() if members else None
 
     def _make_members(self, X, y):
         if not hasattr(self, "pruned_"):

@@ -14,6 +14,7 @@ from skorch.helper import SliceDict
 
 from skd._device import resolve_device
 from skd.book import book_score, make_book
+from skd.hints.plan import teacher_pass
 from skd.teachers.composite import as_teacher
 
 __all__ = ["WrittenBook", "book_of"]
@@ -27,7 +28,7 @@ class WrittenBook(NamedTuple):
     score: float
 
 
-def book_of(teacher: Any, X, y, device: str = "auto") -> WrittenBook:
+def book_of(teacher: Any, X, y, device: str = "auto", hint_layers=None) -> WrittenBook:
     """Run ``teacher`` once over ``X`` and return the book ``{"X": X, "teacher_logits": logits}``.
 
     Parameters
@@ -39,6 +40,10 @@ def book_of(teacher: Any, X, y, device: str = "auto") -> WrittenBook:
     y : array-like of shape (n_samples,)
         Aligns the teacher's columns to the sorted labels.
     device : str, default="auto"
+    hint_layers : sequence of str or None, default=None
+        Teacher layers (``named_modules()`` paths) whose outputs the same pass
+        writes in the book, as ``"teacher_features:<layer>"``, for a
+        classifier's ``hints``; they cost ``n x feature size x 4`` bytes.
     """
     if y is None:
         raise ValueError("Writing a book needs y, to align the teacher's columns to the sorted labels.")
@@ -47,6 +52,13 @@ def book_of(teacher: Any, X, y, device: str = "auto") -> WrittenBook:
     y = np.asarray(y)
     classes = np.unique(y)
     adapter = as_teacher(teacher).setup(X_np, y, classes, resolve_device(device), original=X)
-    logits = adapter.book_logits(X_np, original=X)
+    layers = tuple(dict.fromkeys(hint_layers or ()))
+    if layers and adapter.hooked_module() is None:
+        raise ValueError(
+            f"hint_layers={list(layers)} needs a teacher with torch modules to hook, but the teacher "
+            f"({adapter.describe()}) has none. Use a torch.nn.Module or a fitted skorch net, or "
+            "hint_layers=None."
+        )
+    logits, features = teacher_pass(adapter, X_np, layers, original=X)
     score = book_score(logits, np.searchsorted(classes, y))
-    return WrittenBook(SliceDict(**make_book(X_np, logits)), classes, score)
+    return WrittenBook(SliceDict(**make_book(X_np, logits, features)), classes, score)

@@ -90,6 +90,9 @@ def graph_blockers(parts: StepParts, data, callbacks, optimizer_reason: str | No
         reasons.append("X is sparse (its rows are selected and densified per batch)")
     if parts.augment is not None:
         reasons.append("augment runs the teacher online on every batch")
+    if parts.hints is not None:
+        reasons.append("hints (feature distillation) train projectors beside the student, which the "
+                       "captured step does not yet snapshot or re-bind")
     if optimizer_reason:
         reasons.append(optimizer_reason)
     for name, callback in callbacks:
@@ -144,6 +147,7 @@ _ADVICE = (
     ("the teacher runs online", "keep book='auto' or 'memory' so the teacher writes its book once"),
     ("X is sparse", "densify X, if it fits in device memory"),
     ("augment", "augmentation needs the online teacher: it always runs eagerly"),
+    ("hints (feature distillation)", "hints always run eagerly for now"),
     ("capturable mode", "use SGD, Adam or AdamW"),
     ("cycles the momentum", "pass cycle_momentum=False to the LRScheduler"),
     ("baked into the graph", "use SGD, Adam or AdamW, or step the schedule per epoch"),

@@ -41,6 +41,11 @@ class StepParts:
     device : torch.device
     labelled_only : bool, default=False
         Whether every training row has a label (CE then needs no masking).
+    hints : skd.hints.HintTerms or None, default=None
+        The fit's hint terms (feature distillation), added to the loss's.
+    trained : torch.nn.Module or None, default=None
+        Every module the optimizer trains, when more than the student (the
+        hints' projectors): the guard snapshots and restores all of it.
     """
 
     forward: Callable[..., torch.Tensor]
@@ -51,6 +56,8 @@ class StepParts:
     n_classes: int
     device: torch.device
     labelled_only: bool = False
+    hints: Any = None
+    trained: torch.nn.Module | None = None
 
 
 def teacher_logits_for(parts: StepParts, X) -> torch.Tensor:
@@ -69,6 +76,8 @@ def terms_for(parts: StepParts, y_pred, y, X, state: EpochState | None = None,
     The one path for loss terms: the eager step (through the classifier's
     ``get_loss``), the augmented step and the captured step all call it.
     The terms are computed in float32 whatever the forward's precision.
+    With ``parts.hints`` the hint terms follow the loss's (the student's
+    hooked outputs of this forward against the teacher's).
     With a ``suffix`` (the augmented batch of ``"add"`` mode) the CE term is
     dropped and the other names get the suffix.
     """
@@ -77,8 +86,14 @@ def terms_for(parts: StepParts, y_pred, y, X, state: EpochState | None = None,
             f"The student module returns outputs of shape {tuple(y_pred.shape)}, but y has "
             f"{parts.n_classes} classes: it must return logits of shape (batch, {parts.n_classes})."
         )
-    teacher_logits = teacher_logits_for(parts, X) if parts.loss.requires_teacher else None
+    teacher_logits, teacher_outputs = None, None
+    if parts.hints is not None and not suffix:  # online features: one teacher forward gives both
+        teacher_logits, teacher_outputs = parts.hints.teacher_outputs(X)
+    if parts.loss.requires_teacher and teacher_logits is None:
+        teacher_logits = teacher_logits_for(parts, X)
     terms = parts.loss(y_pred.float(), teacher_logits, y, state)
+    if teacher_outputs is not None:
+        terms.update(parts.hints.terms(teacher_outputs, state))
     if not suffix:
         return terms
     # the augmented batch repeats the distillation terms only; CE is the clean batch's

@@ -146,7 +146,8 @@ class Trainer:
         check_every = self.check_every
         if check_every == "auto":
             check_every = DEFAULT_CUDA_CHECK_EVERY if (on_cuda or self.step_mode == "graph") else 1
-        self.guard = NonFiniteGuard(self.on_nonfinite, int(check_every), net.module_,
+        trained = parts.trained if parts.trained is not None else net.module_
+        self.guard = NonFiniteGuard(self.on_nonfinite, int(check_every), trained,
                                     lambda: self.net.optimizer_, device)
         self.ledgers = {
             True: EpochLedger("", "train_loss", device, self.record_batches_),
@@ -163,7 +164,9 @@ class Trainer:
         return self
 
     def finish(self) -> None:
-        """Release what the fit held on the device (graphs, snapshots, data)."""
+        """Release what the fit held on the device (graphs, snapshots, data) and the hints' hooks."""
+        if self.parts.hints is not None:
+            self.parts.hints.close()
         self.captured = None
         self.guard = None
         self.net = None
