@@ -40,6 +40,7 @@ from skd.losses.topk import TopKKD  # noqa: E402
 from skd.losses.wttm import WTTM  # noqa: E402
 
 __all__ += ["NKD", "WTTM", "SelectiveKD", "SelfKnowledgeLS", "TopKKD"]
+from skd.losses.conskd import ConsKD  # noqa: E402
 from skd.losses.ctkd import CTKD  # noqa: E402
 
-__all__ += ["CTKD"]
+__all__ += ["CTKD", "ConsKD"]

@@ -8,6 +8,7 @@ term recording of :mod:`skd.training.guard` and :mod:`skd.training.ledger`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +20,8 @@ from skd.book import BOOK_LOGITS, features_of, is_book
 from skd.losses import DistillationLoss
 from skd.training.state import EpochState
 
-__all__ = ["StepParts", "batch_terms", "stack_terms", "sum_terms", "teacher_logits_for", "term_values",
-           "terms_for"]
+__all__ = ["NoDropoutWarning", "StepParts", "batch_terms", "check_two_passes", "stack_terms",
+           "student_passes", "sum_terms", "teacher_logits_for", "term_values", "terms_for"]
 
 
 @dataclass
@@ -69,8 +70,37 @@ def teacher_logits_for(parts: StepParts, X) -> torch.Tensor:
     return parts.teacher.predict_logits(to_tensor(features_of(X), device=parts.device))
 
 
+def student_passes(parts: StepParts) -> int:
+    """Forward passes of the student per training batch that the loss compares (2 for Cons-KD)."""
+    return getattr(parts.loss, "student_passes", 1)
+
+
+class NoDropoutWarning(UserWarning):
+    """A loss compares two dropout passes of the student, which has no dropout."""
+
+
+def check_two_passes(parts: StepParts, module: torch.nn.Module) -> None:
+    """For a loss comparing two passes of the student: refuse what it cannot run with; warn if no dropout."""
+    if student_passes(parts) != 2:
+        return
+    name = type(parts.loss).__name__
+    if parts.hints is not None:
+        raise ValueError(f"The loss {name} compares two forward passes of the student, and hints tap "
+                         "one: use hints with another loss, or drop hints.")
+    if parts.augment is not None:
+        raise ValueError(f"The loss {name} compares two passes of the clean batch, and augment replaces "
+                         "or adds a batch: use one or the other (augment=None, or loss='kd').")
+    dropout = torch.nn.modules.dropout._DropoutNd
+    if not any(isinstance(m, dropout) and m.p > 0 for m in module.modules()):
+        warnings.warn(
+            f"The loss {name} compares two dropout-perturbed passes of the student, but the student "
+            f"module ({type(module).__name__}) has no dropout: both passes are the same and the "
+            "consistency term is 0. Give it dropout (e.g. module__dropout=0.2 for skd's MLP) or use "
+            "loss='kd'.", NoDropoutWarning, stacklevel=2)
+
+
 def terms_for(parts: StepParts, y_pred, y, X, state: EpochState | None = None,
-              suffix: str = "") -> dict[str, torch.Tensor]:
+              suffix: str = "", second=None) -> dict[str, torch.Tensor]:
     """The loss's named terms for the student's logits ``y_pred`` on ``X``, at ``state``.
 
     The one path for loss terms: the eager step (through the classifier's
@@ -79,7 +109,9 @@ def terms_for(parts: StepParts, y_pred, y, X, state: EpochState | None = None,
     With ``parts.hints`` the hint terms follow the loss's (the student's
     hooked outputs of this forward against the teacher's).
     With a ``suffix`` (the augmented batch of ``"add"`` mode) the CE term is
-    dropped and the other names get the suffix.
+    dropped and the other names get the suffix. ``second``: the student's
+    logits from a second pass of the batch, for a loss that compares two
+    (:func:`student_passes`).
     """
     if y_pred.ndim != 2 or y_pred.shape[1] != parts.n_classes:
         raise ValueError(
@@ -91,7 +123,10 @@ def terms_for(parts: StepParts, y_pred, y, X, state: EpochState | None = None,
         teacher_logits, teacher_outputs = parts.hints.teacher_outputs(X)
     if parts.loss.requires_teacher and teacher_logits is None:
         teacher_logits = teacher_logits_for(parts, X)
-    terms = parts.loss(y_pred.float(), teacher_logits, y, state)
+    if second is None:
+        terms = parts.loss(y_pred.float(), teacher_logits, y, state)
+    else:
+        terms = parts.loss(y_pred.float(), teacher_logits, y, state, second=second.float())
     if teacher_outputs is not None:
         terms.update(parts.hints.terms(teacher_outputs, state))
     if not suffix:
@@ -121,13 +156,15 @@ def batch_terms(parts: StepParts, Xi, yi, state: EpochState | None = None,
     logits). With ``augment`` in ``"replace"`` mode: the loss on the augmented
     batch, labelled online by the teacher. In ``"add"`` mode: the loss on the
     clean batch, plus its distillation terms on the augmented batch, named
-    ``<term>_aug``.
+    ``<term>_aug``. A loss that compares two passes of the student (Cons-KD)
+    gets a second forward of the clean batch (without augmentation only).
     """
     y = to_tensor(yi, device=parts.device).long()
     features = to_tensor(features_of(Xi), device=parts.device)
     if parts.augment is None:
         y_pred = parts.forward(features, **fit_params)
-        return terms_for(parts, y_pred, y, Xi, state), y_pred
+        second = parts.forward(features, **fit_params) if student_passes(parts) == 2 else None
+        return terms_for(parts, y_pred, y, Xi, state, second=second), y_pred
     augmented = _augmented(parts, features, y)
     if parts.augment_mode == "replace":
         y_pred = parts.forward(augmented, **fit_params)

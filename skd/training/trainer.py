@@ -42,7 +42,15 @@ from skd.training.fallback import body_clipper, fallback_warning, graph_blockers
 from skd.training.graph import CapturedStep, prepare_capturable
 from skd.training.guard import DEFAULT_CUDA_CHECK_EVERY, NonFiniteGuard
 from skd.training.ledger import EpochLedger
-from skd.training.step import StepParts, batch_terms, stack_terms, term_values, terms_for
+from skd.training.step import (
+    StepParts,
+    batch_terms,
+    check_two_passes,
+    stack_terms,
+    student_passes,
+    term_values,
+    terms_for,
+)
 
 __all__ = ["TrainableNet", "Trainer"]
 
@@ -135,6 +143,7 @@ class Trainer:
     # ------------------------------------------------------------ the fit
     def start(self, net: TrainableNet, parts: StepParts, schedules: Schedules) -> Trainer:
         """Prepare a fit: the guard, the ledgers, the epoch state, the capturable optimizer."""
+        check_two_passes(parts, net.module_)
         self.net = net
         self.parts = parts
         self.schedules = schedules
@@ -319,9 +328,10 @@ class Trainer:
 
         Through the net's ``train_step_single`` (skorch's extension point:
         ``infer``, ``get_loss``, backward); with a batch augmentation, through
-        :func:`batch_terms` (two forwards per step, one on the augmented batch).
+        :func:`batch_terms` (two forwards per step: one on the augmented batch,
+        or a second pass for a loss that compares two, such as Cons-KD).
         """
-        if self.parts.augment is None:
+        if self.parts.augment is None and student_passes(self.parts) == 1:
             return self.net.train_step_single(batch, **fit_params)
         Xi, yi = unpack_data(batch)
         self.net.module_.train()
