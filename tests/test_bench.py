@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from skd.bench import DEFAULT_EPOCHS, DEFAULT_SEEDS, build_parser, main
+from skd.bench import DEFAULT_EPOCHS, DEFAULT_SEEDS, build_parser, main, resolve_device
 
 
 def test_bench_quick_on_digits_writes_table_json_and_png(tmp_path, capsys):
@@ -88,3 +88,12 @@ def test_the_main_job_is_mnist5k_with_one_seed_of_100_epochs():
     assert args.dataset == "mnist5k" and args.seeds is None and args.epochs is None
     assert DEFAULT_SEEDS["mnist5k"] == 1 and DEFAULT_EPOCHS["mnist5k"] == 100
     assert DEFAULT_SEEDS["digits"] == 3 and DEFAULT_EPOCHS["digits"] == 30
+
+
+def test_the_device_defaults_to_auto_which_is_cuda_only_where_torch_sees_one(monkeypatch):
+    assert build_parser().parse_args(["bench"]).device == "auto"
+    assert build_parser().parse_args(["bench", "--device", "cpu"]).device == "cpu"
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cuda") == "cuda"
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
