@@ -87,8 +87,9 @@ def test_a_confidence_temperature_at_most_t_keeps_the_top_class_on_top(pair, tem
 
 
 @settings(max_examples=20, deadline=None)
-@given(logits_pairs(max_classes=30), st.sampled_from(sorted(SOFTENING_LOSSES)))
+@given(logits_pairs(max_classes=30, ties=False), st.sampled_from(sorted(SOFTENING_LOSSES)))
 def test_extract_at_the_loss_temperature_changes_no_loss(pair, name):
+    """Without ties: with tied teacher logits, rounding decides R2KD's teacher ranks (a jump)."""
     student, teacher, target = pair
     params = SOFTENING_LOSSES[name]
     plain = make_loss(name, params)
