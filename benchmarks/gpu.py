@@ -108,15 +108,21 @@ def hand_loop(make_student, X, y, logits, batch_size, steps, device, graph):
     return (time.perf_counter() - start) / steps * 1e6
 
 
-def fit_time(make_net, X, y, batch_size, device):
-    """µs per step of a whole fit (epochs sized to about ``steps``)."""
-    net = make_net()
+def fit_seconds(net, X, y, device) -> float:
+    """Seconds of ``net.fit(X, y)``, the device's queue drained before and after."""
     sync(device)
     start = time.perf_counter()
     net.fit(X, y)
     sync(device)
+    return time.perf_counter() - start
+
+
+def fit_time(make_net, X, y, batch_size, device):
+    """µs per step of a whole fit (epochs sized to about ``steps``)."""
+    net = make_net()
+    seconds = fit_seconds(net, X, y, device)
     steps = net.max_epochs * -(-len(y) // batch_size)
-    return (time.perf_counter() - start) / steps * 1e6, net
+    return seconds / steps * 1e6, net
 
 
 def marginal_time(make_net, X, y, batch_size, device):
@@ -126,15 +132,9 @@ def marginal_time(make_net, X, y, batch_size, device):
     the capture, the teacher's score) cancel, leaving what each further step costs.
     """
     epochs = make_net().max_epochs
-    seconds = []
-    for more in (0, 1):
-        net = make_net().set_params(max_epochs=epochs + more)
-        sync(device)
-        start = time.perf_counter()
-        net.fit(X, y)
-        sync(device)
-        seconds.append(time.perf_counter() - start)
-    return (seconds[1] - seconds[0]) / -(-len(y) // batch_size) * 1e6
+    base, more = (fit_seconds(make_net().set_params(max_epochs=epochs + extra), X, y, device)
+                  for extra in (0, 1))
+    return (more - base) / -(-len(y) // batch_size) * 1e6
 
 
 def measure(case, batch_size, args):

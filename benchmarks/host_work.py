@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 import torch
-from gpu import hand_loop, sync
+from gpu import fit_seconds, hand_loop, sync
 
 from skd import MLP, DistillationClassifier
 from skd.training import trainer as trainer_module
@@ -44,13 +44,9 @@ def make(args, epochs):
                                   train_split=None)
 
 
-def fit_seconds(args, epochs, book, y):
+def timed_fit(args, epochs, book, y):
     clf = make(args, epochs)
-    sync(args.device)
-    start = time.perf_counter()
-    clf.fit(book, y)
-    sync(args.device)
-    return time.perf_counter() - start, clf
+    return fit_seconds(clf, book, y, args.device), clf
 
 
 def replay_us(graph, device, n=500):
@@ -77,9 +73,9 @@ def main(argv=None):
     logits = rng.standard_normal((args.rows, 10)).astype(np.float32) * 3
     book = {"X": X, "teacher_logits": logits}
     trainer_module.CapturedStep = Keep
-    fit_seconds(args, 1, book, y)  # warm: CUDA context, cuBLAS, allocator
-    one, _ = fit_seconds(args, 1, book, y)
-    many, clf = fit_seconds(args, args.epochs, book, y)
+    timed_fit(args, 1, book, y)  # warm: CUDA context, cuBLAS, allocator
+    one, _ = timed_fit(args, 1, book, y)
+    many, clf = timed_fit(args, args.epochs, book, y)
     steps = (args.epochs - 1) * (args.rows // args.batch)
     print(f"skd fit, marginal µs per step (batch {args.batch}): {(many - one) / steps * 1e6:.0f} "
           f"(1 epoch {one:.2f} s, {args.epochs} epochs {many:.2f} s)")
