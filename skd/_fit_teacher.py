@@ -20,7 +20,15 @@ from sklearn.utils import _safe_indexing
 from skorch.utils import to_numpy
 from torch.utils.data import Dataset
 
-from skd.book import BOOK_LOGITS, BOOK_X, book_score, features_of, is_book
+from skd.book import (
+    BOOK_LOGITS,
+    BOOK_X,
+    book_predictions,
+    compress_book,
+    features_of,
+    is_book,
+    is_compressed_book,
+)
 from skd.book.cache import book_key
 from skd.hints import HintPlan, hinted_book, plan_hints
 from skd.labels import Labels, labelled_rows, other_label
@@ -107,7 +115,7 @@ def score_book(book, y_encoded, teacher: Teacher | None, verbose: int) -> float 
     labelled = labelled_rows(y_encoded)  # unlabelled rows have nothing to score
     if not labelled.any():
         return None
-    score = book_score(np.asarray(book[BOOK_LOGITS])[labelled], np.asarray(y_encoded)[labelled])
+    score = float(np.mean(book_predictions(book)[labelled] == np.asarray(y_encoded)[labelled]))
     chance = chance_level(np.asarray(y_encoded)[labelled])
     if verbose:
         print(f"teacher accuracy on the training rows: {score:.3f} ({teacher_name}; chance {chance:.3f})")
@@ -143,10 +151,14 @@ def writes_book(book: str, augment, augment_mode: str, X) -> bool:
     return True
 
 
-def book_for(net, X, labels: Labels, teacher: Teacher | None, cache, loss_terms, original
+def book_for(net, X, labels: Labels, teacher: Teacher | None, cache, loss, original
              ) -> tuple[Any, HintPlan | None]:
     """The fit's book and hint plan: ``X`` with the teacher's logits (and, for ``hints``, its
     hooked layers' outputs) written once, or ``X`` itself for an online teacher.
+
+    For a loss that reads a compressed book (``accepts_compressed_book``) a
+    full book, written here or given, is compressed to the loss's top-``k``
+    classes and tail at its temperature (:meth:`compressed`).
 
     Parameters
     ----------
@@ -158,20 +170,32 @@ def book_for(net, X, labels: Labels, teacher: Teacher | None, cache, loss_terms,
         The set-up teacher (None when X is a book or the loss needs none).
     cache : Path or None
         ``book_dir``.
-    loss_terms : sequence of str
-        The loss's terms (a hint's term may not take their names).
+    loss : DistillationLoss
+        The fit's loss (a hint's term may not take its terms' names).
     original : object
         X as the user gave it.
     """
     writes = teacher is not None and writes_book(net.book, net.augment, net.augment_mode, X)
-    hints = plan_hints(net.hints, loss_terms, teacher, X, writes, net.hint_book, net.augment,
+    hints = plan_hints(net.hints, loss.terms, teacher, X, writes, net.hint_book, net.augment,
                        net.augment_mode)
     if not writes:
         if teacher is not None:
             probe_teacher(teacher, X, labels.encoded, net.unlabelled)
-        return X, hints
+        return compressed(X, loss), hints
     key = book_key(X, labels.raw, teacher, original=original) if cache is not None else None
-    return hinted_book(X, teacher, cache, key, original, hints), hints
+    return compressed(hinted_book(X, teacher, cache, key, original, hints), loss), hints
+
+
+def compressed(book, loss):
+    """``book`` compressed for a loss that reads a compressed book; else ``book`` itself.
+
+    The loss's ``k`` classes (at most C) and its ``temperature``, so that its
+    buckets are exact (see :func:`skd.book.compress_book`).
+    """
+    if not getattr(loss, "accepts_compressed_book", False) or not is_book(book) or is_compressed_book(book):
+        return book
+    n_classes = np.shape(book[BOOK_LOGITS])[1]
+    return compress_book(book, min(int(loss.k), n_classes), float(loss.temperature))
 
 
 class UnderTrainedWarning(UserWarning):

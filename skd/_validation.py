@@ -19,7 +19,7 @@ from sklearn.utils.validation import (
 )
 from torch.utils.data import Dataset
 
-from skd.book import BOOK_LOGITS, BOOK_X, features_of, is_book, make_book, teacher_features_of
+from skd.book import BOOK_X, features_of, is_book, with_features
 
 __all__ = ["check_augment", "check_module_dims", "data_dims", "validate_X", "with_data_dims"]
 
@@ -76,12 +76,11 @@ def validate_X(estimator, X, reset: bool):
         if BOOK_X not in X:
             raise ValueError(
                 f"X is a dict with keys {sorted(X)}; skd takes a dict X only as a book "
-                "{'X': features, 'teacher_logits': logits of shape (n_samples, n_classes)}."
+                "{'X': features, 'teacher_logits': logits of shape (n_samples, n_classes)}, or a "
+                "compressed book (see skd.book.compress_book)."
             )
         features = validate_features(estimator, X[BOOK_X], reset)
-        if BOOK_LOGITS not in X:
-            return features
-        return make_book(features, X[BOOK_LOGITS], teacher_features_of(X))
+        return with_features(X, features) if is_book(X) else features
     return validate_features(estimator, X, reset)
 
 

@@ -33,7 +33,7 @@ from skd._fit_teacher import (
 from skd._persist import SavesStudent
 from skd._prediction import StudentPrediction
 from skd._validation import check_augment, check_module_dims, data_dims, validate_X, with_data_dims
-from skd.book import check_book_logits, is_book
+from skd.book import check_book, is_book
 from skd.book.cache import check_book_cache
 from skd.callbacks import DistillationPrintLog, check_resume_callbacks, find_schedules, watch_unscaled
 from skd.hints import fit_hint_terms, hinted_book, student_projectors
@@ -358,7 +358,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
             loss, trainer, cache = self._checked_settings()
             features, labels = self._checked_data(X, y, first, classes, loss)
             teacher = self._teacher_for(features, labels, loss, original=X)
-            book, hints = book_for(self, features, labels, teacher, cache, loss.terms, original=X)
+            book, hints = book_for(self, features, labels, teacher, cache, loss, original=X)
             self._set_fitted(labels, book, loss, trainer, teacher, first, initialize, hints)
             self._train(book, labels.encoded, whole=initialize, **fit_params)
             warn_if_undertrained(self, book, labels.encoded)
@@ -386,7 +386,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
                                 bucket=self.teacher_other == "bucket")
         check_unlabelled_fit(labels.encoded, loss, self.loss, self.unlabelled)
         if is_book(features):
-            features = check_book_logits(features, len(labels.encoder.classes_))
+            features = check_book(features, len(labels.encoder.classes_), loss)
         return features, labels
 
     def _teacher_for(self, X, labels: Labels, loss: DistillationLoss, original):

@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 from skorch.helper import SliceDict
 
-from skd.book import BOOK_LOGITS, features_of, is_book, make_book
+from skd.book import compress_book, features_of, is_book, with_features
 from skd.teachers.cloning import KeepsFittedTeachers
 from skd.teachers.writing import book_of
 
@@ -42,6 +42,14 @@ class WriteBook(KeepsFittedTeachers, TransformerMixin, BaseEstimator):
     hint_layers : sequence of str or None, default=None
         Teacher layers whose outputs are written in the book with the logits,
         for a classifier's ``hints`` (see the "Feature distillation" page).
+    topk : int or None, default=None
+        Write a compressed book instead: per row the teacher's ``topk`` most
+        likely classes and the mass of the others (see
+        :func:`skd.book.compress_book`), for a loss that reads one
+        (``loss="kd_topk"``).
+    topk_temperature : float, default=1.0
+        The temperature a compressed book is written at: the loss's, for
+        exact buckets.
 
     Attributes
     ----------
@@ -61,10 +69,13 @@ class WriteBook(KeepsFittedTeachers, TransformerMixin, BaseEstimator):
     (['X', 'teacher_logits'], (1797, 10))
     """
 
-    def __init__(self, teacher=None, device: str = "auto", hint_layers=None):
+    def __init__(self, teacher=None, device: str = "auto", hint_layers=None, topk: int | None = None,
+                 topk_temperature: float = 1.0):
         self.teacher = teacher
         self.device = device
         self.hint_layers = hint_layers
+        self.topk = topk
+        self.topk_temperature = topk_temperature
 
     def fit(self, X, y=None):
         """Run the teacher once (as ``fit_transform``) and keep its classes and score."""
@@ -77,7 +88,9 @@ class WriteBook(KeepsFittedTeachers, TransformerMixin, BaseEstimator):
             raise ValueError("WriteBook needs a teacher: WriteBook(teacher=...).")
         written = book_of(self.teacher, X, y, self.device, self.hint_layers)
         self.classes_, self.teacher_score_ = written.classes, written.score
-        return written.book
+        if self.topk is None:
+            return written.book
+        return SliceDict(**compress_book(written.book, self.topk, self.topk_temperature))
 
     def transform(self, X):
         """Return X untouched: the teacher never runs at predict time."""
@@ -141,4 +154,4 @@ class OnFeatures(TransformerMixin, BaseEstimator):
     def _rewrap(X, features):
         if not is_book(X):
             return features
-        return SliceDict(**make_book(features, X[BOOK_LOGITS]))
+        return SliceDict(**with_features(X, features))

@@ -5,7 +5,9 @@ skorch's own dict-X convention, so skorch's splitting and batching carry it
 untouched, and :class:`skorch.helper.SliceDict` makes it sliceable for
 scikit-learn. This module owns the keys, the recognisers and the checks; the
 classifier writes books, :class:`skd.teachers.PrunedTeacher` writes them as
-a pipeline step, and the training step reads them.
+a pipeline step, and the training step reads them. A compressed book (the
+teacher's top-k classes and a tail, for many classes) is
+:mod:`skd.book.compressed`'s.
 """
 
 from __future__ import annotations
@@ -17,8 +19,19 @@ import numpy as np
 import scipy.sparse
 import torch
 
-__all__ = ["BOOK_X", "BOOK_LOGITS", "BOOK_FEATURES", "is_book", "features_of", "make_book",
-           "check_book_logits", "book_score", "feature_key", "teacher_features_of"]
+from skd.book.compressed import (
+    BOOK_TAIL,
+    COMPRESSED_KEYS,
+    check_compressed_book,
+    check_loss_takes,
+    compress_book,
+    is_compressed_book,
+    topk_predictions,
+)
+
+__all__ = ["BOOK_X", "BOOK_LOGITS", "BOOK_FEATURES", "is_book", "features_of", "make_book", "with_features",
+           "check_book", "check_book_logits", "book_predictions", "book_score", "compress_book",
+           "feature_key", "teacher_features_of"]
 
 #: Key of a book's features.
 BOOK_X = "X"
@@ -29,8 +42,9 @@ BOOK_FEATURES = "teacher_features:"
 
 
 def is_book(X: Any) -> bool:
-    """Whether ``X`` is a book: a mapping with ``"X"`` and ``"teacher_logits"``."""
-    return isinstance(X, Mapping) and not scipy.sparse.issparse(X) and BOOK_LOGITS in X
+    """Whether ``X`` is a book: a mapping with ``"X"`` and ``"teacher_logits"``, or a compressed book."""
+    full = isinstance(X, Mapping) and not scipy.sparse.issparse(X) and BOOK_LOGITS in X
+    return full or is_compressed_book(X)
 
 
 def features_of(X: Any) -> Any:
@@ -58,6 +72,43 @@ def make_book(features: Any, logits: Any, teacher_features: Mapping | None = Non
     return book
 
 
+def with_features(book: Mapping, features: Any) -> dict:
+    """``book``'s teacher keys (logits or compressed form, hint features) with ``features`` as ``"X"``.
+
+    Keys that are not a book's are dropped.
+    """
+    teacher_keys = (BOOK_LOGITS, *COMPRESSED_KEYS)
+    kept = {key: value for key, value in book.items()
+            if key in teacher_keys or (isinstance(key, str) and key.startswith(BOOK_FEATURES))}
+    return {BOOK_X: features, **kept}
+
+
+def check_book(book: Mapping, n_classes: int, loss: Any = None) -> dict:
+    """Check a user's book, full or compressed, against the data, the classes and ``loss``.
+
+    Returns it with float32 values (and compact indices); a compressed book
+    for a loss that needs full logits is refused
+    (:func:`~skd.book.compressed.check_loss_takes`).
+    """
+    if not is_compressed_book(book):
+        return check_book_logits(book, n_classes)
+    check_loss_takes(book, loss)
+    features = book[BOOK_X]
+    checked = check_compressed_book(book, features.shape[0] if hasattr(features, "shape") else len(features),
+                                    n_classes)
+    _check_feature_rows(book, len(checked[BOOK_TAIL]))
+    return checked
+
+
+def _check_feature_rows(book: Mapping, n_rows: int) -> None:
+    for layer, outputs in teacher_features_of(book).items():
+        if len(outputs) != n_rows:
+            raise ValueError(
+                f"X[{feature_key(layer)!r}] has {len(outputs)} rows, expected {n_rows} (one per "
+                "row of X['X']). Was the book written for other data?"
+            )
+
+
 def check_book_logits(book: Mapping, n_classes: int) -> dict:
     """Check a user's book against the data and the classes; return it with float32 logits.
 
@@ -78,14 +129,17 @@ def check_book_logits(book: Mapping, n_classes: int) -> dict:
         )
     if not np.issubdtype(logits.dtype, np.number) or not np.isfinite(logits).all():
         raise ValueError("X['teacher_logits'] must be finite numbers (no NaN or inf).")
-    written = teacher_features_of(book)
-    for layer, outputs in written.items():
-        if len(outputs) != expected[0]:
-            raise ValueError(
-                f"X[{feature_key(layer)!r}] has {len(outputs)} rows, expected {expected[0]} (one per "
-                "row of X['X']). Was the book written for other data?"
-            )
-    return make_book(book[BOOK_X], logits.astype(np.float32, copy=False), written)
+    _check_feature_rows(book, expected[0])
+    return make_book(book[BOOK_X], logits.astype(np.float32, copy=False), teacher_features_of(book))
+
+
+def book_predictions(book: Mapping) -> np.ndarray:
+    """The teacher's predicted class (index into ``classes_``) per row of a book, full or compressed."""
+    if is_compressed_book(book):
+        return topk_predictions(book)
+    logits = book[BOOK_LOGITS]
+    logits = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
+    return logits.argmax(axis=1)
 
 
 def book_score(logits: Any, y_encoded: Any) -> float:

@@ -349,6 +349,9 @@ class LoadInitState(SkorchLoadInitState):
         Whether the files were written with safetensors.
     """
 
+    def __init__(self, checkpoint, use_safetensors: bool = False):  # skorch's, declared for the API docs
+        super().__init__(checkpoint, use_safetensors=use_safetensors)
+
     def initialize(self):
         super().initialize()
         self.replay_pending_ = False

@@ -16,6 +16,7 @@ from skorch.callbacks import Callback
 from skd._constraints import Interval, Options, validate_params
 from skd.losses.functional import (
     CONVENTIONS,
+    TopKBook,
     extracted_teacher_logits,
     labelled_cross_entropy,
     standardize_logits,
@@ -194,6 +195,10 @@ class DistillationLoss(Callback):
     extract: float | None = None
     #: Whether ``extract`` can apply: the loss reads teacher logits and softens them at its temperature.
     takes_extract: bool = True
+    #: Whether the loss reads a compressed book (a :class:`~skd.losses.functional.TopKBook`: the
+    #: teacher's top-k classes and a tail) in place of teacher logits. Such a loss has ``k`` and
+    #: ``temperature`` parameters: the classifier writes its book with them. Other losses refuse one.
+    accepts_compressed_book: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -277,7 +282,7 @@ class DistillationLoss(Callback):
                 "(with these parameters) has no teacher. Leave loss__extract at None, or use a "
                 "loss that distils from a teacher (e.g. 'kd', 'dkd', 'dist')."
             )
-        if getattr(self, "accepts_compressed_book", False) or not self.takes_extract:
+        if self.accepts_compressed_book or not self.takes_extract:
             raise ValueError(
                 f"loss__extract={self.extract!r} cannot apply to {name}: it does not soften full "
                 "teacher logits at its own temperature (a compressed book, or a learnt "
@@ -352,6 +357,11 @@ class DistillationLoss(Callback):
         ``state`` defaults to the values of the loss's parameters (no
         schedule, warm-up finished), e.g. for a loss called outside a fit.
         """
+        if isinstance(teacher_logits, TopKBook) and not self.accepts_compressed_book:
+            raise TypeError(
+                f"{type(self).__name__} needs the teacher's full logits, not a compressed book (TopKBook); "
+                "use a loss that reads one (e.g. 'kd_topk'), or pass the full logits."
+            )
         if state is None:
             state = self._call_state(student_logits)
         soft_student, soft_teacher = student_logits, teacher_logits

@@ -17,7 +17,9 @@ import torch
 from skorch.utils import to_tensor
 
 from skd.book import BOOK_LOGITS, features_of, is_book
+from skd.book.compressed import is_compressed_book, topk_book_of
 from skd.losses import DistillationLoss
+from skd.losses.functional import TopKBook
 from skd.training.state import EpochState
 
 __all__ = ["NoDropoutWarning", "StepParts", "batch_terms", "check_two_passes", "stack_terms",
@@ -61,8 +63,14 @@ class StepParts:
     trained: torch.nn.Module | None = None
 
 
-def teacher_logits_for(parts: StepParts, X) -> torch.Tensor:
-    """The batch's teacher logits: from the book if ``X`` is one, else from the teacher."""
+def teacher_logits_for(parts: StepParts, X) -> torch.Tensor | TopKBook:
+    """The batch's teacher logits: from the book if ``X`` is one, else from the teacher.
+
+    A compressed book gives a :class:`~skd.losses.functional.TopKBook` (only
+    a loss that accepts one gets there: the classifier refuses the others).
+    """
+    if is_compressed_book(X):
+        return topk_book_of(X, parts.n_classes, parts.device)
     if is_book(X):
         return to_tensor(X[BOOK_LOGITS], device=parts.device).float()
     if parts.teacher is None:

@@ -1,0 +1,178 @@
+"""The compressed book: per row, the teacher's top-k log-probabilities and the mass of its tail.
+
+A full book keeps C teacher logits per row (4C bytes); with many classes that
+is most of a fit's memory. A compressed book keeps, per row, the log-
+probabilities of the teacher's k most likely classes (softened at the
+temperature it was written at), their class indices, the log-mass of the
+other ``C - k`` classes and that temperature: ``k * (4 + 2) + 8`` bytes with
+int16 indices (int32 from 32 768 classes on). It is a mapping like the full
+book, so skorch's splitting and batching carry it untouched::
+
+    {"X": features,
+     "teacher_topk": (n, k) float32,       # log softmax(z / T), descending
+     "teacher_topk_index": (n, k) int16,   # their classes, in classes_ order
+     "teacher_tail": (n,) float32,         # log of the other classes' mass (-inf if k = C)
+     "teacher_temperature": (n,) float32}  # T, the same on every row
+
+Only a loss that says so (``accepts_compressed_book = True``, e.g.
+``"kd_topk"``) reads one; the classifier writes one for such a loss, and
+every other loss refuses one (:func:`check_loss_takes`). The maths is
+:mod:`skd.losses.functional.compressed`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import scipy.sparse
+import torch
+
+from skd.losses.functional.compressed import TopKBook, compress_teacher
+
+__all__ = ["BOOK_TAIL", "BOOK_TEMPERATURE", "BOOK_TOPK", "BOOK_TOPK_INDEX", "COMPRESSED_KEYS",
+           "check_compressed_book", "check_loss_takes", "compress_book", "is_compressed_book",
+           "topk_book_of", "topk_predictions"]
+
+#: Key of the top-k teacher log-probabilities, shape (n_samples, k), descending per row.
+BOOK_TOPK = "teacher_topk"
+#: Key of their class indices, shape (n_samples, k).
+BOOK_TOPK_INDEX = "teacher_topk_index"
+#: Key of the log-mass of the other ``C - k`` classes, shape (n_samples,).
+BOOK_TAIL = "teacher_tail"
+#: Key of the temperature the book was written at, shape (n_samples,), one value.
+BOOK_TEMPERATURE = "teacher_temperature"
+#: The keys of a compressed book besides ``"X"``.
+COMPRESSED_KEYS = (BOOK_TOPK, BOOK_TOPK_INDEX, BOOK_TAIL, BOOK_TEMPERATURE)
+#: Rows compressed at a time (bounds the float64-free working memory of :func:`compress_book`).
+_CHUNK = 8192
+
+
+def is_compressed_book(X: Any) -> bool:
+    """Whether ``X`` is a compressed book: a mapping with ``"X"`` and ``"teacher_topk"``."""
+    return isinstance(X, Mapping) and not scipy.sparse.issparse(X) and BOOK_TOPK in X
+
+
+def _index_dtype(n_classes: int) -> np.dtype:
+    return np.dtype(np.int16) if n_classes <= np.iinfo(np.int16).max else np.dtype(np.int32)
+
+
+def compress_book(book: Mapping, k: int, temperature: float = 1.0) -> dict:
+    """A compressed book from a full one: the top-``k`` classes and the tail, at ``temperature``.
+
+    Write it at the temperature the loss will use: its buckets are exact
+    there (see :func:`skd.losses.functional.topk_kd_divergence`). The other
+    keys of ``book`` (``"X"``, hint features) are kept; ``"teacher_logits"``
+    is dropped.
+
+    Parameters
+    ----------
+    book : mapping
+        ``{"X": X, "teacher_logits": logits of shape (n_samples, n_classes)}``.
+    k : int
+        Classes kept per row, ``1 <= k <= n_classes``.
+    temperature : float, default=1.0
+
+    Returns
+    -------
+    dict
+        The compressed book (numpy arrays).
+    """
+    from skd.book import BOOK_LOGITS  # the package imports this module: deferred to break the cycle
+
+    logits = book[BOOK_LOGITS]
+    logits = torch.as_tensor(_array(logits))
+    n_classes = logits.shape[1]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_classes:
+        raise ValueError(f"k must be an integer in [1, n_classes={n_classes}], got {k!r}.")
+    parts = [compress_teacher(chunk.float(), int(k), float(temperature)) for chunk in logits.split(_CHUNK)]
+    compressed = {key: value for key, value in book.items() if key != BOOK_LOGITS}
+    compressed[BOOK_TOPK] = torch.cat([p.log_probs for p in parts]).numpy()
+    indices = torch.cat([p.indices for p in parts]).numpy()
+    compressed[BOOK_TOPK_INDEX] = indices.astype(_index_dtype(n_classes))
+    compressed[BOOK_TAIL] = torch.cat([p.log_tail for p in parts]).numpy()
+    compressed[BOOK_TEMPERATURE] = np.full(len(logits), temperature, dtype=np.float32)
+    return compressed
+
+
+def _array(value) -> np.ndarray:
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def check_compressed_book(book: Mapping, n_rows: int, n_classes: int) -> dict:
+    """Check a user's compressed book against the data and the classes; return it with compact dtypes.
+
+    Raises
+    ------
+    ValueError
+        Naming the key that is missing, mis-shaped or out of range.
+    """
+    missing = [key for key in COMPRESSED_KEYS if key not in book]
+    if missing:
+        raise ValueError(f"X is a compressed book (it has {BOOK_TOPK!r}) but lacks {missing}: a "
+                         f"compressed book has the keys {list(COMPRESSED_KEYS)}; write one with "
+                         "skd.book.compress_book(book, k, temperature).")
+    top, index, tail, temperature = (_array(book[key]) for key in COMPRESSED_KEYS)
+    if top.ndim != 2 or top.shape[0] != n_rows or not 1 <= top.shape[1] <= n_classes:
+        raise ValueError(f"X[{BOOK_TOPK!r}] has shape {top.shape}, expected ({n_rows}, k) with 1 <= k <= "
+                         f"{n_classes} (one row per row of X['X'], k classes kept of {n_classes}).")
+    for key, value, shape in ((BOOK_TOPK_INDEX, index, top.shape), (BOOK_TAIL, tail, (n_rows,)),
+                              (BOOK_TEMPERATURE, temperature, (n_rows,))):
+        if value.shape != shape:
+            raise ValueError(f"X[{key!r}] has shape {value.shape}, expected {shape}, like X[{BOOK_TOPK!r}].")
+    in_range = index.min(initial=0) >= 0 and index.max(initial=0) < n_classes
+    if not np.issubdtype(index.dtype, np.integer) or not in_range:
+        raise ValueError(f"X[{BOOK_TOPK_INDEX!r}] must be integer class indices in [0, {n_classes}) "
+                         "(classes_ order).")
+    log_probabilities = np.isfinite(top).all() and (top <= 1e-5).all()
+    if not (log_probabilities and (tail <= 1e-5).all() and not np.isnan(tail).any()):
+        raise ValueError(f"X[{BOOK_TOPK!r}] and X[{BOOK_TAIL!r}] must be log-probabilities: finite "
+                         "numbers <= 0 (the tail may be -inf when k = n_classes).")
+    one = (temperature == temperature[0]).all()
+    if not (np.isfinite(temperature).all() and (temperature > 0).all() and one):
+        raise ValueError(f"X[{BOOK_TEMPERATURE!r}] must hold one positive temperature, the same on every "
+                         "row (the temperature the book was written at).")
+    checked = {key: value for key, value in book.items() if key not in COMPRESSED_KEYS}
+    checked.update({BOOK_TOPK: top.astype(np.float32, copy=False),
+                    BOOK_TOPK_INDEX: index.astype(_index_dtype(n_classes), copy=False),
+                    BOOK_TAIL: tail.astype(np.float32, copy=False),
+                    BOOK_TEMPERATURE: temperature.astype(np.float32, copy=False)})
+    return checked
+
+
+def check_loss_takes(book: Any, loss: Any) -> None:
+    """Refuse a compressed book for a loss that needs full teacher logits.
+
+    Raises
+    ------
+    ValueError
+        If ``book`` is compressed and ``loss`` needs a teacher but does not
+        declare ``accepts_compressed_book``.
+    """
+    if not is_compressed_book(book) or not getattr(loss, "requires_teacher", True):
+        return
+    if not getattr(loss, "accepts_compressed_book", False):
+        raise ValueError(
+            f"X is a compressed book (the teacher's top-k log-probabilities and a tail), but the loss "
+            f"{type(loss).__name__} needs the teacher's full logits. Use a loss that reads a compressed "
+            "book (loss='kd_topk'), or pass the full book {'X': X, 'teacher_logits': logits} (or "
+            "teacher=...)."
+        )
+
+
+def topk_book_of(batch: Mapping, n_classes: int, device) -> TopKBook:
+    """The :class:`TopKBook` of a batch of a compressed book, on ``device`` (no host read)."""
+    def tensor(key):
+        value = batch[key]
+        value = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+        return value.to(device, non_blocking=True)
+
+    temperature = tensor(BOOK_TEMPERATURE).float()
+    return TopKBook(tensor(BOOK_TOPK).float(), tensor(BOOK_TOPK_INDEX).long(), tensor(BOOK_TAIL).float(),
+                    n_classes, temperature[0])
+
+
+def topk_predictions(book: Mapping) -> np.ndarray:
+    """The teacher's predicted class per row of a compressed book (its top class)."""
+    return _array(book[BOOK_TOPK_INDEX])[:, 0].astype(np.int64)
