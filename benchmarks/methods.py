@@ -8,7 +8,8 @@ each variant closes, against the 60% goal of issue 21.
 "+LS" rows use ``loss__standardize=True`` with the released configs of Sun et al. (CVPR 2024):
 T = 2 and the soft weights times 9 (KD: kd_weight 9, ce_weight 0.1; DKD: alpha 9, beta 72). For
 losses without a released config (CAKD, DIST, R2KD) the same rule is applied: T = 2
-and their soft weights times 9; WTTM and NKD (no temperature to set) only standardise.
+and their soft weights times 9, and selective KD takes KD's; WTTM and NKD (no temperature to set)
+only standardise. "ctkd" is CTKD on KD at its defaults (a learnt global temperature).
 "kd+extract" is KD at its defaults (T = 4) with ``loss__extract=1``: the teacher's top class keeps
 its probability at T = 1, and T spreads only the rest (skd's reading of extractive distillation);
 "kd+extract(c=2)" keeps it at T = 2; "dkd+extract" is DKD at its defaults with ``loss__extract=1``.
@@ -57,6 +58,8 @@ VARIANTS = [
     ("nkd", "nkd", {}),
     ("nkd+LS", "nkd", dict(standardize=True)),
     ("selective_kd", "selective_kd", {}),
+    ("selective_kd+LS", "selective_kd", dict(standardize=True, temperature=2.0, kd_weight=9.0, ce_weight=0.1)),
+    ("ctkd", "ctkd", {}),
     ("skls", "skls", {}),
     ("kd+extract", "kd", dict(extract=1.0)),
     ("kd+extract(c=2)", "kd", dict(extract=2.0)),
