@@ -14,8 +14,8 @@ only standardise. "ctkd" is CTKD on KD at its defaults (a learnt global temperat
 its probability at T = 1, and T spreads only the rest (skd's reading of extractive distillation);
 "kd+extract(c=2)" keeps it at T = 2; "dkd+extract" is DKD at its defaults with ``loss__extract=1``.
 
-    python benchmarks/methods.py                    # MNIST-5k, 5 seeds: 110 fits of 11-34 s each, idle core
-    python benchmarks/methods.py --epochs 50 --jobs 3 --save runs.json  # as docs/methods.md ran it
+    python benchmarks/methods.py                    # MNIST-5k, 5 seeds, 100 epochs, every variant: 115 fits
+    python benchmarks/methods.py --epochs 50 --jobs 1 --save runs.json  # docs/methods.md's run (25 min)
     python benchmarks/methods.py --dataset digits --seeds 2 --epochs 20   # a quick look
     python benchmarks/methods.py --variants --merge runs.json  # the table of saved runs (--save)
 
@@ -58,7 +58,8 @@ VARIANTS = [
     ("nkd", "nkd", {}),
     ("nkd+LS", "nkd", dict(standardize=True)),
     ("selective_kd", "selective_kd", {}),
-    ("selective_kd+LS", "selective_kd", dict(standardize=True, temperature=2.0, kd_weight=9.0, ce_weight=0.1)),
+    ("selective_kd+LS", "selective_kd",
+     dict(standardize=True, temperature=2.0, kd_weight=9.0, ce_weight=0.1)),
     ("ctkd", "ctkd", {}),
     ("skls", "skls", {}),
     ("kd+extract", "kd", dict(extract=1.0)),
