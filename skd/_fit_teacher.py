@@ -158,7 +158,7 @@ def book_for(net, X, labels: Labels, teacher: Teacher | None, cache, loss, origi
 
     For a loss that reads a compressed book (``accepts_compressed_book``) a
     full book, written here or given, is compressed to the loss's top-``k``
-    classes and tail at its temperature (:meth:`compressed`).
+    classes and tail at its temperature (:func:`compressed`).
 
     Parameters
     ----------
@@ -189,10 +189,11 @@ def book_for(net, X, labels: Labels, teacher: Teacher | None, cache, loss, origi
 def compressed(book, loss):
     """``book`` compressed for a loss that reads a compressed book; else ``book`` itself.
 
-    The loss's ``k`` classes (at most C) and its ``temperature``, so that its
-    buckets are exact (see :func:`skd.book.compress_book`).
+    It keeps the loss's ``k`` classes (at most C) at the loss's
+    ``temperature``, where its buckets are exact (see
+    :func:`skd.book.compress_book`).
     """
-    if not getattr(loss, "accepts_compressed_book", False) or not is_book(book) or is_compressed_book(book):
+    if not loss.accepts_compressed_book or not is_book(book) or is_compressed_book(book):
         return book
     n_classes = np.shape(book[BOOK_LOGITS])[1]
     return compress_book(book, min(int(loss.k), n_classes), float(loss.temperature))

@@ -134,6 +134,12 @@ def test_a_broken_compressed_book_gets_an_error_naming_its_key(digits_book, chan
         fit(change(compress_book(book, 3)), y, loss="kd_topk", loss__k=3)
 
 
+def test_a_book_with_both_forms_is_refused(digits_book):
+    X, y, _, book = digits_book
+    with pytest.raises(ValueError, match="both 'teacher_logits'"):
+        fit({**compress_book(book, 3), "teacher_logits": book["teacher_logits"]}, y, loss="kd_topk")
+
+
 def test_check_book_returns_compact_dtypes(digits_book):
     *_, book = digits_book
     compressed = compress_book(book, 3)

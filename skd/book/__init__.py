@@ -92,6 +92,9 @@ def check_book(book: Mapping, n_classes: int, loss: Any = None) -> dict:
     """
     if not is_compressed_book(book):
         return check_book_logits(book, n_classes)
+    if BOOK_LOGITS in book:
+        raise ValueError(f"X has both {BOOK_LOGITS!r} (a full book) and the keys of a compressed book; "
+                         "pass one form: drop the compressed keys, or 'teacher_logits'.")
     check_loss_takes(book, loss)
     features = book[BOOK_X]
     checked = check_compressed_book(book, features.shape[0] if hasattr(features, "shape") else len(features),
