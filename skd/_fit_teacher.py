@@ -25,6 +25,7 @@ from skd.book import (
     BOOK_X,
     book_predictions,
     compress_book,
+    compress_chunks,
     features_of,
     is_book,
     is_compressed_book,
@@ -158,7 +159,9 @@ def book_for(net, X, labels: Labels, teacher: Teacher | None, cache, loss, origi
 
     For a loss that reads a compressed book (``accepts_compressed_book``) a
     full book, written here or given, is compressed to the loss's top-``k``
-    classes and tail at its temperature (:func:`compressed`).
+    classes and tail at its temperature (:func:`compressed`); written here
+    without ``book_dir`` or hint layers, it is compressed batch by batch as
+    the teacher runs.
 
     Parameters
     ----------
@@ -182,6 +185,11 @@ def book_for(net, X, labels: Labels, teacher: Teacher | None, cache, loss, origi
         if teacher is not None:
             probe_teacher(teacher, X, labels.encoded, net.unlabelled)
         return compressed(X, loss), hints
+    if loss.accepts_compressed_book and cache is None and (hints is None or not hints.book_layers):
+        # compressed batch by batch as the teacher writes: the full logits never exist whole
+        k = min(int(loss.k), len(labels.encoder.classes_))
+        chunks = teacher.logit_chunks(X, original=original)
+        return {BOOK_X: X, **compress_chunks(chunks, k, float(loss.temperature))}, hints
     key = book_key(X, labels.raw, teacher, original=original) if cache is not None else None
     return compressed(hinted_book(X, teacher, cache, key, original, hints), loss), hints
 

@@ -10,17 +10,19 @@ from sklearn.preprocessing import StandardScaler
 from skorch.helper import SliceDict
 
 from skd import MLP, DistillationClassifier, OnFeatures, WriteBook
-from skd.book import check_book, compress_book, is_book
+from skd.book import check_book, compress_book, compress_chunks, is_book
 from skd.book.compressed import (
     BOOK_TAIL,
     BOOK_TEMPERATURE,
     BOOK_TOPK,
     BOOK_TOPK_INDEX,
+    COMPRESSED_KEYS,
     is_compressed_book,
     topk_book_of,
 )
 from skd.losses import available_losses, make_loss
 from skd.losses.functional import compress_teacher, topk_kd_divergence
+from skd.teachers import Teacher
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,30 @@ def test_kd_topk_writes_a_compressed_book_and_trains(digits):
     assert clf.teacher_score_ > 0.95  # scored from the compressed book's top class
     assert clf.score(X, y) > 0.85
     assert np.isfinite(clf.history[:, "kd_topk"]).all()
+
+
+def test_the_fit_compresses_batch_by_batch_without_the_full_logits(digits, monkeypatch):
+    X, y = digits
+    teacher = FrozenEstimator(LogisticRegression(max_iter=1000).fit(X, y))
+    full = DistillationClassifier(MLP, teacher=teacher).fit(X[:10], y[:10]).write_book(X)  # a set-up teacher
+    expected = fit(compress_book(full, 3, 2.0), y, loss="kd_topk", loss__k=3, loss__temperature=2.0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the full logits were written")
+
+    monkeypatch.setattr(Teacher, "book_logits", refuse)
+    streamed = fit(X, y, teacher=teacher, loss="kd_topk", loss__k=3, loss__temperature=2.0)
+    losses = streamed.history[:, "train_loss"]
+    np.testing.assert_allclose(losses, expected.history[:, "train_loss"], rtol=1e-6)
+    assert streamed.teacher_score_ == expected.teacher_score_
+
+
+def test_compress_chunks_equals_compress_book(digits_book):
+    *_, book = digits_book
+    chunks = torch.from_numpy(book["teacher_logits"]).split(100)
+    by_chunks, whole = compress_chunks(chunks, 4, 3.0), compress_book(book, 4, 3.0)
+    for key in COMPRESSED_KEYS:
+        np.testing.assert_array_equal(by_chunks[key], whole[key])
 
 
 @pytest.mark.parametrize("step_mode", ["eager", "graph"])

@@ -25,13 +25,14 @@ from skd.book.compressed import (
     check_compressed_book,
     check_loss_takes,
     compress_book,
+    compress_chunks,
     is_compressed_book,
     topk_predictions,
 )
 
 __all__ = ["BOOK_X", "BOOK_LOGITS", "BOOK_FEATURES", "is_book", "features_of", "make_book", "with_features",
            "check_book", "check_book_logits", "book_predictions", "book_score", "compress_book",
-           "feature_key", "teacher_features_of"]
+           "compress_chunks", "feature_key", "teacher_features_of"]
 
 #: Key of a book's features.
 BOOK_X = "X"

@@ -22,7 +22,7 @@ every other loss refuses one (:func:`check_loss_takes`). The maths is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -32,8 +32,8 @@ import torch
 from skd.losses.functional.compressed import TopKBook, compress_teacher
 
 __all__ = ["BOOK_TAIL", "BOOK_TEMPERATURE", "BOOK_TOPK", "BOOK_TOPK_INDEX", "COMPRESSED_KEYS",
-           "check_compressed_book", "check_loss_takes", "compress_book", "is_compressed_book",
-           "topk_book_of", "topk_predictions"]
+           "check_compressed_book", "check_loss_takes", "compress_book", "compress_chunks",
+           "is_compressed_book", "topk_book_of", "topk_predictions"]
 
 #: Key of the top-k teacher log-probabilities, shape (n_samples, k), descending per row.
 BOOK_TOPK = "teacher_topk"
@@ -81,19 +81,44 @@ def compress_book(book: Mapping, k: int, temperature: float = 1.0) -> dict:
     """
     from skd.book import BOOK_LOGITS  # the package imports this module: deferred to break the cycle
 
-    logits = book[BOOK_LOGITS]
-    logits = torch.as_tensor(_array(logits))
-    n_classes = logits.shape[1]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_classes:
-        raise ValueError(f"k must be an integer in [1, n_classes={n_classes}], got {k!r}.")
-    parts = [compress_teacher(chunk.float(), int(k), float(temperature)) for chunk in logits.split(_CHUNK)]
+    logits = torch.as_tensor(_array(book[BOOK_LOGITS]))
     compressed = {key: value for key, value in book.items() if key != BOOK_LOGITS}
-    compressed[BOOK_TOPK] = torch.cat([p.log_probs for p in parts]).numpy()
-    indices = torch.cat([p.indices for p in parts]).numpy()
-    compressed[BOOK_TOPK_INDEX] = indices.astype(_index_dtype(n_classes))
-    compressed[BOOK_TAIL] = torch.cat([p.log_tail for p in parts]).numpy()
-    compressed[BOOK_TEMPERATURE] = np.full(len(logits), temperature, dtype=np.float32)
+    compressed.update(compress_chunks(logits.split(_CHUNK), k, temperature))
     return compressed
+
+
+def compress_chunks(chunks: Iterable[torch.Tensor], k: int, temperature: float = 1.0) -> dict:
+    """The compressed-book keys of teacher logits given in chunks of rows, kept as they come.
+
+    What :func:`compress_book` writes, without the whole logits array: a
+    teacher's batches (:meth:`skd.teachers.Teacher.logit_chunks`) are
+    compressed one by one.
+
+    Parameters
+    ----------
+    chunks : iterable of Tensor of shape (batch, n_classes)
+    k : int
+        Classes kept per row, ``1 <= k <= n_classes``.
+    temperature : float, default=1.0
+
+    Returns
+    -------
+    dict
+        ``teacher_topk``, ``teacher_topk_index``, ``teacher_tail`` and ``teacher_temperature`` (numpy).
+    """
+    parts, n_classes = [], None
+    for chunk in chunks:
+        if n_classes is None:
+            n_classes = chunk.shape[1]
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_classes:
+                raise ValueError(f"k must be an integer in [1, n_classes={n_classes}], got {k!r}.")
+        part = compress_teacher(chunk.float(), int(k), float(temperature))
+        parts.append((part.log_probs, part.indices.numpy().astype(_index_dtype(n_classes)), part.log_tail))
+    n_rows = sum(len(tail) for *_, tail in parts)
+    return {BOOK_TOPK: torch.cat([top for top, *_ in parts]).numpy(),
+            BOOK_TOPK_INDEX: np.concatenate([index for _, index, _ in parts]),
+            BOOK_TAIL: torch.cat([tail for *_, tail in parts]).numpy(),
+            BOOK_TEMPERATURE: np.full(n_rows, temperature, dtype=np.float32)}
 
 
 def _array(value) -> np.ndarray:

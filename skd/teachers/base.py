@@ -10,6 +10,7 @@ tensors on the student's device and return float32 logits there.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import scipy.sparse
@@ -278,15 +279,18 @@ class Teacher:
         -------
         logits : ndarray of shape (n_samples, n_classes)
         """
+        return torch.cat(list(self.logit_chunks(X, batch_size, original))).numpy()
+
+    def logit_chunks(self, X, batch_size: int = BOOK_BATCH_SIZE, original=None) -> Iterator[torch.Tensor]:
+        """The logits of :meth:`book_logits`, one CPU tensor per batch of rows, as they are computed.
+
+        For a writer that keeps less than the logits (a compressed book):
+        the whole ``(n_samples, n_classes)`` array never exists.
+        """
         original = users_rows(original)
-        chunks = [
-            self.predict_logits(
-                X[start : start + batch_size],
-                None if original is None else rows_of(original, start, start + batch_size),
-            ).cpu()
-            for start in range(0, X.shape[0], batch_size)
-        ]
-        return torch.cat(chunks).numpy()
+        for start in range(0, X.shape[0], batch_size):
+            rows = None if original is None else rows_of(original, start, start + batch_size)
+            yield self.predict_logits(X[start : start + batch_size], rows).cpu()
 
     def _check_output(self, out):
         n_classes = len(self.student_classes_)
