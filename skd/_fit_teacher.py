@@ -187,24 +187,23 @@ def book_for(net, X, labels: Labels, teacher: Teacher | None, cache, loss, origi
         return compressed(X, loss), hints
     if loss.accepts_compressed_book and cache is None and (hints is None or not hints.book_layers):
         # compressed batch by batch as the teacher writes: the full logits never exist whole
-        k = min(int(loss.k), len(labels.encoder.classes_))
         chunks = teacher.logit_chunks(X, original=original)
-        return {BOOK_X: X, **compress_chunks(chunks, k, float(loss.temperature))}, hints
+        return {BOOK_X: X, **compress_chunks(chunks, *_book_form(loss, len(labels.encoder.classes_)))}, hints
     key = book_key(X, labels.raw, teacher, original=original) if cache is not None else None
     return compressed(hinted_book(X, teacher, cache, key, original, hints), loss), hints
 
 
-def compressed(book, loss):
-    """``book`` compressed for a loss that reads a compressed book; else ``book`` itself.
+def _book_form(loss, n_classes: int) -> tuple[int, float]:
+    """``(k, temperature)`` of the compressed book a loss reads: its ``k`` classes (at most C) at its
+    ``temperature``, where its buckets are exact (see :func:`skd.book.compress_book`)."""
+    return min(int(loss.k), n_classes), float(loss.temperature)
 
-    It keeps the loss's ``k`` classes (at most C) at the loss's
-    ``temperature``, where its buckets are exact (see
-    :func:`skd.book.compress_book`).
-    """
+
+def compressed(book, loss):
+    """``book`` compressed for a loss that reads a compressed book (:func:`_book_form`); else ``book``."""
     if not loss.accepts_compressed_book or not is_book(book) or is_compressed_book(book):
         return book
-    n_classes = np.shape(book[BOOK_LOGITS])[1]
-    return compress_book(book, min(int(loss.k), n_classes), float(loss.temperature))
+    return compress_book(book, *_book_form(loss, np.shape(book[BOOK_LOGITS])[1]))
 
 
 class UnderTrainedWarning(UserWarning):

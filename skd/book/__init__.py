@@ -19,12 +19,12 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from skd.book._arrays import as_numpy, n_rows
 from skd.book.compressed import (
     BOOK_TAIL,
     COMPRESSED_KEYS,
     check_compressed_book,
     check_loss_takes,
-    compress_book,
     compress_chunks,
     is_compressed_book,
     topk_predictions,
@@ -84,6 +84,37 @@ def with_features(book: Mapping, features: Any) -> dict:
     return {BOOK_X: features, **kept}
 
 
+#: Rows compressed at a time by :func:`compress_book` (bounds its working memory).
+_COMPRESS_ROWS = 8192
+
+
+def compress_book(book: Mapping, k: int, temperature: float = 1.0) -> dict:
+    """A compressed book from a full one: the top-``k`` classes and the tail, at ``temperature``.
+
+    Write it at the temperature the loss will use: its buckets are exact
+    there (see :func:`skd.losses.functional.topk_kd_divergence`). The other
+    keys of ``book`` (``"X"``, hint features) are kept; ``"teacher_logits"``
+    is dropped. The form is :mod:`skd.book.compressed`'s.
+
+    Parameters
+    ----------
+    book : mapping
+        ``{"X": X, "teacher_logits": logits of shape (n_samples, n_classes)}``.
+    k : int
+        Classes kept per row, ``1 <= k <= n_classes``.
+    temperature : float, default=1.0
+
+    Returns
+    -------
+    dict
+        The compressed book (numpy arrays).
+    """
+    logits = torch.as_tensor(as_numpy(book[BOOK_LOGITS]))
+    compressed = {key: value for key, value in book.items() if key != BOOK_LOGITS}
+    compressed.update(compress_chunks(logits.split(_COMPRESS_ROWS), k, temperature))
+    return compressed
+
+
 def check_book(book: Mapping, n_classes: int, loss: Any = None) -> dict:
     """Check a user's book, full or compressed, against the data, the classes and ``loss``.
 
@@ -97,9 +128,7 @@ def check_book(book: Mapping, n_classes: int, loss: Any = None) -> dict:
         raise ValueError(f"X has both {BOOK_LOGITS!r} (a full book) and the keys of a compressed book; "
                          "pass one form: drop the compressed keys, or 'teacher_logits'.")
     check_loss_takes(book, loss)
-    features = book[BOOK_X]
-    checked = check_compressed_book(book, features.shape[0] if hasattr(features, "shape") else len(features),
-                                    n_classes)
+    checked = check_compressed_book(book, n_rows(book[BOOK_X]), n_classes)
     _check_feature_rows(book, len(checked[BOOK_TAIL]))
     return checked
 
@@ -121,10 +150,8 @@ def check_book_logits(book: Mapping, n_classes: int) -> dict:
     ValueError
         If the logits are not one finite row per sample and one column per class.
     """
-    logits = book[BOOK_LOGITS]
-    logits = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
-    features = book[BOOK_X]
-    expected = (features.shape[0] if hasattr(features, "shape") else len(features), n_classes)
+    logits = as_numpy(book[BOOK_LOGITS])
+    expected = (n_rows(book[BOOK_X]), n_classes)
     if logits.shape != expected:
         raise ValueError(
             f"X['teacher_logits'] has shape {logits.shape}, expected {expected} "
@@ -141,9 +168,7 @@ def book_predictions(book: Mapping) -> np.ndarray:
     """The teacher's predicted class (index into ``classes_``) per row of a book, full or compressed."""
     if is_compressed_book(book):
         return topk_predictions(book)
-    logits = book[BOOK_LOGITS]
-    logits = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
-    return logits.argmax(axis=1)
+    return as_numpy(book[BOOK_LOGITS]).argmax(axis=1)
 
 
 def book_score(logits: Any, y_encoded: Any) -> float:
@@ -155,5 +180,4 @@ def book_score(logits: Any, y_encoded: Any) -> float:
     y_encoded : array-like of shape (n_samples,)
         Labels as indices into ``classes_``.
     """
-    logits = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
-    return float(np.mean(logits.argmax(axis=1) == np.asarray(y_encoded)))
+    return float(np.mean(as_numpy(logits).argmax(axis=1) == np.asarray(y_encoded)))

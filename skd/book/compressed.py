@@ -28,12 +28,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 import torch
+from skorch.utils import to_tensor
 
+from skd.book._arrays import as_numpy
 from skd.losses.functional.compressed import TopKBook, compress_teacher
 
 __all__ = ["BOOK_TAIL", "BOOK_TEMPERATURE", "BOOK_TOPK", "BOOK_TOPK_INDEX", "COMPRESSED_KEYS",
-           "check_compressed_book", "check_loss_takes", "compress_book", "compress_chunks",
-           "is_compressed_book", "topk_book_of", "topk_predictions"]
+           "check_compressed_book", "check_loss_takes", "compress_chunks", "is_compressed_book",
+           "topk_book_of", "topk_predictions"]
 
 #: Key of the top-k teacher log-probabilities, shape (n_samples, k), descending per row.
 BOOK_TOPK = "teacher_topk"
@@ -45,8 +47,6 @@ BOOK_TAIL = "teacher_tail"
 BOOK_TEMPERATURE = "teacher_temperature"
 #: The keys of a compressed book besides ``"X"``.
 COMPRESSED_KEYS = (BOOK_TOPK, BOOK_TOPK_INDEX, BOOK_TAIL, BOOK_TEMPERATURE)
-#: Rows compressed at a time (bounds the float64-free working memory of :func:`compress_book`).
-_CHUNK = 8192
 
 
 def is_compressed_book(X: Any) -> bool:
@@ -58,39 +58,10 @@ def _index_dtype(n_classes: int) -> np.dtype:
     return np.dtype(np.int16) if n_classes <= np.iinfo(np.int16).max else np.dtype(np.int32)
 
 
-def compress_book(book: Mapping, k: int, temperature: float = 1.0) -> dict:
-    """A compressed book from a full one: the top-``k`` classes and the tail, at ``temperature``.
-
-    Write it at the temperature the loss will use: its buckets are exact
-    there (see :func:`skd.losses.functional.topk_kd_divergence`). The other
-    keys of ``book`` (``"X"``, hint features) are kept; ``"teacher_logits"``
-    is dropped.
-
-    Parameters
-    ----------
-    book : mapping
-        ``{"X": X, "teacher_logits": logits of shape (n_samples, n_classes)}``.
-    k : int
-        Classes kept per row, ``1 <= k <= n_classes``.
-    temperature : float, default=1.0
-
-    Returns
-    -------
-    dict
-        The compressed book (numpy arrays).
-    """
-    from skd.book import BOOK_LOGITS  # the package imports this module: deferred to break the cycle
-
-    logits = torch.as_tensor(_array(book[BOOK_LOGITS]))
-    compressed = {key: value for key, value in book.items() if key != BOOK_LOGITS}
-    compressed.update(compress_chunks(logits.split(_CHUNK), k, temperature))
-    return compressed
-
-
 def compress_chunks(chunks: Iterable[torch.Tensor], k: int, temperature: float = 1.0) -> dict:
     """The compressed-book keys of teacher logits given in chunks of rows, kept as they come.
 
-    What :func:`compress_book` writes, without the whole logits array: a
+    What :func:`skd.book.compress_book` writes, without the whole logits array: a
     teacher's batches (:meth:`skd.teachers.Teacher.logit_chunks`) are
     compressed one by one.
 
@@ -121,10 +92,6 @@ def compress_chunks(chunks: Iterable[torch.Tensor], k: int, temperature: float =
             BOOK_TEMPERATURE: np.full(n_rows, temperature, dtype=np.float32)}
 
 
-def _array(value) -> np.ndarray:
-    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-
-
 def check_compressed_book(book: Mapping, n_rows: int, n_classes: int) -> dict:
     """Check a user's compressed book against the data and the classes; return it with compact dtypes.
 
@@ -138,7 +105,7 @@ def check_compressed_book(book: Mapping, n_rows: int, n_classes: int) -> dict:
         raise ValueError(f"X is a compressed book (it has {BOOK_TOPK!r}) but lacks {missing}: a "
                          f"compressed book has the keys {list(COMPRESSED_KEYS)}; write one with "
                          "skd.book.compress_book(book, k, temperature).")
-    top, index, tail, temperature = (_array(book[key]) for key in COMPRESSED_KEYS)
+    top, index, tail, temperature = (as_numpy(book[key]) for key in COMPRESSED_KEYS)
     if top.ndim != 2 or top.shape[0] != n_rows or not 1 <= top.shape[1] <= n_classes:
         raise ValueError(f"X[{BOOK_TOPK!r}] has shape {top.shape}, expected ({n_rows}, k) with 1 <= k <= "
                          f"{n_classes} (one row per row of X['X'], k classes kept of {n_classes}).")
@@ -188,16 +155,10 @@ def check_loss_takes(book: Any, loss: Any) -> None:
 
 def topk_book_of(batch: Mapping, n_classes: int, device) -> TopKBook:
     """The :class:`TopKBook` of a batch of a compressed book, on ``device`` (no host read)."""
-    def tensor(key):
-        value = batch[key]
-        value = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
-        return value.to(device, non_blocking=True)
-
-    temperature = tensor(BOOK_TEMPERATURE).float()
-    return TopKBook(tensor(BOOK_TOPK).float(), tensor(BOOK_TOPK_INDEX).long(), tensor(BOOK_TAIL).float(),
-                    n_classes, temperature[0])
+    top, index, tail, temperature = (to_tensor(batch[key], device=device) for key in COMPRESSED_KEYS)
+    return TopKBook(top.float(), index.long(), tail.float(), n_classes, temperature.float()[0])
 
 
 def topk_predictions(book: Mapping) -> np.ndarray:
     """The teacher's predicted class per row of a compressed book (its top class)."""
-    return _array(book[BOOK_TOPK_INDEX])[:, 0].astype(np.int64)
+    return as_numpy(book[BOOK_TOPK_INDEX])[:, 0].astype(np.int64)
