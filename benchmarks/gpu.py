@@ -293,7 +293,8 @@ def kernel_table(device, batch=256):
     on_cuda = torch.device(device).type == "cuda"
     hand = ops.hand_step_ops(batch)
     steps = {loss: ops.skd_step_ops(loss, batch) for loss in ops.LOSSES}
-    lines += [f"| kernels per step (MLP, batch {batch}, Adam) | hand KD | " + " | ".join(ops.LOSSES) + " |",
+    lines += [f"| kernels per step (MLP, batch {batch}; hand: Adam foreach, skd: fused Adam) | hand KD | "
+              + " | ".join(ops.LOSSES) + " |",
               "|---" * (len(ops.LOSSES) + 2) + "|",
               f"| ops dispatched on the CPU (= kernels) | {hand.kernels} | "
               + " | ".join(str(steps[n].kernels) for n in ops.LOSSES) + " |",

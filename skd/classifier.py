@@ -142,7 +142,10 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         ``optimizer=torch.optim.Adam`` (skorch: SGD), ``lr=1e-3`` (skorch:
         0.01) and ``max_epochs=DEFAULT_MAX_EPOCHS`` (skorch: 10). A student
         that ends far below its teacher gets an :class:`UnderTrainedWarning`
-        naming the settings to change.
+        naming the settings to change. torch's ``Adam``, ``AdamW``, ``SGD``
+        and ``Adagrad`` run their fused update (``fused=True``, one kernel
+        per step) unless ``optimizer__fused`` or ``optimizer__foreach`` is
+        set (see :mod:`skd.training.optimizers`).
 
     Attributes
     ----------

@@ -1,6 +1,11 @@
 """The intra-op thread count of a fit: explicit choices respected, a busy machine not oversubscribed."""
 
+import math
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,3 +88,67 @@ def test_an_explicit_count_for_the_fit_wins(machine):
 
 def test_usable_cores_are_at_least_one():
     assert usable_cores() >= 1
+
+
+class Clock:
+    """A fake wall clock and process CPU time for :class:`threads.OwnLoad`."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    def run(self, seconds, threads_busy):
+        self.wall += seconds
+        self.cpu += seconds * threads_busy
+
+
+def test_this_process_share_of_the_load_average_follows_the_kernels_decay():
+    clock = Clock()
+    own = threads.OwnLoad(clock=lambda: clock.wall, cpu=lambda: clock.cpu)
+    clock.run(60.0, 2)  # a fit on 2 threads for a minute
+    assert own.update() == pytest.approx(2 * (1 - math.exp(-1)))
+    clock.run(60.0, 0)  # a minute idle
+    assert own.update() == pytest.approx(2 * (1 - math.exp(-1)) * math.exp(-1))
+    clock.run(0.0, 0)
+    assert own.update() == pytest.approx(2 * (1 - math.exp(-1)) * math.exp(-1))  # no time, no change
+
+
+@pytest.fixture
+def readings(monkeypatch):
+    """The load average, this process's share of it and the other processes' runnable threads."""
+    state = {"average": 2.0, "own": 2.0, "runnable": 0.0}
+    monkeypatch.setattr(threads, "_load_average", lambda: state["average"])
+    monkeypatch.setattr(threads._OWN, "update", lambda: state["own"])
+    monkeypatch.setattr(threads, "_runnable_others", lambda: state["runnable"])
+    return state
+
+
+def test_a_fit_after_a_fit_in_the_same_process_is_not_its_own_competitor(readings):
+    # the previous fit raised the load average to 2; it was this process's own work
+    assert threads.others_load() == 0.0
+    readings.update(average=3.0)  # and one other process ran beside it
+    assert threads.others_load() == pytest.approx(1.0)
+    readings.update(average=0.5, own=0.0, runnable=2.0)  # a competitor that just started
+    assert threads.others_load() == 2.0
+
+
+def test_the_threads_runnable_now_are_counted_outside_this_process(monkeypatch):
+    if not Path("/proc/loadavg").exists():
+        pytest.skip("no /proc")
+    assert threads._own_runnable() >= 1  # the thread reading is runnable
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline = time.monotonic() + 10
+        while threads._runnable_others() < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threads._runnable_others() >= 1
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_a_fit_counts_its_cpu_time_as_this_process_own_load(machine, monkeypatch):
+    calls = []
+    monkeypatch.setattr(threads._OWN, "update", lambda: calls.append(1) or 0.0)
+    with fit_threads():
+        pass
+    assert calls  # at the fit's end, so the next fit does not see this one as a competitor

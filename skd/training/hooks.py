@@ -16,13 +16,15 @@ from skorch.utils import to_tensor
 from skd._device import checked_seed, epoch_generator
 from skd.book import features_of
 from skd.training.batching import make_iterator
+from skd.training.optimizers import with_fused_default
 from skd.training.step import sum_terms
 
 __all__ = ["TrainerHooks"]
 
 
 class TrainerHooks:
-    """``get_iterator``, ``run_single_epoch``, ``infer`` and ``get_loss``, routed to the trainer."""
+    """``get_iterator``, ``run_single_epoch``, ``infer`` and ``get_loss``, routed to the trainer;
+    ``get_params_for_optimizer`` with the fused update by default (:mod:`skd.training.optimizers`)."""
 
     def get_iterator(self, dataset, training=False):
         """Batches of ``dataset``: device slices for in-memory data, else a DataLoader."""
@@ -34,6 +36,13 @@ class TrainerHooks:
             fast=batching == "auto",
             generator=self._epoch_generator,
         )
+
+    def get_params_for_optimizer(self, prefix, named_parameters):
+        """skorch's optimizer options, with ``fused=True`` where torch has it and the user chose none."""
+        args, kwargs = super().get_params_for_optimizer(prefix, named_parameters)
+        if prefix == "optimizer":
+            kwargs = with_fused_default(self.optimizer, args, kwargs, getattr(self, "module_", None))
+        return args, kwargs
 
     def _epoch_generator(self):
         """This epoch's shuffle generator, read when the epoch's batches start (skorch makes the
