@@ -85,6 +85,8 @@ def main(argv=None):
     fit()  # warm-up: imports, allocator
     variants = ["default threads", "fit_threads"]
     idle = {v: timed(fit, v, args.repeats) for v in variants}
+    # this process's own fits raised the load average: they are not a competitor of the next fit
+    after_own = threads._load_average(), threads.choose_threads()
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(args.busy)]
     try:
         time.sleep(1.0)  # the spinners are running
@@ -99,7 +101,9 @@ def main(argv=None):
              f"{torch.__version__} default {torch.get_num_threads()} threads; worst of {args.repeats} runs, "
              f"beside {args.busy} busy processes (fair share {fair:.2f}x idle); runnable processes before "
              f"the run: {load_before:.1f} (idle only if about 1). fit_threads chose: "
-             f"{chosen[0] if chosen[0] is not None else 'no change'} ({chosen[1]}).", "",
+             f"{chosen[0] if chosen[0] is not None else 'no change'} ({chosen[1]}). On the idle machine, "
+             f"after this process's own {2 * args.repeats + 1} fits (1-minute load average "
+             f"{after_own[0] or 0:.1f}), it chose {after_own[1][0] or 'no change'} ({after_own[1][1]}).", "",
              "| threads | idle s | busy s | busy / idle | busy / fair share |", "|---|---|---|---|---|"]
     for v in variants:
         ratio = busy[v] / idle[v]
