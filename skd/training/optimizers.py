@@ -21,12 +21,11 @@ CPU, Adam's loop takes about 320-480 µs of a 0.8-1.2 ms step, its fused form
 
 The update is the same algorithm; its float rounding differs from the loop's
 (the order of operations inside the kernel), as ``foreach`` does already.
-``optimizer__fused=False`` gives torch's default back.
+``optimizer__fused=False`` gives torch's default back (give it at construction: skorch applies
+an ``optimizer__*`` set on a fitted net to the live optimizer only, and a refit builds a new one).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import torch
 
@@ -44,7 +43,7 @@ _DENSE_ONLY = (torch.optim.SGD, torch.optim.Adagrad)
 _CHOICES = ("fused", "foreach")
 
 
-def _params(args: Iterable) -> list[torch.Tensor]:
+def _params(args: tuple) -> list[torch.Tensor]:
     params = []
     for group in (args[0] if args else []):
         if isinstance(group, dict):
@@ -54,7 +53,7 @@ def _params(args: Iterable) -> list[torch.Tensor]:
     return params
 
 
-def _groups_choose(args) -> bool:
+def _groups_choose(args: tuple) -> bool:
     groups = args[0] if args else []
     return any(isinstance(group, dict) and any(key in group for key in _CHOICES) for group in groups)
 
