@@ -82,3 +82,23 @@ def test_a_fused_fit_pickles_and_keeps_training(digits):
     before = clf.history[-1, "train_loss"]
     clf.partial_fit(X, y)
     assert clf.optimizer_.param_groups[0]["fused"] is True and clf.history[-1, "train_loss"] < before
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                  reason="needs a CUDA GPU"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("optimizer, step_mode", [(torch.optim.Adam, "eager"), (torch.optim.Adam, "graph"),
+                                                  (torch.optim.SGD, "eager"), (torch.optim.SGD, "graph"),
+                                                  (torch.optim.Adagrad, "eager")])
+def test_the_fused_update_trains_in_the_eager_and_the_captured_step(digits, device, optimizer, step_mode):
+    X, y = digits
+    clf = _fit(X, y, optimizer=optimizer, lr=0.05, device=device, trainer__step_mode=step_mode,
+               iterator_train__drop_last=True)
+    fused = optimizer is not torch.optim.Adagrad or device == "cpu"  # torch has no fused CUDA Adagrad
+    assert bool(clf.optimizer_.param_groups[0]["fused"]) is fused
+    # the captured step warms up with a few eager steps before its capture
+    assert clf.train_step_path_ == ("graph+eager" if step_mode == "graph" else "eager")
+    losses = clf.history[:, "train_loss"]
+    assert losses[-1] < losses[0]
