@@ -86,7 +86,7 @@ def main(argv=None):
     variants = ["default threads", "fit_threads"]
     idle = {v: timed(fit, v, args.repeats) for v in variants}
     # this process's own fits raised the load average: they are not a competitor of the next fit
-    after_own = threads._load_average(), threads.choose_threads()
+    after_own = threads.load_average(), threads.choose_threads()
     spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(args.busy)]
     try:
         time.sleep(1.0)  # the spinners are running

@@ -32,6 +32,7 @@ from skd.classifier import DistillationClassifier
 from skd.data import DATASETS, Split, add_transfer, load_split
 from skd.losses import available_losses
 from skd.students import MLP, SmallCNN
+from skd.training.threads import load_average
 
 __all__ = ["BenchConfig", "run_bench", "train_teacher", "fit_student", "main", "machine", "BENCH_LOSSES"]
 
@@ -119,13 +120,6 @@ class EpochProgress(Callback):
             self.bar_.close()
 
 
-def _load() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on every platform
-        return None
-
-
 def _processor() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -146,7 +140,7 @@ def machine(load_at_start: float | None = None) -> str:
         where = f"{torch.cuda.get_device_name()} and {os.cpu_count()} CPU cores"
     else:
         where = f"{_processor()}, {os.cpu_count()} CPU cores, torch with {torch.get_num_threads()} thread(s)"
-    load = _load()
+    load = load_average()
     if load is None:
         busy = "load average unknown"
     elif load_at_start is None:
@@ -325,7 +319,7 @@ def bar_chart(rows: list[dict], teacher: dict, path: Path, title: str) -> None:
 def run_bench(config: BenchConfig) -> dict:
     """Run the benchmark; write ``results-<dataset>.md``, ``.json`` and ``.png`` under ``config.out``."""
     config = config.trimmed()
-    start, load_at_start = time.perf_counter(), _load()
+    start, load_at_start = time.perf_counter(), load_average()
     split = load_split(config.dataset, config.split_seed)
     teacher, teacher_info = train_teacher(split, config)
     how = "loaded from" if teacher_info["cached"] else "trained and saved to"

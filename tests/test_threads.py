@@ -116,7 +116,7 @@ def test_this_process_share_of_the_load_average_follows_the_kernels_decay():
 def readings(monkeypatch):
     """The load average, this process's share of it and the other processes' runnable threads."""
     state = {"average": 2.0, "own": 2.0, "runnable": 0.0}
-    monkeypatch.setattr(threads, "_load_average", lambda: state["average"])
+    monkeypatch.setattr(threads, "load_average", lambda: state["average"])
     monkeypatch.setattr(threads._OWN, "update", lambda: state["own"])
     monkeypatch.setattr(threads, "_runnable_others", lambda: state["runnable"])
     return state

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["OwnLoad", "choose_threads", "fit_threads", "others_load", "usable_cores"]
+__all__ = ["OwnLoad", "choose_threads", "fit_threads", "load_average", "others_load", "usable_cores"]
 
 #: The environment variables that fix the thread count of OpenMP / MKL, hence of torch.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -125,11 +125,8 @@ class OwnLoad:
 _OWN = OwnLoad()
 
 
-def _load_average() -> float | None:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
+def load_average() -> float | None:
+    """The 1-minute load average (``os.getloadavg``), or None where the platform has none."""
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -172,7 +169,7 @@ def others_load() -> float:
     """The other processes' runnable threads: the larger of the 1-minute load average less this
     process's own share (:class:`OwnLoad`), and the number runnable now, since the average lags a
     minute behind a competitor that just started."""
-    average = _load_average()
+    average = load_average()
     own = _OWN.update()
     behind = 0.0 if average is None else max(0.0, average - own)
     return max(behind, _runnable_others())
@@ -220,15 +217,12 @@ def fit_threads(n_threads: int | None = None):
     """
     previous = torch.get_num_threads()
     count = n_threads if n_threads is not None else choose_threads(previous)[0]
-    if count is None or count == previous:
-        try:
-            yield previous
-        finally:
-            _OWN.update()  # the fit's CPU time is this process's own load, not a competitor's
-        return
-    torch.set_num_threads(count)
+    changed = count is not None and count != previous
+    if changed:
+        torch.set_num_threads(count)
     try:
-        yield count
+        yield count if changed else previous
     finally:
-        _OWN.update()
-        torch.set_num_threads(previous)
+        _OWN.update()  # the fit's CPU time is this process's own load, not a competitor's
+        if changed:
+            torch.set_num_threads(previous)
