@@ -18,14 +18,17 @@ Tables:
    hand-written KD step (``F.cross_entropy`` + ``F.kl_div``, as in
    benchmarks/gpu.py) with Adam ``foreach=True`` (torch's default on CUDA)
    against skd's captured step (``trainer__step_mode="graph"``, the body a
-   CUDA graph records; on the CPU it runs eagerly) for each loss, twice: with
-   the same Adam (``optimizer__foreach=True``), and with skd's default, fused
-   Adam (one kernel for the update, which skd picks on the CPU and on CUDA;
-   :mod:`skd.training.optimizers`). Targets: KD <= 1.1x, every other loss
+   CUDA graph records; on the CPU it runs eagerly) for each loss, three
+   times: with the same Adam (``optimizer__foreach=True``); with skd's
+   default on the CPU, fused Adam (one kernel for the update;
+   :mod:`skd.training.optimizers`); and as skd runs on CUDA, fused Adam and
+   the compiled loss (``trainer__compile_loss="auto"``;
+   :mod:`skd.losses.compiled`), TorchInductor's CPU kernels counted as the
+   Triton kernels they stand for. Targets: KD <= 1.1x, every other loss
    <= 1.5x the hand step.
 2. **Loss**: each loss's forward + backward on (256, C) logits against
-   plain KL (``T**2 * F.kl_div`` of the softened logits), at C=100 and 1000.
-   Target <= 1.5x.
+   plain KL (``T**2 * F.kl_div`` of the softened logits), at C=100 and 1000,
+   eager and compiled. Target <= 1.5x.
 3. **Offenders**: per loss, the ops that dominate its forward + backward.
 4. With ``--host``: Python µs per ``CapturedStep.run`` call spent outside the
    step itself (signature checks, lr sync), i.e. the host cost per replay
@@ -38,13 +41,20 @@ loads it from this file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections import Counter
 
 import numpy as np
 import torch
+import torch._inductor.config as inductor_config
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
+
+#: TorchInductor's CPU kernels call no op: compiled with this flag, each call is a profiler event
+#: that the counter reads. Set when this file is loaded, before anything of the process compiles.
+inductor_config.cpp.enable_kernel_profile = True
 
 LOSSES = ["kd", "tfkd", "dkd", "cakd", "dist", "r2kd"]
 TEMPERATURE = 4.0
@@ -61,12 +71,21 @@ class OpCounter(TorchDispatchMode):
 
     ``ops.kernels`` is the number that launch a kernel; ``ops.syncs`` the host
     reads; ``ops.counts`` a Counter of kernel ops by name.
+
+    Compiled code (``torch.compile``) runs compiled under the counter: the ops
+    it still dispatches (library kernels such as ``mm`` or ``sort``, the
+    autograd engine's) are counted here, TorchInductor's own kernels by
+    :func:`count_ops` with ``compiled=True``, as ``compiled`` in ``counts``.
     """
 
     def __init__(self):
         super().__init__()
         self.counts: Counter = Counter()
         self.syncs = 0
+
+    @classmethod
+    def ignore_compile_internals(cls) -> bool:
+        return True  # without it Dynamo runs a compiled function eagerly under the mode
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
@@ -81,9 +100,35 @@ class OpCounter(TorchDispatchMode):
         return sum(self.counts.values())
 
 
-def count_ops(fn, *args, **kwargs) -> OpCounter:
-    """The ops of one call of ``fn``."""
-    with OpCounter() as ops:
+@contextlib.contextmanager
+def counting(compiled: bool = False):
+    """``with counting() as ops:`` counts the ops of the block; ``compiled=True`` also Inductor's kernels.
+
+    Those are the CPU kernels of compiled code, read from the profiler (one
+    event per kernel call, see ``enable_kernel_profile`` above): one per
+    fused kernel, as one Triton kernel on a GPU (where Triton may split a
+    kernel that the CPU backend fuses, such as a row and a batch reduction).
+    """
+    if not compiled:
+        with OpCounter() as ops:
+            yield ops
+        return
+    with profile(activities=[ProfilerActivity.CPU]) as profiler, OpCounter() as ops:
+        yield ops
+    events = profiler.events()
+    graphs = [e for e in events if e.name.startswith("## Call CompiledFxGraph")]
+    kernels = [e for e in events if "cpp_fused" in e.name]
+    for graph in graphs:
+        if not any(graph.time_range.start <= k.time_range.start <= graph.time_range.end for k in kernels):
+            raise RuntimeError("A compiled graph ran without kernel profiling (compiled before "
+                               "benchmarks/ops.py was loaded): its kernels cannot be counted.")
+    if kernels:
+        ops.counts["compiled"] += len(kernels)
+
+
+def count_ops(fn, *args, compiled: bool = False, **kwargs) -> OpCounter:
+    """The ops of one call of ``fn`` (with ``compiled``, TorchInductor's kernels too)."""
+    with counting(compiled) as ops:
         fn(*args, **kwargs)
     return ops
 
@@ -124,7 +169,8 @@ def skd_step_ops(loss: str, batch_size=256, n_classes=10, **options) -> OpCounte
     """skd's captured step (``trainer__step_mode="graph"``; run eagerly on the CPU): one replayed step.
 
     ``options`` are the classifier's (e.g. ``optimizer__foreach=True``, the hand
-    step's Adam; without it skd picks fused Adam).
+    step's Adam; without it skd picks fused Adam; ``trainer__compile_loss=True``,
+    the compiled loss of a CUDA fit, whose kernels are counted too).
     """
     from skd import MLP, DistillationClassifier
     from skd.training import graph
@@ -136,7 +182,7 @@ def skd_step_ops(loss: str, batch_size=256, n_classes=10, **options) -> OpCounte
     def run(self, index=None, **fit_params):
         if self.graph is None or counted:
             return original(self, index, **fit_params)
-        with OpCounter() as ops:
+        with counting(options.get("trainer__compile_loss") is True) as ops:
             result = original(self, index, **fit_params)
         counted.append(ops)
         return result
@@ -164,9 +210,13 @@ def _state(loss, device="cpu"):
     return loss.epoch_state(10**9, device=device, labelled_only=True)
 
 
-def loss_ops(name: str, n_classes: int, batch_size=256, seed=0) -> OpCounter:
-    """One forward + backward of the loss ``name`` (every term) on (batch, C) logits."""
+def loss_ops(name: str, n_classes: int, batch_size=256, seed=0, compiled=False) -> OpCounter:
+    """One forward + backward of the loss ``name`` (every term) on (batch, C) logits.
+
+    ``compiled``: through the loss's compiled call (:mod:`skd.losses.compiled`).
+    """
     from skd.losses import make_loss
+    from skd.losses.compiled import loss_terms
 
     generator = torch.Generator().manual_seed(seed)
     student = torch.randn(batch_size, n_classes, generator=generator, requires_grad=True)
@@ -176,7 +226,7 @@ def loss_ops(name: str, n_classes: int, batch_size=256, seed=0) -> OpCounter:
     state = _state(loss)
 
     def step():
-        terms = loss(student, teacher if loss.requires_teacher else None, y, state=state)
+        terms = loss_terms(loss, student, teacher if loss.requires_teacher else None, y, state, compiled)
         total = None
         for value in terms.values():
             total = value if total is None else total + value
@@ -184,7 +234,7 @@ def loss_ops(name: str, n_classes: int, batch_size=256, seed=0) -> OpCounter:
 
     step()
     student.grad = None
-    return count_ops(step)
+    return count_ops(step, compiled=compiled)
 
 
 def reference_ops(kind: str, n_classes: int, batch_size=256, seed=0) -> OpCounter:
@@ -272,10 +322,12 @@ def main(argv=None):
     hand = hand_step_ops(args.batch)
     steps = {loss: skd_step_ops(loss, args.batch, optimizer__foreach=True) for loss in LOSSES}
     fused = {loss: skd_step_ops(loss, args.batch) for loss in LOSSES}
+    compiled = {loss: skd_step_ops(loss, args.batch, trainer__compile_loss=True) for loss in LOSSES}
     names = " | ".join(LOSSES)
     rule = "|---" * (len(LOSSES) + 2) + "|"
     lines += [f"| step (MLP, batch {args.batch}; hand: Adam foreach) | hand KD | {names} |", rule]
-    for label, counted in (("skd, Adam foreach", steps), ("skd, its default (fused Adam)", fused)):
+    for label, counted in (("skd, Adam foreach", steps), ("skd on the CPU (fused Adam)", fused),
+                           ("skd on CUDA (fused Adam, compiled loss)", compiled)):
         lines += [f"| {label}: kernel ops | {hand.kernels} | "
                   + " | ".join(str(counted[n].kernels) for n in LOSSES) + " |",
                   f"| {label}: vs hand KD step (target: kd <= 1.1, others <= 1.5) | 1.00 | "
@@ -287,11 +339,13 @@ def main(argv=None):
     for n_classes in (100, 1000):
         kl = reference_ops("kl", n_classes, args.batch)
         losses = {name: loss_ops(name, n_classes, args.batch) for name in LOSSES}
+        fused_losses = {name: loss_ops(name, n_classes, args.batch, compiled=True) for name in LOSSES}
         per_c[n_classes] = losses
-        lines.append(f"| C={n_classes}: kernel ops | {kl.kernels} | "
-                     + " | ".join(str(losses[n].kernels) for n in LOSSES) + " |")
-        lines.append(f"| C={n_classes}: vs plain KL (target <= 1.5) | 1.00 | "
-                     + " | ".join(f"{losses[n].kernels / kl.kernels:.2f}" for n in LOSSES) + " |")
+        for label, counted in (("eager", losses), ("compiled", fused_losses)):
+            lines.append(f"| C={n_classes}, {label}: kernel ops | {kl.kernels} | "
+                         + " | ".join(str(counted[n].kernels) for n in LOSSES) + " |")
+            lines.append(f"| C={n_classes}, {label}: vs plain KL (target <= 1.5) | 1.00 | "
+                         + " | ".join(f"{counted[n].kernels / kl.kernels:.2f}" for n in LOSSES) + " |")
     ce = reference_ops("ce", 100, args.batch)
     labelled = labelled_ce_ops(100, args.batch)
     lines += ["", "Labelled CE (`DistillationLoss.cross_entropy`), forward + backward: "

@@ -96,24 +96,53 @@ def test_the_raise_guard_keeps_the_first_bad_batch_and_its_values():
     assert guard.bad_values.tolist()[1] == 5.0
 
 
-#: Losses not yet within the kernel budget (issue 18), though fused: DKD and CAKD's exact in-group
-#: log-softmax keeps their forward+backward near 2-2.5x plain KL (their steps are within); DIST's
-#: and R2KD's correlations (and R2KD's soft ranks) are over both budgets.
-OVER_BUDGET = pytest.mark.xfail(strict=True, reason="over the kernel budget until its maths is fused")
+def test_the_counter_counts_the_kernels_of_compiled_code():
+    x = torch.randn(64, 32, requires_grad=True)
+    compiled = torch.compile(lambda t: (t.sin() * 2).cos().sum(), fullgraph=True)
+    compiled(x).backward()  # compiles
+    counted = ops.count_ops(lambda: compiled(x).backward(), compiled=True)
+    assert counted.counts["compiled"] >= 2  # the forward's kernel and the backward's
+    assert counted.kernels < ops.count_ops(lambda: (x.sin() * 2).cos().sum().backward()).kernels
 
 
-def _budgeted(losses, within):
-    return [loss if loss in within else pytest.param(loss, marks=OVER_BUDGET) for loss in losses]
+def test_the_counter_refuses_compiled_code_it_cannot_see():
+    x = torch.randn(8, 4)
+    with torch._inductor.config.patch({"cpp.enable_kernel_profile": False}):
+        compiled = torch.compile(lambda t: t.exp().sum() + 1, fullgraph=True)
+        compiled(x)
+    with pytest.raises(RuntimeError, match="without kernel profiling"):
+        ops.count_ops(compiled, x, compiled=True)
 
 
-@pytest.mark.parametrize("loss", _budgeted(LOSSES, within=("kd", "tfkd", "dkd", "cakd")))
-def test_the_step_launches_no_more_kernels_than_the_budget(loss):
+#: Eagerly, DKD's and CAKD's exact in-group log-softmax keep their forward + backward near 2-2.5x plain
+#: KL, DIST's correlations near 4.7x and R2KD's soft ranks near 9x: the step of DIST and R2KD is over
+#: budget too. That is the CPU's step; on CUDA the loss is compiled (trainer__compile_loss="auto"),
+#: which meets every budget below.
+EAGER_WITHIN = {"step": ("kd", "tfkd", "dkd", "cakd"), "loss": ("kd", "tfkd")}
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_the_step_with_the_compiled_loss_launches_no_more_kernels_than_the_budget(loss):
     hand = ops.hand_step_ops(256).kernels
-    step = ops.skd_step_ops(loss, 256).kernels
-    assert step <= (1.1 if loss == "kd" else 1.5) * hand
+    step = ops.skd_step_ops(loss, 256, trainer__compile_loss=True)
+    assert step.counts["compiled"] > 0
+    assert step.kernels <= (1.1 if loss == "kd" else 1.5) * hand
 
 
-@pytest.mark.parametrize("loss", _budgeted(LOSSES, within=("kd", "tfkd")))
+@pytest.mark.parametrize("loss", EAGER_WITHIN["step"])
+def test_the_eager_step_of_the_simpler_losses_is_within_the_budget_too(loss):
+    hand = ops.hand_step_ops(256).kernels
+    assert ops.skd_step_ops(loss, 256).kernels <= (1.1 if loss == "kd" else 1.5) * hand
+
+
+@pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("n_classes", [100, 1000])
-def test_each_loss_costs_at_most_one_and_a_half_plain_kl(loss, n_classes):
-    assert ops.loss_ops(loss, n_classes).kernels <= 1.5 * ops.reference_ops("kl", n_classes).kernels
+def test_each_compiled_loss_costs_at_most_one_and_a_half_plain_kl(loss, n_classes):
+    counted = ops.loss_ops(loss, n_classes, compiled=True)
+    assert counted.counts["compiled"] > 0
+    assert counted.kernels <= 1.5 * ops.reference_ops("kl", n_classes).kernels
+
+
+@pytest.mark.parametrize("loss", EAGER_WITHIN["loss"])
+def test_the_simpler_eager_losses_cost_at_most_one_and_a_half_plain_kl(loss):
+    assert ops.loss_ops(loss, 100).kernels <= 1.5 * ops.reference_ops("kl", 100).kernels

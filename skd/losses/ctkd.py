@@ -62,6 +62,8 @@ class CTKD(DistillationLoss):
     """
 
     uses_temperature = False
+    #: Runs eagerly under ``trainer__compile_loss``: each call steps the temperature's optimizer.
+    compilable = False
     #: Refuses ``loss__extract``: the temperature is learnt, while extraction transforms at the epoch's.
     takes_extract = False
     _parameter_constraints = {

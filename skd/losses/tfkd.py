@@ -67,6 +67,7 @@ class TfKD(DistillationLoss):
     convention : {"paper", "released"}, default="paper"
     """
 
+    compilable = True
     terms = ("ce", "kd")
 
     def __init__(

@@ -40,6 +40,7 @@ class TopKKD(DistillationLoss):
     not logits to z-score.
     """
 
+    compilable = True
     terms = ("ce", "kd_topk")
     #: This loss can read a compressed (top-k + tail) book; other losses refuse one.
     accepts_compressed_book = True

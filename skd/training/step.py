@@ -19,6 +19,7 @@ from skorch.utils import to_tensor
 from skd.book import BOOK_LOGITS, features_of, is_book
 from skd.book.compressed import is_compressed_book, topk_book_of
 from skd.losses import DistillationLoss
+from skd.losses.compiled import loss_terms
 from skd.losses.functional import TopKBook
 from skd.training.state import EpochState
 
@@ -49,6 +50,9 @@ class StepParts:
     trained : torch.nn.Module or None, default=None
         Every module the optimizer trains, when more than the student (the
         hints' projectors): the guard snapshots and restores all of it.
+    compiled : bool, default=False
+        Run the loss's compiled call in training steps
+        (:func:`skd.losses.compiled.loss_terms`; the trainer's ``compile_loss``).
     """
 
     forward: Callable[..., torch.Tensor]
@@ -61,6 +65,7 @@ class StepParts:
     labelled_only: bool = False
     hints: Any = None
     trained: torch.nn.Module | None = None
+    compiled: bool = False
 
 
 def teacher_logits_for(parts: StepParts, X) -> torch.Tensor | TopKBook:
@@ -131,10 +136,8 @@ def terms_for(parts: StepParts, y_pred, y, X, state: EpochState | None = None,
         teacher_logits, teacher_outputs = parts.hints.teacher_outputs(X)
     if parts.loss.requires_teacher and teacher_logits is None:
         teacher_logits = teacher_logits_for(parts, X)
-    if second is None:
-        terms = parts.loss(y_pred.float(), teacher_logits, y, state)
-    else:
-        terms = parts.loss(y_pred.float(), teacher_logits, y, state, second=second.float())
+    extra = {} if second is None else {"second": second.float()}
+    terms = loss_terms(parts.loss, y_pred.float(), teacher_logits, y, state, parts.compiled, **extra)
     if teacher_outputs is not None:
         terms.update(parts.hints.terms(teacher_outputs, state))
     if not suffix:

@@ -87,8 +87,11 @@ def class_indices(n: int, device: torch.device | str) -> torch.Tensor:
     Kept for the process's life (``n`` int64 values per size and device).
     Not kept when made while a CUDA graph is captured (its memory belongs to
     that graph) nor in inference mode (an inference tensor can't be saved
-    for a backward later).
+    for a backward later). In a compiled loss it is a plain ``arange``,
+    which the compiler fuses into the kernels that read it.
     """
+    if torch.compiler.is_compiling():  # traced into a compiled loss: a constant the compiler fuses
+        return torch.arange(n, device=device)
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:  # the key names the device the tensor is on
         device = torch.device("cuda", torch.cuda.current_device())

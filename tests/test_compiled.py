@@ -1,0 +1,226 @@
+"""The compiled loss (skd/losses/compiled.py): the same terms and gradients, one compilation per class,
+a warning (never a silent fallback) when a loss cannot be compiled, and the trainer's option."""
+
+import pickle
+import types
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from skd import MLP, DistillationClassifier
+from skd.losses import DistillationLoss, available_losses, make_loss
+from skd.losses.compiled import CompileFallbackWarning, compiled_call, loss_terms, should_compile
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+#: The losses whose compiled form is checked against the eager one with TorchInductor (the slow part:
+#: one compilation each); every registered loss is traced with the "aot_eager" backend below.
+COMPILED = ["kd", "dkd", "cakd", "dist", "r2kd"]
+
+
+def batch(n_classes=7, rows=48, seed=0, device="cpu"):
+    generator = torch.Generator().manual_seed(seed)
+    student = torch.randn(rows, n_classes, generator=generator).to(device).requires_grad_()
+    teacher = (torch.randn(rows, n_classes, generator=generator) * 3).to(device)
+    y = torch.randint(0, n_classes, (rows,), generator=generator).to(device)
+    y[::5] = -1  # unlabelled rows: the masked CE path
+    return student, teacher, y
+
+
+def terms_and_grad(loss, student, teacher, y, compiled, state=None):
+    student = student.detach().clone().requires_grad_()
+    state = state or loss.epoch_state(10**9, device=student.device)
+    terms = loss_terms(loss, student, teacher if loss.requires_teacher else None, y, state, compiled)
+    sum(terms.values()).backward()
+    return {name: value.detach() for name, value in terms.items()}, student.grad
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_the_compiled_loss_gives_the_eager_terms_and_gradients(name):
+    loss = make_loss(name, {"warmup": 0} if name in ("dkd", "cakd") else {})
+    student, teacher, y = batch()
+    eager = terms_and_grad(loss, student, teacher, y, compiled=False)
+    for rows in (48, 31):  # a ragged batch reuses the graph (the batch dimension is dynamic)
+        compiled = terms_and_grad(loss, student[:rows], teacher[:rows], y[:rows], compiled=True)
+        reference = terms_and_grad(loss, student[:rows], teacher[:rows], y[:rows], compiled=False)
+        assert list(compiled[0]) == list(reference[0])
+        for name_ in compiled[0]:
+            torch.testing.assert_close(compiled[0][name_], reference[0][name_], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(compiled[1], reference[1], rtol=1e-4, atol=1e-6)
+    assert list(eager[0]) == list(loss.terms)
+
+
+@pytest.mark.parametrize("name", [name for name in available_losses() if make_loss(name, {}).compilable])
+def test_every_registered_loss_traces_as_one_graph(name):
+    """What the compiled call needs: no graph break (``fullgraph=True`` refuses one); the cheap backend."""
+    loss = make_loss(name, {})
+    student, teacher, y = batch()
+    state = loss.epoch_state(10**9)
+    extra = {"second": student.detach() + 0.1} if getattr(loss, "student_passes", 1) == 2 else {}
+    call = lambda *args, **kw: loss(*args, **kw)  # noqa: E731
+    # a code object of its own per loss, as compiled_call makes (Dynamo's variants are per code object)
+    call = types.FunctionType(call.__code__.replace(co_name=f"{name}_call"), globals(), None, None,
+                              call.__closure__)
+    traced = torch.compile(call, backend="aot_eager", fullgraph=True)
+    terms = traced(student, teacher if loss.requires_teacher else None, y, state, **extra)
+    eager = loss(student, teacher if loss.requires_teacher else None, y, state, **extra)
+    for key in eager:
+        torch.testing.assert_close(terms[key], eager[key], rtol=1e-5, atol=1e-6)
+
+
+def fit(loss="dist", compile_loss=True, **params):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 300)
+    logits = (rng.standard_normal((300, 4)) * 3).astype(np.float32)
+    net = DistillationClassifier(MLP, loss=loss, max_epochs=3, batch_size=64, verbose=0, train_split=None,
+                                 random_state=0, trainer__compile_loss=compile_loss, **params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the random teacher scores near chance
+        return net.fit({"X": X, "teacher_logits": logits}, y)
+
+
+def test_a_compiled_fit_equals_the_eager_fit():
+    eager, compiled = fit(compile_loss=False), fit(compile_loss=True)
+    np.testing.assert_allclose(compiled.history[:, "train_loss"], eager.history[:, "train_loss"], rtol=1e-5)
+    for a, b in zip(compiled.module_.parameters(), eager.module_.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fits_with_other_hyper_parameters_and_a_warm_up_reuse_the_one_graph():
+    fit("dkd", loss__warmup=2)  # compiled (or found compiled): what follows must add no graph
+    before = counters["stats"]["unique_graphs"]
+    fit("dkd", loss__warmup=3, loss__alpha=2.0, loss__beta=4.0, loss__temperature=2.0)
+    assert counters["stats"]["unique_graphs"] == before
+
+
+def test_auto_compiles_on_cuda_only_and_the_choice_is_not_pickled():
+    net = fit("kd", compile_loss="auto")
+    assert net.trainer_.parts.compiled is False
+    assert not fit("kd", compile_loss=False).trainer_.parts.compiled
+    net = fit("kd", compile_loss=True)
+    assert net.trainer_.parts.compiled is True
+    restored = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(restored.predict_proba(np.zeros((3, 12), np.float32)),
+                                  net.predict_proba(np.zeros((3, 12), np.float32)))
+
+
+def test_validation_runs_the_loss_eagerly():
+    loss = make_loss("kd", {})
+    student, teacher, y = batch(rows=16)
+    before = counters["stats"]["calls_captured"]
+    with torch.no_grad():
+        loss_terms(loss, student, teacher, y, loss.epoch_state(1), compiled=True)
+    assert counters["stats"]["calls_captured"] == before
+
+
+def test_a_bad_compile_loss_option_names_the_parameter():
+    with pytest.raises(ValueError, match="trainer__compile_loss of Trainer must be one of 'auto', True"):
+        fit(compile_loss="yes")
+
+
+class HostReadKD(DistillationLoss):
+    """KD that reads a value back to the host: a graph break, so it cannot be compiled whole."""
+
+    terms = ("ce", "kd")
+
+    def __init__(self, temperature=4.0):
+        self.temperature = temperature
+
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
+        scale = teacher_logits.abs().max().item()  # a host read: a graph break
+        kl = torch.nn.functional.kl_div(torch.log_softmax(student_logits / temperature, 1),
+                                        torch.log_softmax(teacher_logits / temperature, 1),
+                                        log_target=True, reduction="batchmean")
+        return {"kd": kl * (scale > 0)}
+
+
+class FloatReadKD(HostReadKD):
+    """The same read through ``float()``: torch 2.14 traces it into a graph whose compiled backward fails
+    (a NameError at its first run), which the first call's probe finds before the step's backward."""
+
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
+        scale = float(teacher_logits.abs().max())
+        kl = torch.nn.functional.kl_div(torch.log_softmax(student_logits / temperature, 1),
+                                        torch.log_softmax(teacher_logits / temperature, 1),
+                                        log_target=True, reduction="batchmean")
+        return {"kd": kl * (scale > 0)}
+
+
+@pytest.mark.parametrize("cls", [HostReadKD, FloatReadKD], ids=lambda cls: cls.__name__)
+def test_a_loss_that_cannot_be_compiled_warns_once_and_runs_eagerly(cls):
+    loss = cls().initialize()
+    student, teacher, y = batch()
+    message = rf"{cls.__name__} could not be compiled.*compile_loss=False"
+    with pytest.warns(CompileFallbackWarning, match=message):
+        terms, grad = terms_and_grad(loss, student, teacher, y, compiled=True)
+    eager_terms, eager_grad = terms_and_grad(loss, student, teacher, y, compiled=False)
+    torch.testing.assert_close(grad, eager_grad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)  # once per class and process
+        terms_and_grad(loss, student, teacher, y, compiled=True)
+
+
+class Picky(DistillationLoss):
+    """KD that refuses a batch of fewer than 8 rows, with its own error."""
+
+    terms = ("ce", "kd")
+
+    def __init__(self, temperature=4.0):
+        self.temperature = temperature
+
+    def compute_terms(self, student_logits, teacher_logits, y, temperature):
+        if student_logits.shape[0] < 8:
+            raise ValueError("Picky needs batches of at least 8 rows")
+        return {"kd": (student_logits - teacher_logits).pow(2).mean()}
+
+
+def test_an_error_of_the_loss_itself_is_raised_as_without_compiling():
+    loss = Picky().initialize()
+    student, teacher, y = batch(rows=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)
+        with pytest.raises(ValueError, match="at least 8 rows"):
+            loss_terms(loss, student, teacher, y, loss.epoch_state(1), compiled=True)
+
+
+@pytest.mark.parametrize("option, device, expected", [
+    ("auto", "cpu", {"kd": False, "ctkd": False, "own": False}),
+    ("auto", "cuda", {"kd": True, "ctkd": False, "own": False}),
+    (True, "cpu", {"kd": True, "ctkd": False, "own": True}),
+    (False, "cuda", {"kd": False, "ctkd": False, "own": False}),
+])
+def test_which_losses_a_fit_compiles(option, device, expected):
+    losses = {"kd": make_loss("kd", {}), "ctkd": make_loss("ctkd", {}), "own": Picky().initialize()}
+    assert {name: should_compile(loss, option, device) for name, loss in losses.items()} == expected
+
+
+def test_every_loss_of_skd_says_whether_it_compiles():
+    assert all(make_loss(name, {}).compilable is not None for name in available_losses())
+    assert DistillationLoss.compilable is None  # a loss of your own: compiled only when asked
+
+
+def test_each_loss_class_has_its_own_compiled_code():
+    kd, dist = compiled_call(type(make_loss("kd", {}))), compiled_call(type(make_loss("dist", {})))
+    assert kd is compiled_call(type(make_loss("kd", {})))
+    assert kd is not dist
+
+
+@cuda
+def test_the_captured_cuda_step_replays_the_compiled_loss_with_one_capture():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2048, 20)).astype(np.float32)
+    y = rng.integers(0, 10, 2048)
+    logits = (rng.standard_normal((2048, 10)) * 3).astype(np.float32)
+    runs = {}
+    for compile_loss in (False, True):
+        net = DistillationClassifier(MLP, loss="dist", max_epochs=3, batch_size=256, verbose=0,
+                                     train_split=None, random_state=0, device="cuda",
+                                     trainer__compile_loss=compile_loss)
+        runs[compile_loss] = net.fit({"X": X, "teacher_logits": logits}, y)
+    assert runs[True].trainer_.parts.compiled and runs[True].train_step_path_ == "graph+eager"
+    assert runs[True].n_captures_ == 1
+    np.testing.assert_allclose(runs[True].history[:, "train_loss"], runs[False].history[:, "train_loss"],
+                               rtol=1e-4)
