@@ -91,7 +91,8 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         its options are routed as ``trainer__<option>``: ``step_mode``
         (``"auto"``, ``"eager"``, ``"graph"``: the captured CUDA step),
         ``precision`` (``"32"``, ``"bf16"``), ``on_nonfinite`` (``"raise"``,
-        ``"skip"``), ``check_every``, ``record_batches`` and ``batching``.
+        ``"skip"``), ``check_every``, ``record_batches``, ``batching`` and
+        ``compile_loss`` (``torch.compile`` of the loss; on CUDA by default).
         See :class:`skd.training.Trainer` and the "GPU and scale" page.
     book : {"auto", "memory", "online"}, default="auto"
         ``"memory"``: the teacher runs once per training row before the first

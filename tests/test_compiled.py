@@ -96,10 +96,9 @@ def test_fits_with_other_hyper_parameters_and_a_warm_up_reuse_the_one_graph():
     assert counters["stats"]["unique_graphs"] == before
 
 
-def test_auto_compiles_on_cuda_only_and_the_choice_is_not_pickled():
-    net = fit("kd", compile_loss="auto")
-    assert net.trainer_.parts.compiled is False
-    assert not fit("kd", compile_loss=False).trainer_.parts.compiled
+def test_compiling_is_asked_for_and_the_choice_is_not_pickled():
+    assert fit("kd", compile_loss=False).trainer_.parts.compiled is False
+    assert DistillationClassifier(MLP).get_params()["trainer"]().compile_loss is False  # the default
     net = fit("kd", compile_loss=True)
     assert net.trainer_.parts.compiled is True
     restored = pickle.loads(pickle.dumps(net))
@@ -117,7 +116,7 @@ def test_validation_runs_the_loss_eagerly():
 
 
 def test_a_bad_compile_loss_option_names_the_parameter():
-    with pytest.raises(ValueError, match="trainer__compile_loss of Trainer must be one of 'auto', True"):
+    with pytest.raises(ValueError, match="trainer__compile_loss of Trainer must be one of True, False"):
         fit(compile_loss="yes")
 
 
@@ -186,20 +185,10 @@ def test_an_error_of_the_loss_itself_is_raised_as_without_compiling():
             loss_terms(loss, student, teacher, y, loss.epoch_state(1), compiled=True)
 
 
-@pytest.mark.parametrize("option, device, expected", [
-    ("auto", "cpu", {"kd": False, "ctkd": False, "own": False}),
-    ("auto", "cuda", {"kd": True, "ctkd": False, "own": False}),
-    (True, "cpu", {"kd": True, "ctkd": False, "own": True}),
-    (False, "cuda", {"kd": False, "ctkd": False, "own": False}),
-])
-def test_which_losses_a_fit_compiles(option, device, expected):
-    losses = {"kd": make_loss("kd", {}), "ctkd": make_loss("ctkd", {}), "own": Picky().initialize()}
-    assert {name: should_compile(loss, option, device) for name, loss in losses.items()} == expected
-
-
-def test_every_loss_of_skd_says_whether_it_compiles():
-    assert all(make_loss(name, {}).compilable is not None for name in available_losses())
-    assert DistillationLoss.compilable is None  # a loss of your own: compiled only when asked
+def test_a_loss_that_is_not_compilable_is_not_compiled():
+    assert should_compile(make_loss("kd", {}), True) and should_compile(Picky().initialize(), True)
+    assert not should_compile(make_loss("ctkd", {}), True)  # its call steps its own optimizer
+    assert not should_compile(make_loss("kd", {}), False)
 
 
 def test_each_loss_class_has_its_own_compiled_code():

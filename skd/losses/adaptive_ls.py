@@ -45,7 +45,6 @@ class SelfKnowledgeLS(DistillationLoss):
         Softening of the prior.
     """
 
-    compilable = True
     terms = ("ce", "self_prior")
     _parameter_constraints = {"scale": [Interval(Real, 0, None, closed="left")]}
 

@@ -199,11 +199,10 @@ class DistillationLoss(Callback):
     #: teacher's top-k classes and a tail) in place of teacher logits. Such a loss has ``k`` and
     #: ``temperature`` parameters: the classifier writes its book with them. Other losses refuse one.
     accepts_compressed_book: bool = False
-    #: Whether the loss's call compiles as one graph (:mod:`skd.losses.compiled`): True for skd's losses
-    #: (each is tested to), compiled under ``trainer__compile_loss="auto"`` on CUDA; None (a loss of
-    #: your own) compiled only with ``trainer__compile_loss=True``; False never (CTKD: its call steps
-    #: its own temperature optimizer).
-    compilable: bool | None = None
+    #: Whether the loss's call can be compiled as one graph (``trainer__compile_loss``,
+    #: :mod:`skd.losses.compiled`); False for a loss whose call does host work on every batch
+    #: (CTKD steps its own temperature optimizer): it runs eagerly.
+    compilable: bool = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

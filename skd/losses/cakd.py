@@ -61,7 +61,6 @@ class CAKD(DistillationLoss):
         (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
-    compilable = True
     terms = ("ce", "bcd", "scd", "wcd")
 
     def __init__(

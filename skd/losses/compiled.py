@@ -10,7 +10,8 @@ kernels, whatever its formula.
 :func:`loss_terms` is the one call of a loss during training (the step
 modules call it through :func:`skd.training.step.terms_for`): with
 ``compiled=True`` and gradients on, it runs the loss's compiled call,
-otherwise the loss itself; :func:`should_compile` is the trainer's choice.
+otherwise the loss itself; :func:`should_compile` is the trainer's choice
+(its ``compile_loss`` option, off by default).
 The compiled call is made once per loss class and process
 (:func:`compiled_call`) and traced as one graph (``fullgraph=True``), its
 batch dimension dynamic, so one compilation serves full and ragged batches
@@ -21,7 +22,9 @@ specialise on floats); booleans and options such as ``standardize`` do.
 What it costs: the first call per loss class, class count and process
 compiles the forward and the backward, measured 10-25 s on a 2-core CPU
 (TorchInductor caches its kernels on disk, so a later process compiles
-faster). The first call of a class also runs the compiled forward and
+faster). Inside a CUDA graph a launch costs the device a few microseconds,
+so the kernels saved pay for the compilation only over many steps: it is
+an option, not the default. The first call of a class also runs the compiled forward and
 backward once on copies of the batch, so that a failure shows here and not
 in the step's ``backward()``. A loss that cannot be compiled (a graph break,
 no C++ or Triton compiler, more than ``torch._dynamo.config.recompile_limit``
@@ -54,14 +57,9 @@ class CompileFallbackWarning(RuntimeWarning):
     """A loss could not be compiled and runs eagerly (``trainer__compile_loss``)."""
 
 
-def should_compile(loss, option: str | bool, device: torch.device | str) -> bool:
-    """Whether a fit compiles ``loss``: the trainer's ``compile_loss`` ``option`` on ``device``.
-
-    ``"auto"``: on CUDA, for a loss that declares itself ``compilable``
-    (skd's own); ``True``: any loss not declared uncompilable; ``False``: none.
-    """
-    if option == "auto":
-        return torch.device(device).type == "cuda" and loss.compilable is True
+def should_compile(loss, option: bool) -> bool:
+    """Whether a fit compiles ``loss``: the trainer's ``compile_loss`` ``option``, unless the loss
+    declares itself not ``compilable``."""
     return bool(option) and loss.compilable is not False
 
 

@@ -50,7 +50,6 @@ class DIST(DistillationLoss):
         (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
-    compilable = True
     terms = ("ce", "inter", "intra")
 
     def __init__(

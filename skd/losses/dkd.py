@@ -38,7 +38,6 @@ class DKD(DistillationLoss):
         (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
-    compilable = True
     terms = ("ce", "tckd", "nckd")
 
     def __init__(

@@ -27,7 +27,6 @@ class CE(DistillationLoss):
         "A grid over losses").
     """
 
-    compilable = True
     terms = ("ce",)
     requires_teacher = False
     uses_temperature = False
@@ -65,7 +64,6 @@ class KD(DistillationLoss):
         (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
-    compilable = True
     terms = ("ce", "kd")
 
     def __init__(self, temperature: float = 4.0, ce_weight: float = 0.1, kd_weight: float = 0.9,

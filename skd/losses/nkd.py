@@ -42,7 +42,6 @@ class NKD(DistillationLoss):
         (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
-    compilable = True
     terms = ("ce", "nkd_target", "nkd_non_target")
 
     _parameter_constraints = {"gamma": [Interval(Real, 0, None, closed="left")]}

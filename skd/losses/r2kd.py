@@ -59,7 +59,6 @@ class R2KD(DistillationLoss):
         (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
-    compilable = True
     terms = ("ce", "value", "rank")
 
     def __init__(

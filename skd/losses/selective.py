@@ -55,7 +55,6 @@ class SelectiveKD(DistillationLoss):
         (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
-    compilable = True
     terms = ("ce", "kd", "kd_wrong", "kd_corrected")
     _parameter_constraints = {"correction_epochs": [Interval(Real, 0, None, closed="left")]}
 

@@ -67,7 +67,6 @@ class TfKD(DistillationLoss):
     convention : {"paper", "released"}, default="paper"
     """
 
-    compilable = True
     terms = ("ce", "kd")
 
     def __init__(

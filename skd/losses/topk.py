@@ -40,7 +40,6 @@ class TopKKD(DistillationLoss):
     not logits to z-score.
     """
 
-    compilable = True
     terms = ("ce", "kd_topk")
     #: This loss can read a compressed (top-k + tail) book; other losses refuse one.
     accepts_compressed_book = True

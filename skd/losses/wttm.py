@@ -41,7 +41,6 @@ class WTTM(DistillationLoss):
         (logit standardization, Sun et al., CVPR 2024); CE sees the raw logits.
     """
 
-    compilable = True
     terms = ("ce", "wttm")
     uses_temperature = False
     _parameter_constraints = {"gamma": [Interval(Real, 0, 1, closed="right")], "weighted": [bool]}

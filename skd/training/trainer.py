@@ -112,14 +112,13 @@ class Trainer:
         device (the DataLoader's batches, without per-sample collation) when
         the iterators are skorch's default; ``"loader"`` always uses skorch's
         ``DataLoader``.
-    compile_loss : "auto" or bool, default="auto"
+    compile_loss : bool, default=False
         Run the loss's forward and backward in training steps as a
-        ``torch.compile`` d graph (a few fused kernels instead of one per op;
-        :mod:`skd.losses.compiled`): compiled once per loss class and process,
-        10-25 s on a 2-core CPU. ``"auto"``: on CUDA, where a step is
-        launch-bound, for skd's losses (``compilable``); not on the CPU.
-        ``True`` compiles a loss of your own too. A loss that cannot be
-        compiled runs eagerly, with a warning.
+        ``torch.compile`` d graph: a few fused kernels instead of one per op
+        (:mod:`skd.losses.compiled`). It costs one compilation per loss class
+        and process, 10-25 s on a 2-core CPU, and saves launches: worth it
+        for long fits on a GPU with a loss of many ops (DIST, R2KD). A loss
+        that cannot be compiled runs eagerly, with a warning.
     """
 
     _parameter_constraints = {
@@ -129,12 +128,12 @@ class Trainer:
         "check_every": [Options(("auto",)), Interval(Integral, 1, None)],
         "record_batches": [Options(("auto", True, False))],
         "batching": [Options(("auto", "loader"))],
-        "compile_loss": [Options(("auto", True, False))],
+        "compile_loss": [Options((True, False))],
     }
 
     def __init__(self, step_mode: str = "auto", precision: str = "32", on_nonfinite: str = "raise",
                  check_every: str | int = "auto", record_batches: str | bool = "auto",
-                 batching: str = "auto", compile_loss: str | bool = "auto"):
+                 batching: str = "auto", compile_loss: bool = False):
         self.step_mode = step_mode
         self.precision = precision
         self.on_nonfinite = on_nonfinite
@@ -159,7 +158,7 @@ class Trainer:
         device = torch.device(parts.device)
         on_cuda = device.type == "cuda"
         self.net = net
-        self.parts = replace(parts, compiled=should_compile(parts.loss, self.compile_loss, device))
+        self.parts = replace(parts, compiled=should_compile(parts.loss, self.compile_loss))
         self.schedules = schedules
         self.record_batches_ = (not on_cuda) if self.record_batches == "auto" else bool(self.record_batches)
         graph_wanted = self.step_mode == "graph" or (self.step_mode == "auto" and on_cuda)
