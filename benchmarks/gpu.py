@@ -300,9 +300,15 @@ def kernel_table(device, batch=256):
               + " | ".join(str(steps[n].kernels) for n in ops.LOSSES) + " |",
               "| vs hand (target kd <= 1.1, others <= 1.5) | 1.00 | "
               + " | ".join(f"{steps[n].kernels / hand.kernels:.2f}" for n in ops.LOSSES) + " |"]
+    compiled = {loss: ops.skd_step_ops(loss, batch, trainer__compile_loss=True) for loss in ops.LOSSES}
+    lines.append("| the same, compiled loss (Inductor's CPU kernels, a lower bound) | "
+                 f"{hand.kernels} | " + " | ".join(str(compiled[n].kernels) for n in ops.LOSSES) + " |")
     if on_cuda:
         lines.append(f"| CUDA kernels of one replay (profiler) | {hand_replay_kernels(batch)} | "
                      + " | ".join(str(skd_replay_kernels(loss, batch)) for loss in ops.LOSSES) + " |")
+        lines.append("| the same, `trainer__compile_loss=True` | — | "
+                     + " | ".join(str(skd_replay_kernels(loss, batch, trainer__compile_loss=True))
+                                  for loss in ops.LOSSES) + " |")
     return lines
 
 
@@ -327,11 +333,11 @@ def hand_replay_kernels(batch):
     return cuda_kernels(cuda_graph.replay)
 
 
-def skd_replay_kernels(loss, batch):
+def skd_replay_kernels(loss, batch, **options):
     from skd.training import graph
 
     clf, X, y = digits_fit("cuda", "auto", loss=loss, batch_size=batch, max_epochs=2,
-                           **({"loss__warmup": 0} if loss in ("dkd", "cakd") else {}))
+                           **({"loss__warmup": 0} if loss in ("dkd", "cakd") else {}), **options)
     if loss == "tfkd":
         X = X["X"]
     counted = []
@@ -362,17 +368,29 @@ def loss_table(device):
         counts = [ops.loss_ops(name, n_classes).kernels for name in ops.LOSSES]
         lines.append(f"| C={n_classes}: ops (= kernels), vs KL | {kl} | "
                      + " | ".join(f"{c} ({c / kl:.2f}x)" for c in counts) + " |")
+        counts = [ops.loss_ops(name, n_classes, compiled=True).kernels for name in ops.LOSSES]
+        lines.append(f"| C={n_classes}, compiled: Inductor's CPU kernels, vs KL | {kl} | "
+                     + " | ".join(f"{c} ({c / kl:.2f}x)" for c in counts) + " |")
         if torch.device(device).type == "cuda":
             kl_us = loss_us("kl", n_classes, device)
-            ratios = [f"{loss_us(n, n_classes, device) / kl_us:.2f}x" for n in ops.LOSSES]
-            lines.append(f"| C={n_classes}: µs, vs KL | {kl_us:.0f} | " + " | ".join(ratios) + " |")
+            for compiled in (False, True):
+                ratios = [f"{loss_us(n, n_classes, device, compiled=compiled) / kl_us:.2f}x"
+                          for n in ops.LOSSES]
+                lines.append(f"| C={n_classes}{', compiled' if compiled else ''}: µs, vs KL | {kl_us:.0f} | "
+                             + " | ".join(ratios) + " |")
+            kernels = [loss_cuda_kernels(n, n_classes, device, compiled=True) for n in ops.LOSSES]
+            kl_kernels = loss_cuda_kernels("kl", n_classes, device)
+            lines.append(f"| C={n_classes}, compiled: CUDA kernels (profiler) | {kl_kernels} | "
+                         + " | ".join(map(str, kernels)) + " |")
     return lines
 
 
-def loss_us(name, n_classes, device, batch=256, calls=200):
+def loss_step(name, n_classes, device, batch=256, compiled=False):
+    """One forward + backward of the loss ``name`` (``"kl"``: plain KL), warmed up (compiled first)."""
     import ops
 
     from skd.losses import make_loss
+    from skd.losses.compiled import loss_terms
 
     student = torch.randn(batch, n_classes, device=device, requires_grad=True)
     teacher = torch.randn(batch, n_classes, device=device) * 3
@@ -386,12 +404,22 @@ def loss_us(name, n_classes, device, batch=256, calls=200):
                                               F.log_softmax(teacher / TEMPERATURE, 1),
                                               log_target=True, reduction="batchmean")
         else:
-            value = sum(loss(student, teacher if loss.requires_teacher else None, y, state=state).values())
+            terms = loss_terms(loss, student, teacher if loss.requires_teacher else None, y, state, compiled)
+            value = sum(terms.values())
         value.backward()
 
     for _ in range(10):
         step()
     sync(device)
+    return step
+
+
+def loss_cuda_kernels(name, n_classes, device, compiled=False):
+    return cuda_kernels(loss_step(name, n_classes, device, compiled=compiled))
+
+
+def loss_us(name, n_classes, device, calls=200, compiled=False):
+    step = loss_step(name, n_classes, device, compiled=compiled)
     start = time.perf_counter()
     for _ in range(calls):
         step()

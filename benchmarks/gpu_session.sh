@@ -28,7 +28,7 @@ echo "== CUDA and engine tests"
 TESTS=${TESTS:-"tests/test_graph_step.py tests/test_training.py tests/test_losses.py tests/test_ops.py
   tests/test_batching.py tests/test_engine.py tests/test_classifier.py tests/test_callbacks.py"}
 for f in tests/test_fused_losses.py tests/test_hints.py tests/test_losses_extract.py tests/test_optimizers.py \
-    tests/test_threads.py; do
+    tests/test_threads.py tests/test_compiled.py; do
   [ -f "$f" ] && TESTS="$TESTS $f"
 done
 timeout "${TEST_LIMIT:-170}" python3 -m pytest -q -p no:cacheprovider -n 12 -rf $TESTS 2>&1 \

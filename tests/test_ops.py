@@ -4,6 +4,9 @@ The counter is benchmarks/ops.py's (one implementation), loaded from its file.
 """
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +149,20 @@ def test_each_compiled_loss_costs_at_most_one_and_a_half_plain_kl(loss, n_classe
 @pytest.mark.parametrize("loss", EAGER_WITHIN["loss"])
 def test_the_simpler_eager_losses_cost_at_most_one_and_a_half_plain_kl(loss):
     assert ops.loss_ops(loss, 100).kernels <= 1.5 * ops.reference_ops("kl", 100).kernels
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs the triton package")
+def test_each_compiled_loss_launches_at_most_one_and_a_half_plain_kl_on_a_gpu(tmp_path):
+    """The GPU's count: Inductor's CUDA code for each compiled loss, written without a GPU (a subprocess:
+    benchmarks/triton_kernels.py fakes an H100 for its whole process), against eager KL's 17 kernels."""
+    out = tmp_path / "counts.json"
+    script = Path(__file__).parent.parent / "benchmarks" / "triton_kernels.py"
+    run = subprocess.run([sys.executable, str(script), "--json", str(out), "sanity", "kl", *LOSSES],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    counts = json.loads(out.read_text())
+    # the method on known answers: one kernel for a pointwise chain and for a row softmax
+    assert counts["sanity: x.sin().cos() (no grad)"] == 1 and counts["sanity: softmax(x, 1) (no grad)"] == 1
+    assert ops.reference_ops("kl", 100).kernels == 17  # the script's reference, counted eagerly
+    over = {loss: counts[loss] for loss in LOSSES if counts[loss] > 1.5 * 17}
+    assert not over, counts

@@ -45,6 +45,10 @@ from torch._dynamo import maybe_mark_dynamic
 
 __all__ = ["CompileFallbackWarning", "compiled_call", "loss_terms", "should_compile"]
 
+#: TorchInductor's options for a loss. A loss reduces (batch, classes) tensors over the batch for
+#: per-class statistics (DIST, R2KD); Inductor splits each such reduction in two kernels to use more
+#: of a GPU, which for a loss's sizes costs a launch more than it saves (benchmarks/triton_kernels.py).
+INDUCTOR_OPTIONS = {"split_reductions": False}
 #: The compiled call of each loss class, made once per process.
 _COMPILED: dict[type, Callable] = {}
 #: Loss classes whose compiled call has run forward and backward in this process.
@@ -78,7 +82,7 @@ def compiled_call(loss_class: type) -> Callable:
     if compiled is None:
         code = _call.__code__.replace(co_name=f"{loss_class.__name__}_terms")
         function = types.FunctionType(code, _call.__globals__, code.co_name)
-        compiled = _COMPILED[loss_class] = torch.compile(function, fullgraph=True)
+        compiled = _COMPILED[loss_class] = torch.compile(function, fullgraph=True, options=INDUCTOR_OPTIONS)
     return compiled
 
 
