@@ -185,10 +185,14 @@ def test_an_error_of_the_loss_itself_is_raised_as_without_compiling():
             loss_terms(loss, student, teacher, y, loss.epoch_state(1), compiled=True)
 
 
-def test_a_loss_that_is_not_compilable_is_not_compiled():
+def test_a_loss_that_is_not_compilable_is_not_compiled_and_says_so():
     assert should_compile(make_loss("kd", {}), True) and should_compile(Picky().initialize(), True)
-    assert not should_compile(make_loss("ctkd", {}), True)  # its call steps its own optimizer
     assert not should_compile(make_loss("kd", {}), False)
+    with pytest.warns(CompileFallbackWarning, match="CTKD cannot be compiled"):
+        assert not should_compile(make_loss("ctkd", {}), True)  # its call steps its own optimizer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)
+        assert not should_compile(make_loss("ctkd", {}), False)
 
 
 def test_each_loss_class_has_its_own_compiled_code():
