@@ -26,7 +26,8 @@ faster). Inside a CUDA graph a launch costs the device a few microseconds,
 so the kernels saved pay for the compilation only over many steps: it is
 an option, not the default. The first call of a class also runs the compiled forward and
 backward once on copies of the batch, so that a failure shows here and not
-in the step's ``backward()``. A loss that cannot be compiled (a graph break,
+in the step's ``backward()`` (a loss whose call has side effects, such as
+counting its calls, sees one call more). A loss that cannot be compiled (a graph break,
 no C++ or Triton compiler, more than ``torch._dynamo.config.recompile_limit``
 variants, an error of the compiler) runs eagerly, with one
 :class:`CompileFallbackWarning` per loss class and process naming the cause.
