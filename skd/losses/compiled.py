@@ -23,14 +23,15 @@ What it costs: the first call per loss class, class count and process
 compiles the forward and the backward, measured 10-25 s on a 2-core CPU
 (TorchInductor caches its kernels on disk, so a later process compiles
 faster). Inside a CUDA graph a launch costs the device a few microseconds,
-so the kernels saved pay for the compilation only over many steps: it is
-an option, not the default. The first call of a class also runs the compiled forward and
-backward once on copies of the batch, so that a failure shows here and not
-in the step's ``backward()`` (a loss whose call has side effects, such as
-counting its calls, sees one call more). A loss that cannot be compiled (a graph break,
-no C++ or Triton compiler, more than ``torch._dynamo.config.recompile_limit``
-variants, an error of the compiler) runs eagerly, with one
-:class:`CompileFallbackWarning` per loss class and process naming the cause.
+so the kernels saved pay for the compilation only over many steps: it is an
+option, not the default. The first call of a class also runs the compiled
+forward and backward once on copies of the batch, so that a failure shows
+here and not in the step's ``backward()`` (a loss whose call has side
+effects, such as counting its calls, sees one call more). A loss that cannot
+be compiled (a graph break, no C++ or Triton compiler, more than
+``torch._dynamo.config.recompile_limit`` variants, an error of the compiler)
+runs eagerly, with one :class:`CompileFallbackWarning` per loss class and
+process naming the cause.
 """
 
 from __future__ import annotations
