@@ -92,7 +92,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         (``"auto"``, ``"eager"``, ``"graph"``: the captured CUDA step),
         ``precision`` (``"32"``, ``"bf16"``), ``on_nonfinite`` (``"raise"``,
         ``"skip"``), ``check_every``, ``record_batches``, ``batching`` and
-        ``compile_loss`` (``torch.compile`` of the loss; on CUDA by default).
+        ``compile_loss`` (``torch.compile`` of the loss; off by default).
         See :class:`skd.training.Trainer` and the "GPU and scale" page.
     book : {"auto", "memory", "online"}, default="auto"
         ``"memory"``: the teacher runs once per training row before the first
