@@ -17,7 +17,7 @@ from skd import MLP, DistillationClassifier, TemperatureSchedule, Trainer
 from skd._fit_teacher import UnderTrainedWarning
 from skd.callbacks import find_schedules
 from skd.losses import make_loss
-from skd.training.state import EpochState, EpochValues
+from skd.state import EpochState, EpochValues
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from skd.losses import (
     get_loss_class,
     make_loss,
 )
-from skd.training.state import EpochState, EpochValues
+from skd.state import EpochState, EpochValues
 
 ALL_LOSSES = [CE(), KD(), DKD(), CAKD(), R2KD(), DIST(), TfKD()]
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from skorch.callbacks import EarlyStopping, PrintLog
 
-from skd.training.state import EpochValues
+from skd.state import EpochValues
 
 __all__ = ["UNSCALED", "DistillationPrintLog", "unscaled_key", "unscaled_loss", "watch_unscaled"]
 

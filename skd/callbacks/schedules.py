@@ -2,7 +2,7 @@
 
 A schedule is pure: :meth:`_EpochSchedule.value_at` gives its value at an
 epoch, and the loss turns the schedules of a fit into that epoch's
-:class:`~skd.training.state.EpochValues` (:meth:`skd.losses.DistillationLoss.epoch_values`).
+:class:`~skd.state.EpochValues` (:meth:`skd.losses.DistillationLoss.epoch_values`).
 The schedule itself only records its value in ``history``.
 """
 

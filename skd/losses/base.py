@@ -21,7 +21,7 @@ from skd.losses.functional import (
     labelled_cross_entropy,
     standardize_logits,
 )
-from skd.training.state import EpochState, EpochValues
+from skd.state import EpochState, EpochValues
 
 __all__ = ["DistillationLoss", "available_losses", "foreign_loss_params", "get_loss_class", "make_loss",
            "register_loss"]
@@ -155,7 +155,7 @@ class DistillationLoss(Callback):
     The per-epoch scalars (the temperature of a ``TemperatureSchedule``, the
     factors of a ``SoftLossSchedule``, the warm-up) are not attributes: they
     are computed by :meth:`epoch_values` and reach :meth:`__call__` as an
-    :class:`~skd.training.state.EpochState`, whose tensors a captured step
+    :class:`~skd.state.EpochState`, whose tensors a captured step
     reads in place.
 
     Parameters common to the losses that declare them: ``ce_weight``

@@ -8,7 +8,7 @@ from skd._constraints import Options
 from skd.losses.base import register_loss
 from skd.losses.functional import CONSISTENCY_KINDS, consistency_divergence
 from skd.losses.kd import KD
-from skd.training.state import EpochState
+from skd.state import EpochState
 
 __all__ = ["ConsKD"]
 

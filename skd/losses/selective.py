@@ -10,7 +10,7 @@ import torch
 from skd._constraints import Interval
 from skd.losses.base import DistillationLoss, register_loss
 from skd.losses.functional import corrected_teacher_log_probs, kd_divergence, soften
-from skd.training.state import EpochValues
+from skd.state import EpochValues
 
 __all__ = ["SelectiveKD"]
 

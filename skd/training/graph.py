@@ -19,7 +19,7 @@ eager Python.
 **One capture per fit.** Whatever changes from epoch to epoch is read by the
 graph from device memory, not baked into it: the loss's per-epoch scalars
 (temperature, scales, warm-up) live in the 0-d tensors of
-:class:`~skd.training.state.EpochState`, and the learning rate of Adam, AdamW
+:class:`~skd.state.EpochState`, and the learning rate of Adam, AdamW
 and SGD lives in a 0-d tensor per parameter group (:meth:`CapturedStep.sync_lr`).
 A scheduler (skorch's ``LRScheduler``, epoch- or batch-wise) keeps writing
 plain floats to ``group["lr"]``, where the user and skorch see them; before
@@ -235,8 +235,7 @@ class CapturedStep:
         total.backward()
         if self.clip is not None:
             self.clip(self.module)
-        self.guard.step(self.get_optimizer().step, lambda: finite)
-        kept = finite if self.guard.mode == "skip" else None
+        kept = self.guard.step(self.get_optimizer().step, lambda: finite)
         self.last_row = self.ledger.row(total, values, kept)
         self.last_loss = self.last_row[0]  # a view: static too, so a replay needs no indexing on the host
         self.ledger.add(self.last_row, self.batch_size)

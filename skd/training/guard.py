@@ -119,8 +119,10 @@ class NonFiniteGuard:
         self.good_batches.add_(self.ok)
         return finite
 
-    def step(self, step: Callable[[], object], finite: Callable[[], torch.Tensor]) -> None:
+    def step(self, step: Callable[[], object], finite: Callable[[], torch.Tensor]) -> torch.Tensor | None:
         """Run the optimizer ``step``; in ``"skip"`` mode undo it where not ``finite()``.
+
+        Returns whether the step was kept (a device flag) in ``"skip"`` mode, else None.
 
         ``finite`` is called after the step (a closure-driven optimizer
         computes the batch's terms inside its step). Optimizer state created
@@ -129,7 +131,7 @@ class NonFiniteGuard:
         """
         if self.mode != "skip":
             step()
-            return
+            return None
         tensors = [*self.module.parameters(), *_optimizer_tensors(self.get_optimizer())]
         if self._undo is None or not self._undo.fits(tensors):
             self._undo = _FlatUndo(tensors)
@@ -143,6 +145,7 @@ class NonFiniteGuard:
             for tensor in _optimizer_tensors(self.get_optimizer()):
                 if id(tensor) not in known:  # created by this step: back to its initial zeros
                     tensor.copy_(torch.where(kept, tensor, torch.zeros_like(tensor)))
+        return kept
 
     # -- host checks ----------------------------------------------------------
     def after_step(self, epoch: int, names: Sequence[str], end_of_epoch: bool = False) -> None:

@@ -21,7 +21,7 @@ from skd.book.compressed import is_compressed_book, topk_book_of
 from skd.losses import DistillationLoss
 from skd.losses.compiled import loss_terms
 from skd.losses.functional import TopKBook
-from skd.training.state import EpochState
+from skd.state import EpochState
 
 __all__ = ["NoDropoutWarning", "StepParts", "batch_terms", "check_two_passes", "stack_terms",
            "student_passes", "sum_terms", "teacher_logits_for", "term_values", "terms_for"]

@@ -10,8 +10,8 @@ through the classifier's ``run_single_epoch``.
 Per batch the trainer notifies the callbacks, runs the captured step (full
 batches of in-memory data on CUDA) or the eager step, and adds the loss
 terms to the on-device :class:`~skd.training.ledger.EpochLedger`; per epoch
-it loads the loss's :class:`~skd.training.state.EpochValues` into the
-:class:`~skd.training.state.EpochState`, reads the ledger once and records
+it loads the loss's :class:`~skd.state.EpochValues` into the
+:class:`~skd.state.EpochState`, reads the ledger once and records
 the means in ``history``.
 
 The eager step goes through skorch's extension points: the net's
@@ -374,8 +374,7 @@ class Trainer:
                        batch=batch, training=True)
             return step["loss"]
 
-        guard.step(lambda: net.optimizer_.step(closure), lambda: first["finite"])
-        kept = first["finite"] if guard.mode == "skip" else None
+        kept = guard.step(lambda: net.optimizer_.step(closure), lambda: first["finite"])
         total = first["total"].detach()
         row = ledger.row(total, first["values"], kept)
         ledger.add(row, _batch_size(batch))
