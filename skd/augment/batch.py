@@ -1,4 +1,4 @@
-"""Batch augmentation on the device, for distillation with an online teacher."""
+"""Batch augmentation on the device with torchvision transforms or callables, for an online teacher."""
 
 from __future__ import annotations
 
