@@ -1,4 +1,4 @@
-"""The fused closed forms of issue 18 against the per-sample references, and CTKD around DKD/CAKD."""
+"""The fused closed forms against the plain-autograd references (tests/reference.py); CTKD around DKD/CAKD."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from skd import MLP, DistillationClassifier
 from skd.losses import CAKD, DKD, make_loss
 from skd.losses import functional as Fn
 from skd.losses.functional.basics import _INDICES
-from skd.losses.functional.correlation import _generic_relation_distances
+from tests import reference
 from tests.strategies import logits_pairs
 
 #: Temperatures from tiny to the largest a loss accepts.
@@ -32,56 +32,58 @@ def masks_for(pair, data):
 
 
 @given(logits_pairs(), wide_temperatures, st.data())
-def test_split_kl_means_equal_the_means_of_split_kl_in_value_and_gradient(pair, temperature, data):
+def test_split_kl_means_equal_the_reference_in_value_and_gradient(pair, temperature, data):
     student, teacher, _ = pair
     mask = masks_for(pair, data)
     weights = [data.draw(st.floats(0.0, 5.0)) for _ in range(3)]
     z1 = student.clone().requires_grad_(True)
     z2 = student.clone().requires_grad_(True)
     fused = Fn.split_kl_means(z1, teacher, mask, temperature)
-    reference = [term.mean() for term in Fn.split_kl(z2, teacher, mask, temperature)[:3]]
-    for got, expected in zip(fused, reference, strict=True):
-        assert close(got, expected)
+    expected = reference.split_kl_means(z2, teacher, mask, temperature)
+    for got, want in zip(fused, expected, strict=True):
+        assert close(got, want)
     sum(w * term for w, term in zip(weights, fused, strict=True)).backward()
-    sum(w * term for w, term in zip(weights, reference, strict=True)).backward()
+    sum(w * term for w, term in zip(weights, expected, strict=True)).backward()
     assert torch.isfinite(z1.grad).all()
     assert torch.allclose(z1.grad, z2.grad, rtol=1e-6, atol=1e-9 / temperature)
 
 
-def _plain_split_means(student, teacher, in_group, temperature):
-    """The chain-rule terms by plain autograd (a tensor temperature gets its gradient), batch means."""
-    log_s = torch.log_softmax(student / temperature, 1)
-    log_t = torch.log_softmax(teacher / temperature, 1)
-    out, masses = [], []
-    for mask in (in_group, ~in_group):
-        mass_s = torch.logsumexp(log_s.masked_fill(~mask, float("-inf")), 1)
-        mass_t = torch.logsumexp(log_t.masked_fill(~mask, float("-inf")), 1)
-        within_s = torch.where(mask, log_s - mass_s[:, None], 0.0)
-        within_t = torch.where(mask, log_t - mass_t[:, None], 0.0)
-        out.append((within_t.exp() * (within_t - within_s)).sum(1).mean())
-        masses.append((mass_t, mass_s))
-    binary = sum(mass_t.exp() * (mass_t - mass_s) for mass_t, mass_s in masses).mean()
-    return binary, out[0], out[1]
+@given(logits_pairs(), wide_temperatures, st.data())
+def test_split_kl_per_sample_equals_the_reference_in_value_masses_and_gradient(pair, temperature, data):
+    student, teacher, _ = pair
+    mask = masks_for(pair, data)
+    rows = len(student)
+    weights = [torch.tensor([data.draw(st.floats(0.0, 5.0)) for _ in range(rows)], dtype=student.dtype)
+               for _ in range(3)]
+    z1 = student.clone().requires_grad_(True)
+    z2 = student.clone().requires_grad_(True)
+    fused = Fn.split_kl(z1, teacher, mask, temperature)
+    expected = reference.split_kl(z2, teacher, mask, temperature)
+    for got, want in zip(fused, expected, strict=True):
+        assert close(got, want)
+    assert not (fused.mass_in.requires_grad or fused.mass_out.requires_grad)
+    sum((w * term).sum() for w, term in zip(weights, fused[:3], strict=True)).backward()
+    sum((w * term).sum() for w, term in zip(weights, expected[:3], strict=True)).backward()
+    assert torch.isfinite(z1.grad).all()
+    assert torch.allclose(z1.grad, z2.grad, rtol=1e-6, atol=1e-9 / temperature)
 
 
 @given(logits_pairs(max_classes=30, extremes=False), st.sampled_from([0.3, 1.0, 4.0, 20.0]), st.data())
-def test_the_temperature_gradient_equals_autograd_of_the_plain_formula(pair, temperature, data):
+def test_the_temperature_gradient_equals_autograd_of_the_reference(pair, temperature, data):
     student, teacher, _ = pair
-    mask = masks_for(pair, data)
-    # plain autograd meets -inf - -inf in an empty group; the fused form has no such case
-    mask[:, 0] = True
-    mask[:, -1] = mask.shape[1] == 1
+    mask = masks_for(pair, data)  # empty groups included: the reference selects their -inf away
+    per_sample = data.draw(st.booleans())
     weights = [data.draw(st.floats(0.1, 5.0)) for _ in range(3)]
-    t1 = torch.tensor(temperature, dtype=torch.float64, requires_grad=True)
-    t2 = torch.tensor(temperature, dtype=torch.float64, requires_grad=True)
-    z1 = student.clone().requires_grad_(True)
-    z2 = student.clone().requires_grad_(True)
-    fused = Fn.split_kl_means(z1, teacher, mask, t1)
-    plain = _plain_split_means(z2, teacher, mask, t2)
-    sum(w * term for w, term in zip(weights, fused, strict=True)).backward()
-    sum(w * term for w, term in zip(weights, plain, strict=True)).backward()
-    assert torch.allclose(t1.grad, t2.grad, rtol=1e-6, atol=1e-10)
-    assert torch.allclose(z1.grad, z2.grad, rtol=1e-6, atol=1e-10)
+    grads = []
+    pairs = (Fn.split_kl, reference.split_kl) if per_sample else (Fn.split_kl_means, reference.split_kl_means)
+    for split in pairs:
+        t = torch.tensor(temperature, dtype=torch.float64, requires_grad=True)
+        z = student.clone().requires_grad_(True)
+        terms = split(z, teacher, mask, t)
+        sum((w * term).sum() for w, term in zip(weights, terms[:3], strict=True)).backward()
+        grads.append((z.grad, t.grad))
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-6, atol=1e-10)
+    assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-6, atol=1e-10)
 
 
 @pytest.mark.parametrize("empty", ["none", "out", "in"])
@@ -101,6 +103,9 @@ def test_split_kl_means_pass_gradcheck_for_student_and_temperature(empty):
     # a term whose gradient is not asked for (DKD leaves kl_in out) is a None upstream gradient
     assert torch.autograd.gradcheck(
         lambda z, t: sum(Fn.split_kl_means(z, teacher, mask, t)[::2]), (student, temperature))
+    for index in range(3):  # per sample: the same Function, a weight per row
+        assert torch.autograd.gradcheck(
+            lambda z, t, index=index: Fn.split_kl(z, teacher, mask, t)[index], (student, temperature))
 
 
 def test_split_kl_means_have_no_host_sync_with_a_learnable_temperature():
@@ -110,6 +115,7 @@ def test_split_kl_means_have_no_host_sync_with_a_learnable_temperature():
     temperature = torch.empty((), device="meta", requires_grad=True)
     sum(Fn.split_kl_means(student, teacher, mask, temperature)).backward()
     assert student.grad.shape == student.shape and temperature.grad.shape == ()
+    sum(term.sum() for term in Fn.split_kl(student, teacher, mask, temperature)[:3]).backward()
 
 
 @given(logits_pairs(max_classes=40), wide_temperatures, st.booleans())
@@ -202,13 +208,13 @@ def test_ctkd_around_dkd_and_cakd_moves_its_temperature_while_fitting(digits, ba
 
 
 @given(logits_pairs(), wide_temperatures, st.data())
-def test_pearson_relations_equal_the_generic_correlations_in_value_and_gradient(pair, temperature, data):
+def test_pearson_relations_equal_the_reference_in_value_and_gradient(pair, temperature, data):
     student, teacher, _ = pair
     weights = [data.draw(st.floats(0.0, 5.0)) for _ in range(2)]
     z1 = student.clone().requires_grad_(True)
     z2 = student.clone().requires_grad_(True)
     fused = Fn.pearson_relations(z1, teacher, temperature)
-    generic = _generic_relation_distances(z2, teacher, temperature, "pearson", "paper")
+    generic = reference.pearson_relations(z2, teacher, temperature)
     for got, expected in zip(fused, generic, strict=True):
         assert close(got, expected)
     sum(w * term for w, term in zip(weights, fused, strict=True)).backward()
@@ -219,12 +225,11 @@ def test_pearson_relations_equal_the_generic_correlations_in_value_and_gradient(
 
 
 @given(logits_pairs(max_classes=30, extremes=False), st.sampled_from([0.3, 1.0, 4.0, 20.0]), st.data())
-def test_pearson_relations_temperature_gradient_equals_the_generic_one(pair, temperature, data):
+def test_pearson_relations_temperature_gradient_equals_the_reference(pair, temperature, data):
     student, teacher, _ = pair
     weights = [data.draw(st.floats(0.1, 5.0)) for _ in range(2)]
     grads = []
-    for relations in (Fn.pearson_relations,
-                      lambda s, t, T: _generic_relation_distances(s, t, T, "pearson", "paper")):
+    for relations in (Fn.pearson_relations, reference.pearson_relations):
         t = torch.tensor(temperature, dtype=torch.float64, requires_grad=True)
         z = student.clone().requires_grad_(True)
         sum(w * term for w, term in zip(weights, relations(z, teacher, t), strict=True)).backward()

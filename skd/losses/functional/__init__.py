@@ -49,15 +49,16 @@ from skd.losses.functional.correlation import (
 )
 from skd.losses.functional.fused_kl import kd_divergence_mean
 from skd.losses.functional.fused_relation import pearson_relations, row_pearson_distance
-from skd.losses.functional.fused_split import SplitKLMeans, split_kl_means
 from skd.losses.functional.rank import hard_rank, soft_rank, spearman_distance
 from skd.losses.functional.split import (
     CAKDTerms,
     DKDTerms,
     SplitKL,
+    SplitKLMeans,
     cakd_terms,
     dkd_terms,
     split_kl,
+    split_kl_means,
     strong_class_mask,
 )
 from skd.losses.functional.teacher_free import (

@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "UNDEFINED_RTOL",
     "UNLABELLED",
     "check_choice",
     "check_temperature",
     "class_indices",
+    "compute_dtype",
     "kd_divergence",
     "labelled_cross_entropy",
     "standardize_logits",
@@ -23,6 +25,15 @@ __all__ = [
 
 #: Encoded label of an unlabelled row (scikit-learn's semi-supervised convention).
 UNLABELLED = -1
+#: A correlation (exact convention) is undefined where its input's spread ``|a - mean(a)|`` is at most
+#: this many units of rounding (the compute dtype's ``eps``) times ``|a|``: the input is constant.
+UNDEFINED_RTOL = 32
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a correlation is computed in: float32 for half types, whose 3 significant digits make
+    sums of squares overflow or cancel; ``dtype`` otherwise."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def check_temperature(temperature: float, name: str = "temperature") -> float:

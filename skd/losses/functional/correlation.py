@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from skd.losses.functional.basics import check_choice
+from skd.losses.functional.basics import UNDEFINED_RTOL, check_choice, compute_dtype
+from skd.losses.functional.fused_relation import pearson_relations
 
 __all__ = [
     "CONVENTIONS",
@@ -22,15 +23,6 @@ __all__ = [
 CONVENTIONS = ("paper", "released")
 #: The ``eps`` the DIST and R2KD reference code adds to ``||a|| ||b||``.
 RELEASED_EPS = 1e-8
-#: With ``eps=None``, an input whose spread ``|a - mean(a)|`` is at most this many units of
-#: rounding (the compute dtype's ``eps``) times ``|a|`` is constant: its correlation is undefined.
-UNDEFINED_RTOL = 32
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # half types keep 3 significant digits: sums of squares in them overflow or cancel
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
 
 def _norm_and_unit(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``|x|`` and ``x / |x|`` along ``dim`` (0 for a zero vector), scaled by ``max |x|`` first.
@@ -72,7 +64,7 @@ class _CorrelationDistance(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, dim, centred, absolute, eps):
         in_dtype = a.dtype
-        compute = _compute_dtype(in_dtype)
+        compute = compute_dtype(in_dtype)
         a, b = a.to(compute), b.to(compute)
         a_c = a - a.mean(dim, keepdim=True) if centred else a
         b_c = b - b.mean(dim, keepdim=True) if centred else b
@@ -236,14 +228,17 @@ def relation_distances(
     check_choice(distance, tuple(_DISTANCES), "distance")
     check_choice(convention, CONVENTIONS, "convention")
     if distance == "pearson" and convention == "paper":
-        from skd.losses.functional.fused_relation import pearson_relations  # it imports this module
-
         return pearson_relations(student_logits, teacher_logits, temperature)
     return _generic_relation_distances(student_logits, teacher_logits, temperature, distance, convention)
 
 
 def _generic_relation_distances(student_logits, teacher_logits, temperature, distance, convention):
-    """:func:`relation_distances` by the generic correlation Function (the reference of the fused one)."""
+    """:func:`relation_distances` by the generic correlation Function, along each dimension.
+
+    The path of the cosine distance and of the released convention; with the Pearson distance and the
+    exact convention, :func:`~skd.losses.functional.pearson_relations` computes the same in fewer kernels
+    (``tests/reference.py`` checks one against the other).
+    """
     centred = _DISTANCES[distance]
     eps = None if convention == "paper" else RELEASED_EPS
     probs_s = torch.softmax(student_logits / temperature, dim=1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from skd.losses.functional.correlation import UNDEFINED_RTOL, _compute_dtype
+from skd.losses.functional.basics import UNDEFINED_RTOL, compute_dtype
 
 __all__ = ["pearson_relations", "row_pearson_distance"]
 
@@ -74,7 +74,7 @@ class _RowPearsonDistance(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b):
         in_dtype = a.dtype
-        compute = _compute_dtype(in_dtype)
+        compute = compute_dtype(in_dtype)
         values = torch.stack([a, b]).to(compute)
         mean = values.mean(-1, keepdim=True)
         centred = values - mean
@@ -120,7 +120,7 @@ class _PearsonRelations(torch.autograd.Function):
     @staticmethod
     def forward(ctx, student_logits, teacher_logits, temperature):
         in_dtype = student_logits.dtype
-        compute = _compute_dtype(in_dtype)
+        compute = compute_dtype(in_dtype)
         kappa = _kappa(compute)
         scaled = torch.stack([student_logits, teacher_logits]).to(compute) / temperature
         probs = torch.softmax(scaled, dim=-1)
