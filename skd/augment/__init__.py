@@ -9,6 +9,9 @@ depend only on (seed, row, view number) through the counter-based
 generator of :mod:`skd.augment.counter`.
 """
 
+from skd.augment.base import ViewMaker
 from skd.augment.batch import BatchAugment
+from skd.augment.images import Affine, CutMix, Shift
+from skd.augment.rows import MixUp, Munge, Noise
 
-__all__ = ["BatchAugment"]
+__all__ = ["Affine", "BatchAugment", "CutMix", "MixUp", "Munge", "Noise", "Shift", "ViewMaker"]
