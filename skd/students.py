@@ -1,22 +1,73 @@
-"""Small student (and teacher) networks that size themselves from the data.
+"""Small student (and teacher) networks that size and scale themselves from the data.
 
 ``DistillationClassifier`` fills in ``n_features`` and ``n_classes`` for a
 module class whose ``__init__`` takes them, unless they are given as
 ``module__n_features`` / ``module__n_classes``.
+
+:class:`MLP` standardizes its inputs: the mean and scale of each feature,
+measured on the training rows once when training starts
+(:class:`MeasureInputs`, a skorch callback calling
+:meth:`MLP.measure_inputs`), are buffers of the module, so they are saved,
+exported and pickled with its weights. ``module__standardize=False`` turns
+it off.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
+import scipy.sparse
 import torch
+from skorch.callbacks import Callback
 from torch import nn
+from torch.utils.data import Dataset
 
-__all__ = ["MLP", "SmallCNN"]
+from skd.book import features_of
+
+__all__ = ["MLP", "MeasureInputs", "SmallCNN", "input_statistics"]
+
+#: Rows per chunk when measuring the inputs (float64 sums without a float64 copy of X).
+_CHUNK = 8192
+
+
+def input_statistics(X: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and scale of ``X``'s rows, as :class:`sklearn.preprocessing.StandardScaler`.
+
+    The scale is the population standard deviation; a feature that is
+    constant on these rows (standard deviation at most ``1e-7`` times its
+    magnitude, or exactly zero) gets scale 1, so it passes through centred
+    and never divides by zero. Sums run in float64, a chunk of rows at a time.
+
+    Parameters
+    ----------
+    X : ndarray, Tensor or scipy sparse matrix of shape (n_samples, ...)
+        Non-batch dimensions are flattened (images become pixel features).
+
+    Returns
+    -------
+    mean, scale : ndarray of shape (n_features,), float32
+    """
+    if scipy.sparse.issparse(X):
+        X = scipy.sparse.csr_matrix(X, dtype=np.float64)
+        mean = np.asarray(X.mean(axis=0)).ravel()
+        variance = np.maximum(np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2, 0.0)
+    else:
+        rows = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+        rows = rows.reshape(len(rows), -1)
+        if len(rows) == 0:
+            raise ValueError("input_statistics needs at least one row of X to measure.")
+        chunks = range(0, len(rows), _CHUNK)
+        mean = sum(rows[i:i + _CHUNK].sum(axis=0, dtype=np.float64) for i in chunks) / len(rows)
+        variance = sum(((rows[i:i + _CHUNK] - mean) ** 2).sum(axis=0) for i in chunks) / len(rows)
+    std = np.sqrt(variance)
+    constant = std <= 1e-7 * np.maximum(np.abs(mean), 1.0)
+    return mean.astype(np.float32), np.where(constant, 1.0, std).astype(np.float32)
 
 
 class MLP(nn.Module):
-    """A multi-layer perceptron returning logits; flattens image inputs.
+    """A multi-layer perceptron returning logits; flattens image inputs; standardizes its inputs.
 
     Parameters
     ----------
@@ -25,12 +76,29 @@ class MLP(nn.Module):
     n_classes : int
     hidden_units : sequence of int, default=(128,)
     dropout : float, default=0.0
+    standardize : bool, default=False
+        Subtract each feature's mean and divide by its scale before the
+        first layer, as a ``StandardScaler`` in front of the network would.
+        Both are buffers (``input_mean``, ``input_scale``; ``input_rows``
+        counts the rows they were measured on, 0 until then, when the
+        module passes its inputs unchanged), measured on the training rows
+        when training starts by :class:`MeasureInputs` and kept by warm
+        starts and ``partial_fit``. ``False`` registers no buffers: the
+        module is exactly the plain network (and loads its weights).
+
+    Attributes
+    ----------
+    inputs_measured : bool
+        Whether ``input_mean`` and ``input_scale`` hold measured values.
     """
 
     def __init__(
-        self, n_features: int, n_classes: int, hidden_units: Sequence[int] = (128,), dropout: float = 0.0
+        self, n_features: int, n_classes: int, hidden_units: Sequence[int] = (128,), dropout: float = 0.0,
+        standardize: bool = False,
     ):
         super().__init__()
+        if not isinstance(standardize, (bool, np.bool_)):
+            raise TypeError(f"module__standardize must be True or False, got {standardize!r}.")
         if isinstance(hidden_units, int) or not all(isinstance(u, int) and u > 0 for u in hidden_units):
             raise TypeError(
                 f"module__hidden_units must be a sequence of positive ints, one per hidden layer, "
@@ -48,9 +116,62 @@ class MLP(nn.Module):
             width = units
         layers.append(nn.Linear(width, n_classes))
         self.layers = nn.Sequential(*layers)
+        self.standardize = bool(standardize)
+        if self.standardize:
+            self.register_buffer("input_mean", torch.zeros(n_features))
+            self.register_buffer("input_scale", torch.ones(n_features))
+            self.register_buffer("input_rows", torch.zeros((), dtype=torch.int64))
+
+    @property
+    def inputs_measured(self) -> bool:
+        return self.standardize and bool(self.input_rows)  # one read per call: never in the step
+
+    def measure_inputs(self, X: Any) -> None:
+        """Set ``input_mean`` and ``input_scale`` from ``X``'s rows (:func:`input_statistics`).
+
+        Does nothing with ``standardize=False``. Called once per fresh fit
+        by :class:`MeasureInputs`; call it yourself to use the module
+        outside ``DistillationClassifier``.
+        """
+        if not self.standardize:
+            return
+        mean, scale = input_statistics(X)
+        if mean.shape != tuple(self.input_mean.shape):
+            raise ValueError(
+                f"X has {mean.size} features per row (after flattening), but this MLP was built for "
+                f"n_features={self.input_mean.numel()}; measure the rows it is trained on."
+            )
+        with torch.no_grad():
+            self.input_mean.copy_(torch.from_numpy(mean))
+            self.input_scale.copy_(torch.from_numpy(scale))
+            self.input_rows.fill_(X.shape[0])
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
+        if self.standardize:
+            X = (X.reshape(X.shape[0], -1) - self.input_mean) / self.input_scale
         return self.layers(X)
+
+
+class MeasureInputs(Callback):
+    """Measure the training rows for a student that standardizes its inputs (:class:`MLP`).
+
+    On ``on_train_begin``, a student with a ``measure_inputs`` method whose
+    ``inputs_measured`` is false gets the training features (a book's
+    ``"X"``), once per fresh fit; a warm start, ``partial_fit`` or a loaded
+    student keeps the statistics its weights were trained with. A torch
+    ``Dataset`` is not read (it may be large or augmented): its student
+    passes inputs unchanged unless ``measure_inputs`` is called by hand.
+    Other students are left alone.
+    """
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs) -> None:
+        module = net.module_
+        if not hasattr(module, "measure_inputs") or getattr(module, "inputs_measured", True):
+            return
+        features = features_of(X)
+        if features is None or isinstance(features, Dataset):
+            return
+        module.measure_inputs(features)
 
 
 class SmallCNN(nn.Module):
