@@ -141,7 +141,11 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         ``module__*``, ``optimizer__*``, ...). Three defaults depart from
         skorch's, so that a fit with none of them set trains a good student:
         ``optimizer=torch.optim.Adam`` (skorch: SGD), ``lr=1e-3`` (skorch:
-        0.01) and ``max_epochs=DEFAULT_MAX_EPOCHS`` (skorch: 10). A student
+        0.01) and ``max_epochs=DEFAULT_MAX_EPOCHS`` (skorch: 10). A fourth
+        keeps it quiet, as scikit-learn's estimators are: ``verbose=0``
+        (skorch: 1) prints nothing, so a grid search shows its own output
+        and the warnings (a 42-fit search printed 1,838 lines at
+        ``verbose=1``); ``verbose=1`` prints skorch's table of epochs. A student
         that ends far below its teacher gets an :class:`UnderTrainedWarning`
         naming the settings to change. torch's ``Adam``, ``AdamW``, ``SGD``
         and ``Adagrad`` run their fused update (``fused=True``, one kernel
@@ -232,6 +236,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         kwargs.setdefault("optimizer", torch.optim.Adam)
         kwargs.setdefault("lr", 1e-3)
         kwargs.setdefault("max_epochs", DEFAULT_MAX_EPOCHS)
+        kwargs.setdefault("verbose", 0)  # quiet as scikit-learn's estimators; verbose=1 prints the epochs
         super().__init__(module, criterion=criterion, train_split=train_split, device=device, **kwargs)
         self.teacher = teacher
         self.loss = loss
