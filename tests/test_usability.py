@@ -92,3 +92,24 @@ def test_log_puts_train_loss_first_then_terms_in_loss_order(digits, make_student
     # the unscaled loss follows train_loss (DistillationPrintLog), then the terms in the loss's order
     assert header[:6] == ["epoch", "train_loss", "train_unscaled_loss", "ce", "tckd", "nckd"]
     assert "teacher accuracy on the training rows" in out.getvalue()
+
+
+# ------------------------------------------------------------- quiet by default (issue 33)
+def test_a_fit_at_the_defaults_prints_nothing(digits, capfd):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = digits
+    clf = DistillationClassifier(MLP, teacher=LogisticRegression(max_iter=200), max_epochs=2, device="cpu")
+    assert clf.verbose == 0 and clf.get_params()["verbose"] == 0
+    clf.fit(X, y)
+    assert capfd.readouterr().out == ""
+
+
+def test_a_grid_search_at_the_defaults_prints_only_what_the_user_asks_for(digits, capfd):
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = digits
+    search = GridSearchCV(DistillationClassifier(MLP, loss="ce", max_epochs=1, device="cpu"),
+                          {"lr": [1e-3, 3e-3]}, cv=2).fit(X[:400], y[:400])
+    assert capfd.readouterr().out == ""
+    assert search.best_params_["lr"] in (1e-3, 3e-3)
