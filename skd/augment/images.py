@@ -136,28 +136,31 @@ class Shift(Affine):
 
 
 def cutmix_masks(u: torch.Tensor, lam: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Boolean (n, height, width) boxes covering about ``1 - lam`` of each image.
+    """Boolean (n, height, width) boxes covering at most ``1 - lam`` of each image.
 
-    Yun et al., "CutMix", ICCV 2019, eq. (2) and the box of its appendix: sides
-    ``H·sqrt(1 - lam)`` and ``W·sqrt(1 - lam)``, the centre uniform over the
-    image (``u[:, 0]``, ``u[:, 1]``), clipped at the border.
+    Yun et al., "CutMix", ICCV 2019, eq. (2): a box of sides
+    ``floor(H·sqrt(1 - lam))`` by ``floor(W·sqrt(1 - lam))`` pixels, placed
+    uniformly inside the image (``u[:, 0]``, ``u[:, 1]``): whole pixels, so
+    the pasted share never exceeds ``1 - lam`` (the paper centres the box
+    uniformly and clips it at the border).
     """
-    side = torch.sqrt(1.0 - lam)
-    centre_y, centre_x = u[:, 0] * height, u[:, 1] * width
-    half_h, half_w = side * height / 2.0, side * width / 2.0
-    ys = torch.arange(height, device=u.device, dtype=u.dtype) + 0.5
-    xs = torch.arange(width, device=u.device, dtype=u.dtype) + 0.5
-    inside_y = ((ys >= (centre_y - half_h)[:, None]) & (ys < (centre_y + half_h)[:, None]))
-    inside_x = ((xs >= (centre_x - half_w)[:, None]) & (xs < (centre_x + half_w)[:, None]))
+    side = torch.sqrt((1.0 - lam).clamp_min(0.0))
+    box_h, box_w = torch.floor(side * height), torch.floor(side * width)
+    top = torch.minimum(torch.floor(u[:, 0] * (height - box_h + 1.0)), height - box_h)
+    left = torch.minimum(torch.floor(u[:, 1] * (width - box_w + 1.0)), width - box_w)
+    ys = torch.arange(height, device=u.device, dtype=u.dtype)
+    xs = torch.arange(width, device=u.device, dtype=u.dtype)
+    inside_y = (ys >= top[:, None]) & (ys < (top + box_h)[:, None])
+    inside_x = (xs >= left[:, None]) & (xs < (left + box_w)[:, None])
     return inside_y[:, :, None] & inside_x[:, None, :]
 
 
 class CutMix(ViewMaker):
     """CutMix views: a box of a partner image pasted into each image (Yun et al., ICCV 2019).
 
-    The box covers a share ``1 - lam`` of the image, ``lam ~ Beta(alpha,
-    alpha)`` taken as ``max(lam, 1 - lam)`` so that the row keeps the larger
-    share of its own view. The partner is a random row of the batch online,
+    The box covers at most a share ``1 - lam`` of the image, ``lam ~
+    Beta(alpha, alpha)`` taken as ``max(lam, 1 - lam)`` so that the row keeps
+    the larger share of its own view (:func:`cutmix_masks`). The partner is a random row of the batch online,
     of all of X for booked views. Labels are not mixed: the teacher labels
     the view.
 

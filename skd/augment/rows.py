@@ -130,6 +130,7 @@ class Munge(ViewMaker):
 
     def views(self, X, rows, view_ids, seed: int) -> torch.Tensor:
         X = dense_features(X, "Munge.views")
+        self.check(X.shape[1])
         if getattr(self, "neighbours_", None) is None:
             raise ValueError("Munge.views needs the training rows' neighbours: call maker.fit(X) first, "
                              "with the X whose views you want.")
