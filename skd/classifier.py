@@ -445,7 +445,8 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
                           augment=self.augment, augment_mode=self.augment_mode,
                           n_classes=len(self.classes_), device=torch.device(self.device),
                           labelled_only=y_encoded is not None and bool(labelled_rows(y_encoded).all()),
-                          hints=hints, trained=trained)
+                          hints=hints, trained=trained, set_training=self._set_training,
+                          net_steps=self.net_steps())
         self.trainer_.start(self, parts, find_schedules(self.callbacks_, self.max_epochs))
         try:
             self.fit_loop(X, y_encoded, epochs=max(self.max_epochs - restored, 0), **fit_params)

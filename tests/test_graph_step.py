@@ -27,7 +27,7 @@ from skd.training.fallback import body_clipper, fallback_warning, graph_blockers
 from skd.training.graph import WARMUP_STEPS, CapturedStep, prepare_capturable
 from skd.training.guard import NonFiniteGuard
 from skd.training.ledger import EpochLedger
-from skd.training.step import StepParts
+from skd.training.step import StepParts, batch_loss
 from tests.compare import OPTIMIZERS, assert_same_fit
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -54,9 +54,9 @@ class Recording(MLP):
 
 
 class Bench:
-    """A CapturedStep over 512 random rows of a book, without a classifier."""
+    """A CapturedStep over 512 random rows of a book (16 batches of 32 per epoch), without a classifier."""
 
-    def __init__(self, optimizer=torch.optim.Adam, state=None, module=None, **options):
+    def __init__(self, optimizer=torch.optim.Adam, loss="kd", module=None, **options):
         generator = torch.Generator().manual_seed(0)
         self.X = torch.randn(512, 20, generator=generator)
         self.logits = torch.randn(512, 5, generator=generator)
@@ -64,14 +64,15 @@ class Bench:
         torch.manual_seed(0)
         self.module = module or Recording(20, 5)
         self.optimizer = optimizer(self.module.parameters(), lr=0.01)
-        self.loss = make_loss("kd", {})
+        self.loss = make_loss(loss, {})
+        self.state = self.loss.epoch_state(1)
         parts = StepParts(forward=self.module, loss=self.loss, teacher=None, augment=None, augment_mode="add",
                           n_classes=5, device=torch.device("cpu"))
         self.guard = NonFiniteGuard("raise", 64, self.module, lambda: self.optimizer, "cpu")
         self.ledger = EpochLedger("", "train_loss", "cpu", False)
         self.step = CapturedStep(parts, lambda: self.optimizer, self.module, self.guard, self.ledger,
-                                 self.take, 32, state=state, **options)
-        self.batch = 0
+                                 self.take, 32, state=self.state, **options)
+        self.left = 0
 
     def take(self, index):
         return {"X": self.X[index], "teacher_logits": self.logits[index]}, self.y[index]
@@ -79,12 +80,13 @@ class Bench:
     def epoch(self, steps=6, **fit_params):
         self.ledger.reset()
         self.guard.reset_epoch()
+        self.step.load_epoch(torch.arange(512).view(16, 32))
+        self.left = 16
         return [self.next(**fit_params) for _ in range(steps)]
 
     def next(self, **fit_params):
-        start = (self.batch * 32) % 512
-        self.batch += 1
-        return self.step.run(torch.arange(start, start + 32), **fit_params)
+        self.left -= 1
+        return self.step.run(**fit_params)
 
 
 def test_warm_up_runs_before_each_capture_and_counts_per_capture():
@@ -115,32 +117,29 @@ def test_forward_fit_params_reach_every_replayed_step():
     assert bench.module.seen[-1] is other and bench.step.n_captures == 2
 
 
-def test_cursor_mode_takes_the_epoch_table_in_order_like_explicit_indices():
-    """Cursor mode (what a fit uses): the same steps as run(index) with the same batches."""
-    table = torch.arange(192).view(6, 32)
-    explicit, cursor = Bench(), Bench(cursor=True)
-    for _ in range(2):  # an epoch of warm-up and capture, then one of replays
-        explicit.ledger.reset()
-        cursor.ledger.reset()
-        cursor.step.load_epoch(table)
-        for row in table:
-            assert explicit.step.run(row) == cursor.step.run()
-    same = [torch.equal(p, q)
-            for p, q in zip(explicit.module.parameters(), cursor.module.parameters(), strict=True)]
-    assert all(same) and cursor.step.n_captures == explicit.step.n_captures == 1
-
-
-def test_cursor_mode_refuses_an_index_and_a_batch_past_the_epoch():
-    bench = Bench(cursor=True)
+def test_the_step_takes_the_epoch_table_in_order_and_refuses_a_batch_past_the_epoch():
+    bench = Bench()
     bench.step.load_epoch(torch.arange(64).view(2, 32))
-    with pytest.raises(ValueError, match="without an index"):
-        bench.step.run(torch.arange(32))
     bench.step.run()
+    expected = bench.module(bench.X[32:64]).detach()  # the second row of the table, at today's weights
     bench.step.run()
+    torch.testing.assert_close(bench.step.last_pred, expected)
+    assert int(bench.step.cursor) == 2
     with pytest.raises(RuntimeError, match="load the next epoch"):
         bench.step.run()
-    with pytest.raises(RuntimeError, match="cursor=True"):
-        Bench().step.load_epoch(torch.arange(64).view(2, 32))
+
+
+def test_the_captured_body_is_the_eager_step():
+    """Batch for batch, the captured step (simulated) leaves the weights that the eager step does."""
+    bench, eager = Bench(), Bench()
+    bench.epoch(steps=8)
+    for start in range(0, 256, 32):
+        eager.optimizer.zero_grad()
+        result = batch_loss(eager.step.parts, *eager.take(torch.arange(start, start + 32)), eager.state)
+        result.total.backward()
+        eager.optimizer.step()
+    for p, q in zip(bench.module.parameters(), eager.module.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
 
 
 @pytest.mark.parametrize("change", ["optimizer rebuilt", "optimizer state loaded", "requires_grad",
@@ -195,11 +194,11 @@ def test_a_new_learning_rate_is_copied_into_its_tensor_without_a_capture(optimiz
 
 
 def test_new_epoch_values_replay_the_same_graph_and_reach_the_step():
-    loss = make_loss("dkd", {"warmup": 4})
-    state = loss.epoch_state(1)
-    bench = Bench(state=state)
-    bench.loss = loss
-    bench.step.parts.loss = loss
+    bench = Bench(loss="dkd")
+    loss, state = bench.loss, bench.state
+    loss.set_params(warmup=4)
+    values = loss.epoch_values(1)
+    state.load(values, loss.term_coefficients(values))
     bench.epoch()
     before = bench.step.last_row.clone()
     for epoch in (2, 3, 4):  # the warm-up and a temperature schedule move the scalars
@@ -213,12 +212,10 @@ def test_new_epoch_values_replay_the_same_graph_and_reach_the_step():
 def test_gradients_after_a_replay_are_the_batch_gradients():
     bench, eager = Bench(), Bench()
     bench.epoch(steps=5)
-    index = torch.arange(160, 192)
     eager.epoch(steps=5)
     # the eager twin: the same step through the plain body
-    bench.step.run(index)
+    bench.next()
     eager.optimizer.zero_grad()
-    eager.step.index.copy_(index)
     eager.step.body()
     for a, b in zip(bench.module.parameters(), eager.module.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad)
@@ -435,3 +432,38 @@ def test_cuda_gradient_clipping_runs_inside_the_captured_step(digits, optimizer)
     assert graph_fit.train_step_path_ == "graph+eager" and captures(graph_fit) == 1
     eager = fit(digits, "eager", [GradientNormClipping(0.05)], device="cuda", **options)
     assert_same_fit(graph_fit, eager, optimizer)
+
+
+# ------------------------------------------------- a net that overrides a step
+class _Penalised(DistillationClassifier):
+    """Overrides skorch's get_loss: the eager step goes through it."""
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        return super().get_loss(y_pred, y_true, X, training) + 0.01 * y_pred.pow(2).mean()
+
+
+def test_an_overridden_get_loss_refuses_the_captured_step_naming_the_method(digits):
+    X, y = digits
+    clf = _Penalised(MLP, teacher=_Teacher(), max_epochs=2, verbose=0, device="cpu", batch_size=64,
+                     trainer__step_mode="graph")
+    with pytest.raises(ValueError, match=r"_Penalised\.get_loss is overridden"):
+        clf.fit(X, y)
+
+
+def test_an_overridden_get_loss_trains_eagerly_through_it_with_auto(digits):
+    X, y = digits
+    options = dict(teacher=_Teacher(), max_epochs=2, verbose=0, device="cpu", batch_size=64, random_state=0)
+    auto = _Penalised(MLP, trainer__step_mode="auto", **options).fit(X, y)
+    assert auto.train_step_path_ == "eager"
+    assert any("_Penalised.get_loss is overridden" in reason for reason in auto.eager_reasons_)
+    same_weights(auto, _Penalised(MLP, trainer__step_mode="eager", **options).fit(X, y))
+    # the penalty is in train_loss (what get_loss returned), not in the loss's own terms
+    assert auto.history[0, "train_loss"] > auto.history[0, "ce"] + auto.history[0, "kd"] + 1e-4
+
+
+def test_an_overridden_step_with_a_second_forward_is_refused(digits):
+    X, y = digits
+    clf = _Penalised(MLP, teacher=_Teacher(), max_epochs=1, verbose=0, device="cpu",
+                     augment=lambda X, y: X + 0.01)
+    with pytest.raises(ValueError, match=r"_Penalised\.get_loss is overridden, but augment"):
+        clf.fit(X, y)

@@ -4,8 +4,20 @@
 reason names its cause); :func:`fallback_warning` turns them into the one
 warning of a fit that wanted the graph and runs the eager step;
 :func:`body_clipper` moves skorch's ``GradientNormClipping`` inside the
-captured step; :data:`GRAPH_SAFE_CALLBACKS` documents the callbacks with
-per-batch hooks that run with it.
+captured step.
+
+Callbacks with per-batch hooks that run with the captured step, and why:
+skorch's ``LRScheduler`` (epoch-wise: it writes ``group["lr"]`` between
+epochs; batch-wise: in ``on_batch_end``, copied into the lr tensor before the
+next replay, not with ``cycle_momentum``, which changes the betas);
+``ProgressBar`` (host work only); ``GradientNormClipping`` (clips inside the
+step, :func:`body_clipper`); skd's ``StudentPruning(structured=False)``
+(prunes between epochs; torch's masks are applied in the forward, inside the
+graph: one re-capture per pruning step); ``EpochScoring`` and
+``PassthroughScoring`` with ``on_train=False`` (their batch hooks act on
+validation batches only); any callback acting in ``on_train_*`` and
+``on_epoch_*`` hooks only (``Freezer``, ``Checkpoint``, ``EarlyStopping``,
+the schedules, the loss).
 """
 
 from __future__ import annotations
@@ -23,26 +35,11 @@ from skorch.callbacks import (
 )
 
 from skd.book import is_book
+from skd.callbacks.pruning import StudentPruning
 from skd.training.graph import lr_in_tensor
 from skd.training.step import StepParts
 
-__all__ = ["GRAPH_SAFE_CALLBACKS", "body_clipper", "fallback_warning", "graph_blockers"]
-
-#: Callbacks with per-batch hooks that run with the captured step, and why they are safe.
-GRAPH_SAFE_CALLBACKS = {
-    "skorch LRScheduler, epoch-wise": "writes group['lr'] between epochs; copied into the lr tensor",
-    "skorch LRScheduler, batch-wise": "writes group['lr'] in on_batch_end; copied into the lr tensor before "
-                                      "the next replay (not with cycle_momentum, which changes betas)",
-    "skorch ProgressBar": "host work only (reads history)",
-    "skorch GradientNormClipping": "clips inside the captured step (body_clipper), not in on_grad_computed",
-    "skd StudentPruning(structured=False)": "prunes between epochs; torch's masks are applied in the "
-                                            "forward, inside the graph (one re-capture per pruning step)",
-    "EpochScoring / PassthroughScoring (on_train=False)": "their batch hooks act on validation batches only",
-    "any callback acting only on_train/on_epoch hooks": "Freezer, Unfreezer, Checkpoint, EarlyStopping, "
-                                                        "PrintLog, schedules, losses",
-}
-
-
+__all__ = ["body_clipper", "fallback_warning", "graph_blockers"]
 
 # ------------------------------------------------------------------ clipping
 class _ClipGradNorm:
@@ -93,6 +90,9 @@ def graph_blockers(parts: StepParts, data, callbacks, optimizer_reason: str | No
     if parts.hints is not None:
         reasons.append("hints (feature distillation) train projectors beside the student, which the "
                        "captured step does not yet snapshot or re-bind")
+    if parts.net_steps:
+        reasons.append(f"the classifier's {', '.join(parts.net_steps)} is overridden, and the captured "
+                       "step runs skd's step, not the net's methods")
     if optimizer_reason:
         reasons.append(optimizer_reason)
     for name, callback in callbacks:
@@ -116,7 +116,7 @@ def _callback_blocker(name: str, callback, optimizer) -> str | None:
         return None
     if isinstance(callback, (ProgressBar, GradientNormClipping)):
         return None
-    if _is_student_pruning(callback):
+    if isinstance(callback, StudentPruning):
         if callback.structured:
             return f"the callback {name!r} prunes structurally (it traces a batch and rebuilds the optimizer)"
         return None
@@ -125,12 +125,6 @@ def _callback_blocker(name: str, callback, optimizer) -> str | None:
     if hooks:
         return f"the callback {name!r} acts on every batch ({', '.join(hooks)})"
     return None
-
-
-def _is_student_pruning(callback) -> bool:
-    from skd.callbacks import StudentPruning  # deferred: skd.callbacks imports the teachers
-
-    return isinstance(callback, StudentPruning)
 
 
 def _overrides(callback, hook: str) -> bool:
@@ -146,6 +140,8 @@ _ADVICE = (
                                      "and keep trainer__batching='auto'"),
     ("the teacher runs online", "keep book='auto' or 'memory' so the teacher writes its book once"),
     ("X is sparse", "densify X, if it fits in device memory"),
+    ("is overridden", "add the method's work to the loss (a term, see 'Write your own loss') or to a "
+                      "callback, or accept the eager step"),
     ("augment", "augmentation needs the online teacher: it always runs eagerly"),
     ("hints (feature distillation)", "hints always run eagerly for now"),
     ("capturable mode", "use SGD, Adam or AdamW"),

@@ -1,4 +1,4 @@
-"""The training step captured in a CUDA graph and replayed by index.
+"""The training step captured in a CUDA graph and replayed from an epoch's batch table.
 
 For in-memory data on CUDA the whole step (gather of the batch by index, the
 student's forward, every loss term, the non-finite guard, backward, gradient
@@ -6,8 +6,10 @@ clipping, the optimizer step and the epoch sums) is recorded once with
 :class:`torch.cuda.CUDAGraph` and replayed for every full batch: one graph
 launch per step, where the eager step launches every kernel from Python.
 The epoch's batches are an index table on the device, copied once per
-epoch; the step takes its row at a device counter that it advances itself
-(``cursor=True``, what a fit uses), so a replay needs no index from the host.
+epoch (:meth:`CapturedStep.load_epoch`); the step takes its row at a device
+counter that it advances itself, so a replay needs no index from the host.
+The step's body runs :func:`~skd.training.step.batch_loss`, the one
+function of a batch's terms and their sum, as the eager step does.
 
 Why a raw CUDA graph, not ``torch.compile(mode="reduce-overhead")`` or
 ``make_graphed_callables``: a capture costs milliseconds, where a compile
@@ -61,14 +63,16 @@ from collections.abc import Callable
 
 import torch
 
+from skd.state import EpochState
 from skd.training.guard import NonFiniteGuard
 from skd.training.ledger import EpochLedger
-from skd.training.step import StepParts, batch_terms, stack_terms
+from skd.training.step import StepParts, batch_loss
 
 __all__ = ["CapturedStep", "WARMUP_STEPS", "lr_in_tensor", "prepare_capturable"]
 
 #: Eager steps before each capture (lazy optimizer state, cuBLAS workspaces).
 WARMUP_STEPS = 3
+
 
 def prepare_capturable(optimizer: torch.optim.Optimizer, on_cuda: bool) -> str | None:
     """Make ``optimizer``'s step capturable on CUDA, where it can be.
@@ -163,27 +167,19 @@ class CapturedStep:
         ``index -> (X_batch, y_batch)``: gathers a batch from the device-resident data.
     batch_size : int
         The size of every captured batch (a ragged last batch runs eagerly).
-    state : EpochState or None
-        The per-epoch state the loss reads (passed to ``batch_terms``); None:
-        the loss's float scalars are part of the signature instead.
+    state : EpochState
+        The per-epoch state the loss reads, in place (passed to ``batch_loss``).
     clip : callable or None
         ``module -> None``, called between backward and the optimizer step
         (see :func:`body_clipper`).
     warmup_steps : int, default=WARMUP_STEPS
         Eager steps before each capture.
-    cursor : bool, default=False
-        Take the batches from an epoch's index table (:meth:`load_epoch`)
-        with a counter on the device, advanced by the step itself: a replay
-        then needs no host-to-device copy and no index tensor made on the
-        host (``run()`` without an index). False: ``run(index)`` copies each
-        batch's indices into a static buffer.
     """
 
     def __init__(self, parts: StepParts, optimizer: Callable[[], torch.optim.Optimizer],
                  module: torch.nn.Module, guard: NonFiniteGuard, ledger: EpochLedger,
-                 take: Callable[[torch.Tensor], tuple], batch_size: int, state=None,
-                 clip: Callable[[torch.nn.Module], None] | None = None, warmup_steps: int = WARMUP_STEPS,
-                 cursor: bool = False):
+                 take: Callable[[torch.Tensor], tuple], batch_size: int, state: EpochState,
+                 clip: Callable[[torch.nn.Module], None] | None = None, warmup_steps: int = WARMUP_STEPS):
         self.parts = parts
         self.get_optimizer = optimizer
         self.module = module
@@ -195,9 +191,8 @@ class CapturedStep:
         self.clip = clip
         self.warmup_steps = warmup_steps
         self.on_cuda = torch.device(parts.device).type == "cuda"
-        self.index = torch.zeros(batch_size, dtype=torch.long, device=parts.device)
-        #: The device counter of the next batch in :attr:`batches` (cursor mode), else None.
-        self.cursor = torch.zeros(1, dtype=torch.long, device=parts.device) if cursor else None
+        #: The device counter of the next batch in :attr:`batches`.
+        self.cursor = torch.zeros(1, dtype=torch.long, device=parts.device)
         self.batches: torch.Tensor | None = None
         self._left = 0  # batches of the loaded epoch not taken yet (host count: no device read)
         self.last_loss: torch.Tensor | None = None
@@ -217,48 +212,36 @@ class CapturedStep:
 
     # ------------------------------------------------------------------ step
     def body(self) -> None:
-        """The step on the static index (or the cursor's batch): no host reads, so it can be captured."""
-        if self.cursor is None:
-            index = self.index
-        else:
-            index = self.batches.index_select(0, self.cursor).view(-1)
-            self.cursor.add_(1)
+        """The step on the cursor's batch: no host reads, so it can be captured."""
+        index = self.batches.index_select(0, self.cursor).view(-1)
+        self.cursor.add_(1)
         Xi, y = self.take(index)
-        if self.state is None:
-            terms, y_pred = batch_terms(self.parts, Xi, y, **self.fit_params)
-        else:
-            terms, y_pred = batch_terms(self.parts, Xi, y, self.state, **self.fit_params)
-        self.last_pred = y_pred.detach()
-        values, total = stack_terms(terms)
-        self.ledger.start(terms)
-        finite = self.guard.observe(values, total)
-        total.backward()
+        result = batch_loss(self.parts, Xi, y, self.state, **self.fit_params)
+        self.last_pred = result.y_pred.detach()
+        self.ledger.start(result.terms)
+        finite = self.guard.observe(result.values, result.total)
+        result.total.backward()
         if self.clip is not None:
             self.clip(self.module)
         kept = self.guard.step(self.get_optimizer().step, lambda: finite)
-        self.last_row = self.ledger.row(total, values, kept)
+        self.last_row = self.ledger.row(result.total, result.values, kept)
         self.last_loss = self.last_row[0]  # a view: static too, so a replay needs no indexing on the host
         self.ledger.add(self.last_row, self.batch_size)
 
     def load_epoch(self, batches: torch.Tensor) -> None:
-        """Give the step this epoch's full batches, an ``(n, batch_size)`` index tensor (cursor mode).
+        """Give the step this epoch's full batches, an ``(n, batch_size)`` index tensor.
 
         One copy per epoch into a static table, and the counter set to 0;
         each ``run()`` then takes the next row.
         """
-        if self.cursor is None:
-            raise RuntimeError("load_epoch needs a CapturedStep made with cursor=True.")
         if self.batches is None or self.batches.shape != batches.shape:
             self.batches = torch.empty_like(batches)  # a new table: the signature sees it, a new capture
         self.batches.copy_(batches, non_blocking=True)
         self.cursor.zero_()
         self._left = len(batches)
 
-    def run(self, index: torch.Tensor | None = None, **fit_params) -> bool:
-        """One step on the batch at ``index`` (a device tensor of ``batch_size`` indices).
-
-        In cursor mode, no ``index``: the step takes the next batch of the
-        epoch given to :meth:`load_epoch`.
+    def run(self, **fit_params) -> bool:
+        """One step on the next batch of the epoch given to :meth:`load_epoch`.
 
         Returns True if the step was the graph's (a replay, or its stand-in
         on the CPU), False if it was an eager warm-up step before a capture.
@@ -266,15 +249,9 @@ class CapturedStep:
         in the graph at its capture, and other ones (keys or objects)
         re-capture.
         """
-        if self.cursor is None:
-            self.index.copy_(index, non_blocking=True)
-        else:
-            if index is not None:
-                raise ValueError("A CapturedStep in cursor mode takes its batches from load_epoch: "
-                                 "call run() without an index.")
-            if self._left <= 0:
-                raise RuntimeError("Every batch given to load_epoch has been taken: load the next epoch.")
-            self._left -= 1
+        if self._left <= 0:
+            raise RuntimeError("Every batch given to load_epoch has been taken: load the next epoch.")
+        self._left -= 1
         optimizer = self.get_optimizer()
         seen = self._seen
         if (seen is None or seen[0] is not optimizer or seen[1] != self.module.training
@@ -322,9 +299,8 @@ class CapturedStep:
         params = tuple((id(p), tuple(p.shape), p.requires_grad) for p in self.module.parameters())
         buffers = (tuple(id(b) for b in self.module.buffers()), id(self.batches))
         state = (id(optimizer.state), len(optimizer.state), id(optimizer.param_groups))
-        loss = () if self.state is not None else _scalars(self.parts.loss)
         return (id(optimizer), state, groups, params, buffers, self.module.training,
-                _fit_params_key(fit_params), loss)
+                _fit_params_key(fit_params))
 
     def _check_structure(self, optimizer, fit_params: dict) -> None:
         new_optimizer = self._seen is None or self._seen[0] is not optimizer
@@ -396,8 +372,3 @@ class CapturedStep:
                 param.grad = grad
         self.graph.replay()
 
-
-def _scalars(obj) -> tuple:
-    """The loss's float state (``*_``): baked into the graph when no EpochState is given."""
-    return tuple(sorted((key, value) for key, value in vars(obj).items()
-                        if key.endswith("_") and isinstance(value, (bool, int, float, str))))

@@ -1,7 +1,8 @@
 """skorch's hooks of the net that hand its training loop to the trainer (a mixin of the classifier).
 
 skorch's ``fit_loop`` calls ``get_iterator`` and ``run_single_epoch`` per
-epoch, and its steps call ``infer`` and ``get_loss`` per batch. Here each of
+epoch; ``infer`` and ``get_loss`` are skorch's per-batch extension points
+(the trainer's step calls ``infer``; ``get_loss`` sums the same terms). Here each of
 them is routed to the fit's :class:`~skd.training.trainer.Trainer`
 (``net.trainer_``) or to :mod:`skd.training.batching`; nothing else of the
 net is touched.
@@ -11,13 +12,12 @@ from __future__ import annotations
 
 import torch
 from sklearn.exceptions import NotFittedError
-from skorch.utils import to_tensor
+from skorch import NeuralNet
 
 from skd._device import checked_seed, epoch_generator
 from skd.book import features_of
 from skd.training.batching import make_iterator
 from skd.training.optimizers import with_fused_default
-from skd.training.step import sum_terms
 
 __all__ = ["TrainerHooks"]
 
@@ -25,6 +25,16 @@ __all__ = ["TrainerHooks"]
 class TrainerHooks:
     """``get_iterator``, ``run_single_epoch``, ``infer`` and ``get_loss``, routed to the trainer;
     ``get_params_for_optimizer`` with the fused update by default (:mod:`skd.training.optimizers`)."""
+
+    def net_steps(self) -> tuple[str, ...]:
+        """The step methods this net's class overrides (``"Class.method"``): ``get_loss``,
+        ``train_step_single``, ``validation_step``. The trainer's eager step honours them and
+        the captured step is refused (:class:`skd.training.Trainer`)."""
+        own = {"get_loss": TrainerHooks.get_loss, "train_step_single": NeuralNet.train_step_single,
+               "validation_step": NeuralNet.validation_step}
+        cls = type(self)
+        return tuple(f"{cls.__name__}.{name}" for name, method in own.items()
+                     if getattr(cls, name) is not method)
 
     def get_iterator(self, dataset, training=False):
         """Batches of ``dataset``: device slices for in-memory data, else a DataLoader."""
@@ -72,8 +82,12 @@ class TrainerHooks:
             return super().infer(features_of(x), **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        """The sum of the loss terms of a batch (the trainer records each term)."""
+        """The sum of the loss terms of a batch, at the fit's epoch state (skorch's extension point).
+
+        The same terms as the trainer's step (:func:`skd.training.step.terms_for`);
+        a subclass may override it: the eager step then goes through it, and
+        the captured step is refused (see :class:`skd.training.Trainer`).
+        """
         if getattr(self, "trainer_", None) is None:
             raise NotFittedError("get_loss needs the loss and trainer of a fit; call fit first.")
-        y_true = to_tensor(y_true, device=self.device).long()
-        return sum_terms(self.trainer_.terms(y_pred, y_true, X))
+        return self.trainer_.loss_of(y_pred, y_true, X)

@@ -1,9 +1,13 @@
-"""One training (or validation) step: the student's forward, every loss term, the update.
+"""One step's loss: the student's forward, every loss term, their sum.
 
-There is one path for loss terms, :func:`batch_terms`, for the clean batch
-and the augmented one alike; the eager step and the captured step
-(:mod:`skd.training.graph`) both call it, so both share the guard and the
-term recording of :mod:`skd.training.guard` and :mod:`skd.training.ledger`.
+:func:`batch_loss` is the one function that computes a batch's terms and
+their sum from the step's parts, the batch and the epoch state, and returns
+them (a :class:`BatchLoss`). The eager training step, validation (the same
+call under ``no_grad``, without the backward) and the captured step
+(:meth:`skd.training.graph.CapturedStep.body`) all run it; the classifier's
+``get_loss`` (skorch's extension point) sums :func:`terms_for`, the part of
+it that starts from the student's logits. Nothing is stashed between calls:
+the caller gets the terms back.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from skd.losses.compiled import loss_terms
 from skd.losses.functional import TopKBook
 from skd.state import EpochState
 
-__all__ = ["NoDropoutWarning", "StepParts", "batch_terms", "check_two_passes", "stack_terms",
-           "student_passes", "sum_terms", "teacher_logits_for", "term_values", "terms_for"]
+__all__ = ["BatchLoss", "NoDropoutWarning", "StepParts", "batch_loss", "batch_terms", "check_two_passes",
+           "net_step_blocker", "stack_terms", "student_passes", "sum_terms", "teacher_logits_for",
+           "term_values", "terms_for"]
 
 
 @dataclass
@@ -53,6 +58,14 @@ class StepParts:
     compiled : bool, default=False
         Run the loss's compiled call in training steps
         (:func:`skd.losses.compiled.loss_terms`; the trainer's ``compile_loss``).
+    set_training : callable or None, default=None
+        ``training -> None``: puts the net's modules in training or
+        evaluation mode (the net's own ``_set_training``); None leaves them.
+    net_steps : tuple of str, default=()
+        The net's step methods that a subclass overrides (e.g.
+        ``("MyNet.get_loss",)``): the eager step then goes through skorch's
+        ``train_step_single`` and ``validation_step``, and the captured step
+        is refused (:func:`skd.training.fallback.graph_blockers`).
     """
 
     forward: Callable[..., torch.Tensor]
@@ -66,6 +79,8 @@ class StepParts:
     hints: Any = None
     trained: torch.nn.Module | None = None
     compiled: bool = False
+    set_training: Callable[[bool], None] | None = None
+    net_steps: tuple[str, ...] = ()
 
 
 def teacher_logits_for(parts: StepParts, X) -> torch.Tensor | TopKBook:
@@ -203,3 +218,52 @@ def term_values(terms: dict[str, torch.Tensor]) -> torch.Tensor:
 def stack_terms(terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(values, total)``: :func:`term_values` and :func:`sum_terms`."""
     return term_values(terms), sum_terms(terms)
+
+
+@dataclass
+class BatchLoss:
+    """What :func:`batch_loss` returns for one batch.
+
+    Attributes
+    ----------
+    terms : dict of str to 0-d Tensor
+        Each named term (differentiable), ``"ce"`` first where the loss has it.
+    values : Tensor of shape (n_terms,)
+        The terms' detached float32 values, stacked (what the ledger and the guard read).
+    total : 0-d Tensor
+        The differentiable sum of the terms (what is optimised).
+    y_pred : Tensor of shape (batch, n_classes)
+        The student's logits on the (clean) batch.
+    """
+
+    terms: dict[str, torch.Tensor]
+    values: torch.Tensor
+    total: torch.Tensor
+    y_pred: torch.Tensor
+
+
+def batch_loss(parts: StepParts, Xi, yi, state: EpochState, **fit_params) -> BatchLoss:
+    """The batch's terms and their sum at ``state``: the one body of every step.
+
+    Runs :func:`batch_terms` and sums them. The caller runs the backward (a
+    training step) or calls it under ``torch.no_grad()`` (validation); the
+    trainer puts the net in training or evaluation mode once per epoch.
+    """
+    terms, y_pred = batch_terms(parts, Xi, yi, state, **fit_params)
+    values, total = stack_terms(terms)
+    return BatchLoss(terms, values, total, y_pred)
+
+
+def net_step_blocker(parts: StepParts) -> str | None:
+    """Why the net's overridden step methods cannot run (None: they can, or none is overridden).
+
+    skorch's ``train_step_single`` runs one forward of the batch; a batch
+    augmentation or a loss comparing two passes of the student needs two,
+    which :func:`batch_loss` runs itself.
+    """
+    if not parts.net_steps or (parts.augment is None and student_passes(parts) == 1):
+        return None
+    cause = "augment" if parts.augment is not None else f"the loss {type(parts.loss).__name__}"
+    return (f"{', '.join(parts.net_steps)} is overridden, but {cause} needs two forward passes per "
+            "step, which skorch's train_step_single cannot give: drop the override (add a term to the "
+            "loss instead, see 'Write your own loss') or the two-pass option.")

@@ -14,12 +14,15 @@ it loads the loss's :class:`~skd.state.EpochValues` into the
 :class:`~skd.state.EpochState`, reads the ledger once and records
 the means in ``history``.
 
-The eager step goes through skorch's extension points: the net's
-``train_step_single`` (``infer``, then ``get_loss``, then backward) and
-``validation_step``, so a subclass overriding ``get_loss`` or
-``train_step_single`` changes training. Two paths cannot: a batch
-augmentation (two forwards per step, see ``augment``) and the captured
-step (the graph replays the recorded kernels, no Python runs per batch).
+Every step runs :func:`~skd.training.step.batch_loss`, the one function that
+computes a batch's terms and their sum: the eager step (then the backward,
+``on_grad_computed`` and the optimizer's step, through a closure as
+skorch's), validation (the same call under ``no_grad``) and the captured
+step. A subclass of the classifier that overrides ``get_loss``,
+``train_step_single`` or ``validation_step`` is honoured: the eager step
+then goes through skorch's method (``infer``, ``get_loss``, backward), the
+terms are recorded from its predictions, and the captured step is refused
+with a reason naming the method (on CUDA the fit warns once and runs eagerly).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any, Protocol
 
 import torch
 from skorch.dataset import unpack_data
-from skorch.utils import TeeGenerator
+from skorch.utils import TeeGenerator, to_tensor
 
 from skd._constraints import Interval, Options, validate_params
 from skd.callbacks.monitor import unscaled_key, unscaled_loss
@@ -45,11 +48,12 @@ from skd.training.graph import CapturedStep, prepare_capturable
 from skd.training.guard import DEFAULT_CUDA_CHECK_EVERY, NonFiniteGuard
 from skd.training.ledger import EpochLedger
 from skd.training.step import (
+    BatchLoss,
     StepParts,
-    batch_terms,
+    batch_loss,
     check_two_passes,
-    stack_terms,
-    student_passes,
+    net_step_blocker,
+    sum_terms,
     term_values,
     terms_for,
 )
@@ -155,6 +159,9 @@ class Trainer:
     def start(self, net: TrainableNet, parts: StepParts, schedules: Schedules) -> Trainer:
         """Prepare a fit: the guard, the ledgers, the epoch state, the capturable optimizer."""
         check_two_passes(parts, net.module_)
+        blocker = net_step_blocker(parts)
+        if blocker:
+            raise ValueError(blocker)
         device = torch.device(parts.device)
         on_cuda = device.type == "cuda"
         self.net = net
@@ -178,8 +185,6 @@ class Trainer:
         self.n_captures = 0
         self.blockers: list[str] | None = None
         self.warned = False
-        self._names: tuple[str, ...] = ()
-        self._values: torch.Tensor | None = None  # the last batch's term values (one owner: this)
         self._in_epoch = False
         return self
 
@@ -197,14 +202,10 @@ class Trainer:
             return torch.autocast(device_type=torch.device(self.parts.device).type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def terms(self, y_pred: torch.Tensor, y: torch.Tensor, X) -> dict[str, torch.Tensor]:
-        """The loss terms of a batch at this epoch's state (the classifier's ``get_loss`` calls it).
-
-        The detached values are kept for the step that asked (ledger, guard).
-        """
-        terms = terms_for(self.parts, y_pred, y, X, self.state)
-        self._names, self._values = tuple(terms), term_values(terms)
-        return terms
+    def loss_of(self, y_pred: torch.Tensor, y: torch.Tensor, X) -> torch.Tensor:
+        """The sum of a batch's loss terms at this epoch's state (the classifier's ``get_loss``)."""
+        return sum_terms(terms_for(self.parts, y_pred, to_tensor(y, device=self.parts.device).long(), X,
+                                   self.state))
 
     # ------------------------------------------------------------- choosing
     def _graph_for(self, iterator) -> CapturedStep | None:
@@ -234,8 +235,7 @@ class Trainer:
                 self.n_captures += self.captured.n_captures
             self.captured = CapturedStep(self.parts, lambda: self.net.optimizer_, self.net.module_,
                                          self.guard, self.ledgers[True], data.take, data.batch_size,
-                                         state=self.state, clip=body_clipper(self.net.callbacks_),
-                                         cursor=True)
+                                         state=self.state, clip=body_clipper(self.net.callbacks_))
         return self.captured
 
     def _warn_fallback(self, blockers: list[str]) -> None:
@@ -268,6 +268,8 @@ class Trainer:
             self.guard.reset_epoch()
             self.guard.take_snapshot()
         counts = {"graph": 0, "eager": 0}
+        if self.parts.set_training is not None:  # once per epoch, not per batch as skorch's steps
+            self.parts.set_training(training)
         self._in_epoch = True
         try:
             for graph_step, batch in self._batches(iterator, captured):
@@ -334,22 +336,27 @@ class Trainer:
         history.record("eager_steps", counts["eager"])
 
     # ---------------------------------------------------------------- steps
-    def _forward_and_backward(self, batch, **fit_params) -> dict:
-        """One evaluation of the batch's loss and its gradients.
+    def _evaluate(self, batch, training: bool, **fit_params) -> BatchLoss:
+        """The batch's :class:`~skd.training.step.BatchLoss`, with the backward when ``training``.
 
-        Through the net's ``train_step_single`` (skorch's extension point:
-        ``infer``, ``get_loss``, backward); with a batch augmentation, through
-        :func:`batch_terms` (two forwards per step: one on the augmented batch,
-        or a second pass for a loss that compares two, such as Cons-KD).
+        Through :func:`batch_loss`; when the net overrides a step method
+        (``parts.net_steps``), through skorch's ``train_step_single`` or
+        ``validation_step`` instead, the terms then recorded from its
+        predictions (``total`` is what its ``get_loss`` returned).
         """
-        if self.parts.augment is None and student_passes(self.parts) == 1:
-            return self.net.train_step_single(batch, **fit_params)
         Xi, yi = unpack_data(batch)
-        self.net.module_.train()
-        terms, y_pred = batch_terms(self.parts, Xi, yi, self.state, **fit_params)
-        self._names, (self._values, total) = tuple(terms), stack_terms(terms)
-        total.backward()
-        return {"loss": total, "y_pred": y_pred}
+        if not self.parts.net_steps:
+            result = batch_loss(self.parts, Xi, yi, self.state, **fit_params)
+            if training:
+                result.total.backward()
+            return result
+        net = self.net
+        step = (net.train_step_single(batch, **fit_params) if training
+                else net.validation_step(batch, **fit_params))
+        with torch.no_grad():
+            y = to_tensor(yi, device=self.parts.device).long()
+            terms = terms_for(self.parts, step["y_pred"].detach(), y, Xi, self.state)
+        return BatchLoss(terms, term_values(terms), step["loss"], step["y_pred"])
 
     def _train_step(self, batch, epoch: int, **fit_params):
         """The eager step, through a closure as skorch's (so LBFGS works).
@@ -362,40 +369,32 @@ class Trainer:
 
         def closure():
             net.optimizer_.zero_grad()
-            step = self._forward_and_backward(batch, **fit_params)
+            result = self._evaluate(batch, True, **fit_params)
             if not first:  # the batch's first evaluation is the one recorded and guarded
-                values = self._values
-                ledger.start(self._names)
-                first.update(values=values, total=step["loss"], y_pred=step["y_pred"],
-                             finite=guard.observe(values, step["loss"]))
+                ledger.start(result.terms)
+                first.update(result=result, finite=guard.observe(result.values, result.total))
                 if guard.checks_on_host:
-                    guard.check_now(values, epoch, ledger.names)
+                    guard.check_now(result.values, epoch, ledger.names)
             net.notify("on_grad_computed", named_parameters=TeeGenerator(net.module_.named_parameters()),
                        batch=batch, training=True)
-            return step["loss"]
+            return result.total
 
         kept = guard.step(lambda: net.optimizer_.step(closure), lambda: first["finite"])
-        total = first["total"].detach()
-        row = ledger.row(total, first["values"], kept)
+        result = first["result"]
+        total = result.total.detach()
+        row = ledger.row(total, result.values, kept)
         ledger.add(row, _batch_size(batch))
         loss = total if kept is None else torch.where(kept, total, 0.0)
-        return {"loss": loss, "y_pred": first["y_pred"]}, row
+        return {"loss": loss, "y_pred": result.y_pred}, row
 
     def _validation_step(self, batch, **fit_params):
         ledger = self.ledgers[False]
-        if self.parts.augment is None:
-            step = self.net.validation_step(batch, **fit_params)
-        else:
-            Xi, yi = unpack_data(batch)
-            self.net.module_.eval()
-            with torch.no_grad():
-                terms, y_pred = batch_terms(self.parts, Xi, yi, self.state, **fit_params)
-                self._names, (self._values, total) = tuple(terms), stack_terms(terms)
-            step = {"loss": total, "y_pred": y_pred}
-        ledger.start(self._names)
-        row = ledger.row(step["loss"].detach(), self._values, None)
+        with torch.no_grad():
+            result = self._evaluate(batch, False, **fit_params)
+        ledger.start(result.terms)
+        row = ledger.row(result.total.detach(), result.values, None)
         ledger.add(row, _batch_size(batch))
-        return step, row
+        return {"loss": result.total, "y_pred": result.y_pred}, row
 
     @property
     def path(self) -> str:
