@@ -277,6 +277,12 @@ def test_views_are_the_same_across_calls_and_positions(X):
         assert not torch.equal(maker.views(X, rows, view_ids, seed=8), first), maker
 
 
+def test_the_steps_unchecked_view_batch_gives_the_same_views(X):
+    rows, view_ids = torch.tensor([9, 2, 9]), torch.tensor([1, 1, 4])
+    for maker in makers_for(X):
+        assert torch.equal(maker.view_batch(X, rows, view_ids, 3), maker.views(X, rows, view_ids, 3)), maker
+
+
 def test_views_broadcast_rows_against_view_numbers(X):
     views = Affine(image_shape=(1, 8, 8)).views(X, torch.arange(5)[:, None], torch.arange(3)[None, :], 0)
     assert views.shape == (5, 3, 64)
@@ -367,8 +373,10 @@ def test_booked_view_errors_name_what_to_do(X):
         Munge().fit(X).views(X[:100], torch.arange(3), 0, 0)
     with pytest.raises(ValueError, match=r"rows of MixUp.views must be indices into X, in \[0, 300\)"):
         MixUp().views(X, torch.tensor([0, 300]), 0, 0)
-    with pytest.raises(ValueError, match="rows of MixUp.views must hold integer row indices"):
+    with pytest.raises(ValueError, match="rows of MixUp.views must hold integers"):
         MixUp().views(X, torch.tensor([0.0, 1.0]), 0, 0)
+    with pytest.raises(ValueError, match="view_ids of MixUp.views must be >= 0"):
+        MixUp().views(X, torch.tensor([0, 1]), -1, 0)
     with pytest.raises(ValueError, match="Noise was fitted on 64 features, but X has 10"):
         Noise().fit(X).views(X[:, :10], torch.arange(3), 0, 0)
     with pytest.raises(ValueError, match="MUNGE needs at least 2"):

@@ -9,7 +9,7 @@ import scipy.sparse
 import torch
 from sklearn.base import BaseEstimator
 
-from skd.augment.counter import counter_uniforms
+from skd.augment.counter import check_keys, counter_uniforms
 
 __all__ = ["ViewMaker", "check_fraction", "check_image_shape", "check_nonnegative", "dense_features"]
 
@@ -115,20 +115,25 @@ class ViewMaker(BaseEstimator):
         """
         X = dense_features(X, f"{type(self).__name__}.views")
         self.check(X.shape[1])
-        rows = torch.as_tensor(rows, device=X.device)
-        view_ids = torch.as_tensor(view_ids, device=X.device)
+        owner = f"{type(self).__name__}.views"
+        rows = check_keys(rows, f"rows of {owner}", X.device)
+        view_ids = check_keys(view_ids, f"view_ids of {owner}", X.device)
+        if rows.numel() and bool((rows >= len(X)).any()):
+            raise ValueError(f"rows of {owner} must be indices into X, in [0, {len(X)}); some are outside.")
         shape = torch.broadcast_shapes(rows.shape, view_ids.shape)
-        flat_rows = rows.expand(shape).reshape(-1)
-        if flat_rows.dtype.is_floating_point or flat_rows.dtype == torch.bool:
-            raise ValueError(f"rows of {type(self).__name__}.views must hold integer row indices; "
-                             f"got {flat_rows.dtype}.")
-        if flat_rows.numel() and bool(((flat_rows < 0) | (flat_rows >= len(X))).any()):
-            raise ValueError(f"rows of {type(self).__name__}.views must be indices into X, in "
-                             f"[0, {len(X)}); some are outside.")
-        flat_rows = flat_rows.long()
-        u = counter_uniforms(seed, flat_rows, view_ids.expand(shape).reshape(-1), self.n_draws(X.shape[1]))
-        out = self.make(X.index_select(0, flat_rows), u, X, flat_rows)
-        return out.reshape(*shape, X.shape[1])
+        flat_rows, flat_views = (keys.expand(shape).reshape(-1) for keys in (rows, view_ids))
+        return self.view_batch(X, flat_rows, flat_views, seed).reshape(*shape, X.shape[1])
+
+    def view_batch(self, X: torch.Tensor, rows: torch.Tensor, view_ids: torch.Tensor,
+                   seed: int) -> torch.Tensor:
+        """:meth:`views` without checks: for the training step.
+
+        ``rows`` and ``view_ids`` are 1-d int64 tensors of one length on
+        ``X``'s device, already checked; no value is read back to the host,
+        so the call can be captured in a CUDA graph. Returns (len(rows), n_features).
+        """
+        u = counter_uniforms(seed, rows, view_ids, self.n_draws(X.shape[1]), checked=False)
+        return self.make(X.index_select(0, rows), u, X, rows)
 
     def __call__(self, X: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """A fresh random view of every row of the batch ``X`` (``augment=maker``)."""

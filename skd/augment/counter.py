@@ -30,8 +30,8 @@ import math
 
 import torch
 
-__all__ = ["BETA_DRAWS", "GAMMA_TRIES", "box_muller", "counter_uniforms", "lowbias32", "seed_state",
-           "symmetric_beta"]
+__all__ = ["BETA_DRAWS", "GAMMA_TRIES", "box_muller", "check_keys", "counter_uniforms", "lowbias32",
+           "seed_state", "symmetric_beta"]
 
 MASK32 = 0xFFFFFFFF
 # odd constants that separate the stages of the key chain (fractional digits of the golden ratio, pi, e)
@@ -69,7 +69,8 @@ def seed_state(seed: int) -> int:
     return lowbias32(state ^ (((seed >> 32) + _SEED_HI) & MASK32))
 
 
-def _keys(values, name: str, device) -> torch.Tensor:
+def check_keys(values, name: str, device) -> torch.Tensor:
+    """``values`` as an int64 tensor on ``device``, refused unless integers >= 0 (reads the device once)."""
     keys = torch.as_tensor(values, device=device)
     if keys.dtype.is_floating_point or keys.dtype == torch.bool or keys.is_complex():
         raise ValueError(f"{name} must hold integers; got a tensor of {keys.dtype}.")
@@ -79,7 +80,7 @@ def _keys(values, name: str, device) -> torch.Tensor:
     return keys
 
 
-def counter_uniforms(seed: int, rows, views, n_draws: int, device=None) -> torch.Tensor:
+def counter_uniforms(seed: int, rows, views, n_draws: int, device=None, checked: bool = True) -> torch.Tensor:
     """Uniforms in [0, 1) that depend only on (seed, row, view, draw number).
 
     Parameters
@@ -92,6 +93,10 @@ def counter_uniforms(seed: int, rows, views, n_draws: int, device=None) -> torch
         Draws per (row, view): the last axis of the result.
     device : torch.device or None
         Where to compute; default: the device of ``rows``.
+    checked : bool, default=True
+        Check that the keys are integers >= 0 (one read of the device);
+        False for int64 tensors already checked, in a training step (no host
+        synchronisation, capturable in a CUDA graph).
 
     Returns
     -------
@@ -102,7 +107,9 @@ def counter_uniforms(seed: int, rows, views, n_draws: int, device=None) -> torch
     if device is None:
         device = rows.device if isinstance(rows, torch.Tensor) else torch.device("cpu")
     state = seed_state(seed)
-    rows, views = torch.broadcast_tensors(_keys(rows, "rows", device), _keys(views, "view_ids", device))
+    if checked:
+        rows, views = check_keys(rows, "rows", device), check_keys(views, "view_ids", device)
+    rows, views = torch.broadcast_tensors(rows, views)
     draws = torch.arange(n_draws, device=device)
     h = lowbias32(((rows + _ROW) & MASK32) ^ state)
     h = lowbias32(h ^ ((views + _VIEW) & MASK32))
