@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
 from skd import MLP, DistillationClassifier, SoftLossSchedule, TemperatureSchedule
@@ -568,3 +569,20 @@ def test_every_loss_runs_under_cuda_sync_debug_error(name):
         sum(loss(student, teacher, y).values()).backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("name, params, named", [
+    ("kd", {"kd_weight": 0.0, "ce_weight": 0.0}, "loss__ce_weight=0.0, loss__kd_weight=0.0"),
+    ("dkd", {"alpha": 0, "beta": 0, "ce_weight": 0}, "loss__alpha=0, loss__beta=0, loss__ce_weight=0"),
+    ("dist", {"beta": 0, "gamma": 0, "ce_weight": 0}, "loss__beta=0"),
+])
+def test_a_loss_whose_every_term_weighs_zero_is_refused_naming_the_weights(digits, name, params, named):
+    with pytest.raises(ValueError, match=f"Every term of .* weighs 0 \\({named}"):
+        make_loss(name, params)
+    X, y = digits
+    clf = DistillationClassifier(MLP, teacher=LogisticRegression(max_iter=200), loss=name, device="cpu",
+                                 **{f"loss__{key}": value for key, value in params.items()})
+    with pytest.raises(ValueError, match="weighs 0"):
+        clf.fit(X, y)
+    assert not clf.initialized_
+    make_loss(name, {**params, "ce_weight": 0.5})  # one positive weight is enough

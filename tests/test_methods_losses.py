@@ -152,3 +152,19 @@ def test_ctkd_learns_its_temperature_while_fitting(digits, trained_teacher, base
 def test_ctkd_refuses_an_instance_temperature_for_other_bases_than_kd():
     with pytest.raises(ValueError, match="instance"):
         make_loss("ctkd", {"base": "dist", "scope": "instance"})
+
+
+def test_ctkd_refuses_a_temperature_range_past_the_bound_and_clamps_the_learnt_one():
+    with pytest.raises(ValueError, match=r"loss__t_range=1000000.0 .* above 1000"):
+        make_loss("ctkd", {"t_range": 1e6})
+    with pytest.raises(ValueError, match=r"loss__t_range=999 with loss__t_start=2"):
+        make_loss("ctkd", {"t_range": 999, "t_start": 2})
+    loss = make_loss("ctkd", {"t_range": 999.0, "t_start": 1.0})  # at the bound: accepted
+    loss.initialize()
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(64, 10, generator=generator) * 5
+    teacher = torch.randn(64, 10, generator=generator) * 5
+    y = torch.randint(0, 10, (64,), generator=generator)
+    loss._module(student).theta.data.fill_(50.0)  # sigmoid = 1: T at t_start + t_range
+    terms = loss(student, teacher, y)
+    assert float(loss.last_temperature_) <= 1000.0 and float(terms["kd"]) >= 0.0

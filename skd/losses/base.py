@@ -273,7 +273,25 @@ class DistillationLoss(Callback):
                 "and the weights come from term_weights(temperature). See 'Write your own loss'."
             )
         validate_params(self.parameter_constraints(), self.get_params(), "loss__", type(self).__name__)
+        self._check_some_weight()
         self._check_extract()
+
+    def _check_some_weight(self) -> None:
+        """Refuse a loss whose every term weighs 0: its value is 0 and the student would not train."""
+        temperature = float(getattr(self, "temperature", None) or 1.0)
+        weights = self.term_weights(temperature)
+        coefficients = [float(self.ce_weight) if name == "ce" else float(weights.get(name, 1.0))
+                        for name in dict.fromkeys([*self.terms, *weights])]
+        if not coefficients or any(coefficient != 0 for coefficient in coefficients):
+            return
+        params = self.get_params()
+        named = ", ".join(f"loss__{name}={params[name]!r}" for name in sorted(params)
+                          if name.endswith("weight") or name in self.non_negative_params)
+        raise ValueError(
+            f"Every term of {type(self).__name__} weighs 0 ({named}): the loss is 0 whatever the "
+            "student does, and it would not train. Give at least one term a positive weight (e.g. "
+            "loss__ce_weight=1 for the labels alone, or loss='ce')."
+        )
 
     def _check_extract(self) -> None:
         """Refuse ``loss__extract`` where there are no teacher logits to transform."""

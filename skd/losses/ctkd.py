@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from skd._constraints import Interval, Options
-from skd.losses.base import DistillationLoss, make_loss, register_loss
+from skd.losses.base import MAX_TEMPERATURE, DistillationLoss, make_loss, register_loss
 from skd.losses.functional import (
     GlobalTemperature,
     InstanceTemperature,
@@ -27,7 +27,9 @@ class CTKD(DistillationLoss):
     ``"r2kd"``; DKD's and CAKD's closed-form backward,
     :func:`~skd.losses.functional.split_kl_means`, gives the temperature its
     gradient) is computed at a learnable temperature ``T = t_start + t_range *
-    sigmoid(theta)``. ``theta`` is trained to *increase* that loss, through
+    sigmoid(theta)``, within ``(t_start, t_start + t_range)``: ``t_start +
+    t_range`` may not exceed ``MAX_TEMPERATURE`` (1000), the bound of every
+    temperature, and the learnt one is clamped to it. ``theta`` is trained to *increase* that loss, through
     a gradient reversal layer of strength lambda; lambda follows the cosine
     curriculum from 0 to ``lambda_max`` over ``lambda_epochs`` epochs
     (:func:`~skd.losses.functional.curriculum_lambda`). Defaults are the
@@ -113,6 +115,13 @@ class CTKD(DistillationLoss):
         super().validate()
         if self.base == "ctkd":
             raise ValueError("loss__base cannot be 'ctkd' itself.")
+        if self.t_start + self.t_range > MAX_TEMPERATURE:
+            raise ValueError(
+                f"loss__t_range={self.t_range!r} with loss__t_start={self.t_start!r} lets CTKD's learnt "
+                f"temperature reach {self.t_start + self.t_range:g}, above {MAX_TEMPERATURE:g}, the bound "
+                "of every temperature (beyond it the softened distributions are uniform in float32 and "
+                f"the KD term is rounding noise): choose t_start + t_range <= {MAX_TEMPERATURE:g}, e.g. "
+                "the released loss__t_range=20.")
         if self.scope == "instance" and self.base != "kd":
             raise ValueError(f"loss__scope='instance' works with loss__base='kd' only, got {self.base!r}.")
 
@@ -160,11 +169,11 @@ class CTKD(DistillationLoss):
         self._step_temperature()
         module = self._module(student_logits)
         if self.scope == "instance":
-            learnt = module(student_logits, teacher_logits, self.lambda_)
+            learnt = module(student_logits, teacher_logits, self.lambda_).clamp(max=MAX_TEMPERATURE)
             self.last_temperature_ = learnt.detach()
             kd = kd_divergence_per_sample_temperature(student_logits, teacher_logits, learnt).mean()
             return {"kd": self.base_.kd_weight * kd}
-        learnt = module(self.lambda_).squeeze(0)
+        learnt = module(self.lambda_).squeeze(0).clamp(max=MAX_TEMPERATURE)
         self.last_temperature_ = learnt.detach()
         terms = self.base_.compute_terms(student_logits, teacher_logits, y, learnt)
         # the wrapped loss's weights (T**2 included) at the learnt T, inside the graph: T gets their gradient
