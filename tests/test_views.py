@@ -283,6 +283,13 @@ def test_the_steps_unchecked_view_batch_gives_the_same_views(X):
         assert torch.equal(maker.view_batch(X, rows, view_ids, 3), maker.views(X, rows, view_ids, 3)), maker
 
 
+def test_views_keep_the_dtype_of_X(X):
+    X64 = X.double()
+    for maker in makers_for(X64):
+        assert maker.views(X64, torch.arange(4), 0, 1).dtype == torch.float64, maker
+        assert maker(X64[:16]).dtype == torch.float64, maker
+
+
 def test_views_broadcast_rows_against_view_numbers(X):
     views = Affine(image_shape=(1, 8, 8)).views(X, torch.arange(5)[:, None], torch.arange(3)[None, :], 0)
     assert views.shape == (5, 3, 64)
