@@ -19,9 +19,53 @@ from sklearn.utils.validation import (
 )
 from torch.utils.data import Dataset
 
-from skd.book import BOOK_X, features_of, is_book, with_features
+from skd.book import BOOK_X, Book, features_of, is_book
 
-__all__ = ["check_augment", "check_module_dims", "data_dims", "validate_X", "with_data_dims"]
+__all__ = ["MIXED_TABLE_ROUTE", "check_augment", "check_module_dims", "data_dims", "validate_X",
+           "with_data_dims"]
+
+#: The documented route for a table with non-numeric columns (docs/pipelines.md).
+MIXED_TABLE_ROUTE = (
+    "The student network takes numbers only: encode the non-numeric columns for it, e.g. "
+    "make_pipeline(WriteBook(teacher), OnFeatures(ColumnTransformer([('cat', OneHotEncoder(), "
+    "categorical_columns)], remainder=StandardScaler())), DistillationClassifier(...)): the teacher "
+    "(e.g. HistGradientBoostingClassifier(categorical_features='from_dtype')) writes its book from the "
+    "table as it is, and the student learns from the encoded features (see the Pipelines docs)."
+)
+
+#: The largest finite float32.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _non_numeric_columns(X) -> list:
+    """The names of a DataFrame's columns that do not hold numbers or booleans (strings, categoricals,
+    dates): their values mean nothing to a network until encoded."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(X, "columns"):
+        return []
+    return [column for column, dtype in zip(X.columns, dtypes, strict=True)
+            if getattr(dtype, "kind", "O") not in "biuf"]
+
+
+def _check_float32_range(X) -> None:
+    """Refuse finite values that float32 cannot hold (they would become infinity)."""
+    values = X.to_numpy() if hasattr(X, "to_numpy") else X
+    if scipy.sparse.issparse(values):
+        values = values.data
+    try:
+        values = np.asarray(values)
+    except (TypeError, ValueError):
+        return
+    if values.dtype.kind != "f" or values.dtype.itemsize <= 4:
+        return
+    finite = values[np.isfinite(values)]
+    if finite.size and np.abs(finite).max() > _FLOAT32_MAX:
+        raise ValueError(
+            f"Input X holds finite values too large for float32 (largest magnitude "
+            f"{np.abs(finite).max():.3g}, float32's limit is {_FLOAT32_MAX:.3g}), which the student "
+            "computes in. Rescale the features first (e.g. sklearn.preprocessing.StandardScaler, or "
+            "a log transform, in a Pipeline before the classifier)."
+        )
 
 
 def validate_features(estimator, X, reset: bool):
@@ -50,10 +94,16 @@ def validate_features(estimator, X, reset: bool):
                 f"{estimator.n_features_in_} features as input."
             )
         return X
+    non_numeric = _non_numeric_columns(X)
+    if non_numeric:
+        raise ValueError(f"X has columns that are not numbers: {non_numeric[:10]}. " + MIXED_TABLE_ROUTE)
+    _check_float32_range(X)
     try:
         X = validate_data(estimator, X, reset=reset, dtype=np.float32, allow_nd=True,
                           accept_sparse="csr")
     except ValueError as error:
+        if "could not convert" in str(error):
+            raise ValueError(f"X holds values that are not numbers ({error}). " + MIXED_TABLE_ROUTE) from None
         if "NaN" not in str(error) and "infinity" not in str(error):
             raise
         # scikit-learn's message recommends estimators that accept NaN; a student network does not
@@ -80,7 +130,7 @@ def validate_X(estimator, X, reset: bool):
                 "compressed book (see skd.book.compress_book)."
             )
         features = validate_features(estimator, X[BOOK_X], reset)
-        return with_features(X, features) if is_book(X) else features
+        return Book.of(X).with_features(features).as_dict() if is_book(X) else features
     return validate_features(estimator, X, reset)
 
 

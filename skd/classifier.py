@@ -9,6 +9,7 @@ It wires the parts together and owns none of their work: input checks in
 from __future__ import annotations
 
 import os
+import warnings
 from numbers import Integral
 from typing import Any
 
@@ -22,26 +23,21 @@ from skorch.utils import to_numpy
 from skd._constraints import Interval, Options, Satisfies, validate_params
 from skd._device import checked_seed, resolved_device, seeded
 from skd._export import refuse_if_exported
-from skd._fit_teacher import (
-    book_for,
-    chosen_teacher,
-    score_book,
-    self_teacher,
-    setup_teacher,
-    warn_if_undertrained,
-)
 from skd._persist import SavesStudent
 from skd._prediction import StudentPrediction
 from skd._validation import check_augment, check_module_dims, data_dims, validate_X, with_data_dims
 from skd.book import check_book, is_book
 from skd.book.cache import check_book_cache
+from skd.book.writing import write_book as write_teacher_book
 from skd.callbacks import DistillationPrintLog, check_resume_callbacks, find_schedules, watch_unscaled
-from skd.hints import fit_hint_terms, hinted_book, student_projectors
-from skd.labels import UNLABELLED, Labels, check_unlabelled_fit, labelled_part, labelled_rows, partial_labels
+from skd.hints import fit_hint_terms, student_projectors
+from skd.labels import UNLABELLED, Labels, check_unlabelled_fit, labelled_rows, partial_labels
 from skd.losses.base import DistillationLoss, foreign_loss_params, make_loss
 from skd.metrics import labelled_accuracy_score
 from skd.teachers import teacher_classes
+from skd.teachers.checks import score_book, warn_if_undertrained
 from skd.teachers.cloning import KeepsFittedTeachers
+from skd.teachers.fitting import book_for, chosen_teacher, self_teacher, setup_teacher, teacher_rows
 from skd.training.hooks import TrainerHooks
 from skd.training.step import StepParts
 from skd.training.threads import fit_threads
@@ -321,14 +317,18 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
     def write_book(self, X) -> dict:
         """Return the book ``{"X": X, "teacher_logits": logits}`` for ``X``.
 
-        The teacher of the last ``fit`` runs once over ``X``, in batches, on
-        the device. The book can be passed to ``fit`` in place of X.
+        The teacher of the last ``fit`` runs once over ``X`` as given (a
+        DataFrame keeps its dtypes), in batches, on the device; the book's
+        ``"X"`` is the student's checked features. The book can be passed to
+        ``fit`` in place of X.
         """
         if getattr(self, "teacher_", None) is None:
             raise NotFittedError("write_book needs the teacher set up by fit; call fit first.")
         with resolved_device(self):
             features = validate_X(self, X, reset=False)
-            return hinted_book(features, self.teacher_, None, None, X, getattr(self, "hint_plan_", None))
+            plan = getattr(self, "hint_plan_", None)
+            return write_teacher_book(self.teacher_, teacher_rows(X, features), features=features,
+                                      layers=plan.book_layers if plan is not None else ()).as_dict()
 
     def fit(self, X, y=None, **fit_params):
         """Fit the student to the labels and the teacher.
@@ -399,16 +399,25 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         return features, labels
 
     def _teacher_for(self, X, labels: Labels, loss: DistillationLoss, original):
-        """The set-up teacher of this fit, or None (no teacher needed, or X is a book)."""
+        """The set-up teacher of this fit, or None (no teacher needed, or X is a book).
+
+        It sees X as the user gave it (``original``: a DataFrame keeps its
+        dtypes and categoricals); the student trains on the checked ``X``.
+        """
+        if is_book(X) and self.teacher is not None and loss.requires_teacher:
+            warnings.warn(
+                "teacher= is ignored because X carries a book (its teacher's logits, written "
+                "earlier, e.g. by WriteBook): the student learns from the book. Pass X's features "
+                "to use teacher=..., or drop teacher= to silence this warning.",
+                UserWarning, stacklevel=4,
+            )
         if not loss.requires_teacher or is_book(X):
             return None
         if loss.self_teaching:
             chosen = self_teacher(self, X, labels.raw)
         else:
             chosen = chosen_teacher(self.teacher, self.get_params_for("teacher"), self.loss)
-        fit_X, fit_y = labelled_part(X, labels.raw, labels.encoded)
-        return setup_teacher(chosen, fit_X, fit_y, labels.encoder.classes_, self.device,
-                             original=original if fit_y is labels.raw else None,
+        return setup_teacher(chosen, teacher_rows(original, X), labels, self.device,
                              bucket=self.teacher_other == "bucket")
 
     def _set_fitted(self, labels: Labels, book, loss, trainer, teacher, first: bool,

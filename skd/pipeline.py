@@ -14,9 +14,9 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 from skorch.helper import SliceDict
 
-from skd.book import compress_book, features_of, is_book, with_features
+from skd.book import Book, features_of, is_book
 from skd.teachers.cloning import KeepsFittedTeachers
-from skd.teachers.writing import book_of
+from skd.teachers.fitting import step_book
 
 __all__ = ["OnFeatures", "WriteBook"]
 
@@ -83,14 +83,17 @@ class WriteBook(KeepsFittedTeachers, TransformerMixin, BaseEstimator):
         return self
 
     def fit_transform(self, X, y=None, **fit_params):
-        """Return the book ``{"X": X as float32, "teacher_logits": logits}``."""
+        """Return the book ``{"X": X as given, "teacher_logits": logits}``.
+
+        The teacher sees ``X`` exactly as given (a DataFrame with its dtypes
+        and categoricals), and the book keeps it for the next step.
+        """
         if self.teacher is None:
             raise ValueError("WriteBook needs a teacher: WriteBook(teacher=...).")
-        written = book_of(self.teacher, X, y, self.device, self.hint_layers)
+        topk = None if self.topk is None else (self.topk, self.topk_temperature)
+        written = step_book(self.teacher, X, y, self.device, self.hint_layers, topk=topk)
         self.classes_, self.teacher_score_ = written.classes, written.score
-        if self.topk is None:
-            return written.book
-        return SliceDict(**compress_book(written.book, self.topk, self.topk_temperature))
+        return written.book
 
     def transform(self, X):
         """Return X untouched: the teacher never runs at predict time."""
@@ -154,4 +157,4 @@ class OnFeatures(TransformerMixin, BaseEstimator):
     def _rewrap(X, features):
         if not is_book(X):
             return features
-        return SliceDict(**with_features(X, features))
+        return SliceDict(**Book.of(X).with_features(features).as_dict())

@@ -171,7 +171,7 @@ def test_check_book_returns_compact_dtypes(digits_book):
     compressed = compress_book(book, 3)
     wide = {**compressed, BOOK_TOPK: compressed[BOOK_TOPK].astype(np.float64),
             BOOK_TOPK_INDEX: compressed[BOOK_TOPK_INDEX].astype(np.int64)}
-    checked = check_book(wide, 10, make_loss("kd_topk", {}))
+    checked = check_book(wide, 10, make_loss("kd_topk", {"k": 3}))
     assert checked[BOOK_TOPK].dtype == np.float32 and checked[BOOK_TOPK_INDEX].dtype == np.int16
 
 

@@ -30,9 +30,9 @@ def test_sparse_fit_equals_dense_fit(digits, make_student, make_teacher, fmt):
 class RecordingSklearnTeacher(SklearnTeacher):
     """Records whether each batch handed to the scikit-learn estimator is sparse."""
 
-    def raw_logits_original(self, rows):
+    def raw_logits(self, rows):
         self.sparse_batches = [*getattr(self, "sparse_batches", []), scipy.sparse.issparse(rows)]
-        return super().raw_logits_original(rows)
+        return super().raw_logits(rows)
 
 
 def test_sklearn_teachers_get_sparse_rows_and_torch_teachers_dense_tensors(digits, make_student,

@@ -10,8 +10,10 @@ the one that writes it instead of running the teacher again. This is the role
 
 What the key covers
 -------------------
-The training features, the labels, the set-up teacher by content (weights,
-code, constants, closures, ``teacher__*`` settings, ``classes_``) and the
+The training rows as the teacher sees them (the user's X), the labels, the
+set-up teacher by what it declares (:meth:`skd.teachers.Teacher.cache_token`:
+its weights, code, constants, closures, ``teacher__*`` settings,
+``classes_``, hashed by content) and the
 teacher's outputs on a small fixed probe of the training rows
 (:data:`PROBE_ROWS` rows spread evenly over ``X``). The probe catches what the
 content misses: a module-level global that a ``lambda X: net(X)`` teacher
@@ -52,7 +54,7 @@ import torch
 from filelock import FileLock
 from skorch import NeuralNet
 
-from skd.teachers.base import users_rows
+from skd.book.rows import as_rows, n_rows, take_rows
 
 __all__ = ["PROBE_ROWS", "BookCacheWarning", "book_key", "cached_book_logits", "check_book_cache",
            "probe_logits", "teacher_fingerprint"]
@@ -61,10 +63,6 @@ __all__ = ["PROBE_ROWS", "BookCacheWarning", "book_key", "cached_book_logits", "
 PROBE_ROWS = 16
 
 _SHAPE_SUFFIX = re.compile(r"-(\d+)x(\d+)$")
-
-
-#: Adapter attributes that calling the teacher sets: left out of the key's content part.
-_CALL_STATE = frozenset({"n_forward_samples_", "_checked", "_returns_probabilities"})
 
 
 class BookCacheWarning(UserWarning):
@@ -107,12 +105,16 @@ def check_book_cache(book_dir) -> Path | None:
 def teacher_fingerprint(teacher):
     """A picklable stand-in for ``teacher`` that hashes by content.
 
-    Torch modules become their class name and weights as numpy arrays
+    A set-up skd teacher is what it declares (``cache_token()``). Torch
+    modules become their class name and weights as numpy arrays
     (``torch.save`` writes random ids into tensors, so their pickles never
     hash alike); functions become their code, constants and closure; lists,
     tuples, dicts and objects' attributes are walked; anything else (a
     scikit-learn estimator, ...) is kept as it is for joblib to hash.
     """
+    token = getattr(teacher, "cache_token", None)
+    if callable(token) and not isinstance(teacher, type):  # a set-up skd teacher: what it declares
+        return "teacher", teacher_fingerprint(token())
     if isinstance(teacher, torch.nn.Module):
         state = {key: value.detach().cpu().numpy() for key, value in teacher.state_dict().items()}
         return ("module", type(teacher).__module__, type(teacher).__qualname__, state)
@@ -132,46 +134,24 @@ def teacher_fingerprint(teacher):
         return type(teacher).__name__, [teacher_fingerprint(item) for item in teacher]
     if isinstance(teacher, dict):
         return "dict", {key: teacher_fingerprint(value) for key, value in teacher.items()}
-    if type(teacher).__module__.startswith("skd.teachers"):  # adapters: their parts
-        # what the first call (the probe's too) sets is not content; the probe sees its effect
-        parts = {key: value for key, value in vars(teacher).items() if key not in _CALL_STATE}
-        return type(teacher).__qualname__, teacher_fingerprint(parts)
     return teacher
 
 
-def _n_rows(X) -> int:
-    return X.shape[0] if hasattr(X, "shape") else len(X)
-
-
-def _take_rows(X, rows: np.ndarray):
-    """Rows ``rows`` of an array, tensor, scipy sparse matrix or DataFrame (positional)."""
-    if hasattr(X, "iloc"):
-        return X.iloc[rows]
-    if isinstance(X, torch.Tensor):
-        return X[torch.as_tensor(rows, device=X.device)]
-    if scipy.sparse.issparse(X):
-        return X.tocsr()[rows]
-    return X[rows]
-
-
-def probe_logits(teacher, X, original=None) -> np.ndarray | None:
+def probe_logits(teacher, X) -> np.ndarray | None:
     """The teacher's logits on :data:`PROBE_ROWS` rows of ``X`` spread evenly; part of the key.
 
-    ``teacher`` is a set-up :class:`skd.teachers.Teacher` adapter; ``original``
-    is ``X`` as the user gave it, for teachers that take it. None for an
-    object that cannot write a book.
+    ``teacher`` is a set-up :class:`skd.teachers.Teacher` adapter and ``X``
+    the rows as the user gave them. None for an object that cannot write a book.
     """
-    n_rows = _n_rows(X)
-    if not hasattr(teacher, "book_logits") or n_rows == 0:
+    X = as_rows(X)
+    count = n_rows(X)
+    if not hasattr(teacher, "book_logits") or count == 0:
         return None
-    original = users_rows(original)  # arrays, DataFrames and sparse matrices; else None
-    rows = np.unique(np.linspace(0, n_rows - 1, min(n_rows, PROBE_ROWS)).round().astype(np.int64))
-    probe = _take_rows(X, rows)
-    probe_original = None if original is None else _take_rows(original, rows)
-    return np.asarray(teacher.book_logits(probe, original=probe_original))
+    rows = np.unique(np.linspace(0, count - 1, min(count, PROBE_ROWS)).round().astype(np.int64))
+    return np.asarray(teacher.book_logits(take_rows(X, rows)))
 
 
-def book_key(X, y, teacher, original=None) -> str:
+def book_key(X, y, teacher) -> str:
     """The cache key of the book of ``(X, y)`` written by ``teacher``: ``<hash>-<rows>x<classes>``.
 
     ``teacher`` is the set-up adapter of the fit (:class:`skd.teachers.Teacher`):
@@ -181,11 +161,11 @@ def book_key(X, y, teacher, original=None) -> str:
     fixed probe of rows (:func:`probe_logits`; this runs the teacher on
     :data:`PROBE_ROWS` rows), so it changes whenever those outputs do, and
     it ends with the book's shape, which :func:`cached_book_logits` checks a
-    cached book against. ``original`` is ``X`` as the user gave it (for
-    scikit-learn teachers).
+    cached book against. ``X`` is the rows as the teacher sees them (the user's X).
     """
-    content = teacher_fingerprint(teacher)  # before the probe, which sets first-call flags
-    probe = probe_logits(teacher, X, original)
+    X = as_rows(X)
+    content = teacher_fingerprint(teacher)
+    probe = probe_logits(teacher, X)
     features = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
     if scipy.sparse.issparse(features):
         features = features.tocsr()
@@ -193,7 +173,7 @@ def book_key(X, y, teacher, original=None) -> str:
     digest = joblib.hash((features, np.asarray(y), content, probe))
     if probe is None or probe.ndim != 2:
         return digest
-    return f"{digest}-{_n_rows(X)}x{probe.shape[1]}"
+    return f"{digest}-{n_rows(X)}x{probe.shape[1]}"
 
 
 def _expected_shape(key: str, shape) -> tuple[int, int] | None:

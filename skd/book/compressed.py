@@ -30,12 +30,13 @@ import scipy.sparse
 import torch
 from skorch.utils import to_tensor
 
-from skd.book._arrays import as_numpy
+from skd.book.rows import as_numpy
+from skd.losses.base import MAX_TEMPERATURE
 from skd.losses.functional.compressed import TopKBook, compress_teacher
 
 __all__ = ["BOOK_TAIL", "BOOK_TEMPERATURE", "BOOK_TOPK", "BOOK_TOPK_INDEX", "COMPRESSED_KEYS",
-           "check_compressed_book", "check_loss_takes", "compress_chunks", "is_compressed_book",
-           "topk_book_of", "topk_predictions"]
+           "MASS_TOLERANCE", "check_compressed_book", "check_loss_k", "check_loss_takes", "compress_chunks",
+           "is_compressed_book", "topk_book_of"]
 
 #: Key of the top-k teacher log-probabilities, shape (n_samples, k), descending per row.
 BOOK_TOPK = "teacher_topk"
@@ -47,6 +48,8 @@ BOOK_TAIL = "teacher_tail"
 BOOK_TEMPERATURE = "teacher_temperature"
 #: The keys of a compressed book besides ``"X"``.
 COMPRESSED_KEYS = (BOOK_TOPK, BOOK_TOPK_INDEX, BOOK_TAIL, BOOK_TEMPERATURE)
+#: How far a row's top-k mass plus its tail may be from 1 (float32 rounding of k + 1 terms).
+MASS_TOLERANCE = 1e-3
 
 
 def is_compressed_book(X: Any) -> bool:
@@ -71,12 +74,18 @@ def compress_chunks(chunks: Iterable[torch.Tensor], k: int, temperature: float =
     k : int
         Classes kept per row, ``1 <= k <= n_classes``.
     temperature : float, default=1.0
+        In ``(0, MAX_TEMPERATURE]`` (:data:`skd.losses.base.MAX_TEMPERATURE`), the losses' bounds.
 
     Returns
     -------
     dict
         ``teacher_topk``, ``teacher_topk_index``, ``teacher_tail`` and ``teacher_temperature`` (numpy).
     """
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating, np.integer)) \
+            or not 0 < temperature <= MAX_TEMPERATURE:
+        raise ValueError(f"temperature must be a number in (0, {MAX_TEMPERATURE:g}], the losses' bounds, "
+                         f"got {temperature!r}; write the book at the temperature the loss uses "
+                         "(loss__temperature).")
     parts, n_classes = [], None
     for chunk in chunks:
         if n_classes is None:
@@ -121,6 +130,7 @@ def check_compressed_book(book: Mapping, n_rows: int, n_classes: int) -> dict:
     if not (log_probabilities and (tail <= 1e-5).all() and not np.isnan(tail).any()):
         raise ValueError(f"X[{BOOK_TOPK!r}] and X[{BOOK_TAIL!r}] must be log-probabilities: finite "
                          "numbers <= 0 (the tail may be -inf when k = n_classes).")
+    _check_distributions(top, index, tail)
     one = (temperature == temperature[0]).all()
     if not (np.isfinite(temperature).all() and (temperature > 0).all() and one):
         raise ValueError(f"X[{BOOK_TEMPERATURE!r}] must hold one positive temperature, the same on every "
@@ -131,6 +141,39 @@ def check_compressed_book(book: Mapping, n_rows: int, n_classes: int) -> dict:
                     BOOK_TAIL: tail.astype(np.float32, copy=False),
                     BOOK_TEMPERATURE: temperature.astype(np.float32, copy=False)})
     return checked
+
+
+def _check_distributions(top: np.ndarray, index: np.ndarray, tail: np.ndarray) -> None:
+    """Each row a distribution: distinct classes, top-k mass plus tail equal to 1 (:data:`MASS_TOLERANCE`)."""
+    ordered = np.sort(index, axis=1)
+    repeated = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
+    if len(repeated):
+        raise ValueError(f"X[{BOOK_TOPK_INDEX!r}] repeats a class within a row (first at row {repeated[0]}: "
+                         f"{index[repeated[0]].tolist()}); each row holds k distinct classes. Write the "
+                         "book with skd.book.compress_book(book, k, temperature).")
+    mass = np.exp(top.astype(np.float64)).sum(axis=1) + np.exp(tail.astype(np.float64))
+    wrong = np.flatnonzero(np.abs(mass - 1.0) > MASS_TOLERANCE)
+    if len(wrong):
+        raise ValueError(f"X[{BOOK_TOPK!r}] and X[{BOOK_TAIL!r}] are not a distribution in {len(wrong)} rows "
+                         f"(first at row {wrong[0]}: top-k mass plus tail = {mass[wrong[0]]:.4g}, not 1). "
+                         "They must be the log-probabilities of the top k classes and the log-mass of the "
+                         "rest; write the book with skd.book.compress_book(book, k, temperature).")
+
+
+def check_loss_k(book: Mapping, loss: Any, n_classes: int) -> None:
+    """Refuse a compressed book whose ``k`` is not the loss's (``min(loss.k, n_classes)``).
+
+    The loss reads the book's classes, so a book of 3 classes would silently
+    turn ``loss__k=10`` into 3.
+    """
+    if not is_compressed_book(book) or getattr(loss, "k", None) is None:
+        return
+    book_k, loss_k = np.shape(book[BOOK_TOPK])[1], min(int(loss.k), n_classes)
+    if book_k != loss_k:
+        raise ValueError(f"X is a compressed book of k={book_k} classes per row, but the loss's k is "
+                         f"{loss_k} (loss__k={loss.k}): the loss would read the book's {book_k}. Set "
+                         f"loss__k={book_k}, or write the book with k={loss_k} "
+                         f"(skd.book.compress_book(book, {loss_k}, temperature)).")
 
 
 def check_loss_takes(book: Any, loss: Any) -> None:
@@ -157,8 +200,3 @@ def topk_book_of(batch: Mapping, n_classes: int, device) -> TopKBook:
     """The :class:`TopKBook` of a batch of a compressed book, on ``device`` (no host read)."""
     top, index, tail, temperature = (to_tensor(batch[key], device=device) for key in COMPRESSED_KEYS)
     return TopKBook(top.float(), index.long(), tail.float(), n_classes, temperature.float()[0])
-
-
-def topk_predictions(book: Mapping) -> np.ndarray:
-    """The teacher's predicted class per row of a compressed book (its top class)."""
-    return as_numpy(book[BOOK_TOPK_INDEX])[:, 0].astype(np.int64)

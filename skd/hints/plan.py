@@ -4,14 +4,14 @@
 ``hints`` and the refusals (a teacher without layers, an unknown layer,
 augmentation in ``"add"`` mode), runs the teacher on one training row to
 learn each hooked layer's output shape, and decides whether the teacher's
-features are written in the book (once per sample) or taken online.
-:func:`hinted_book` writes them: the logits and every hooked layer in one
-pass of the teacher, kept in memory and, with ``book_dir``, on disk.
+features are written in the book (once per sample) or taken online. The
+book's one writer (:func:`skd.book.write_book`) writes them: the logits and
+every hooked layer in one pass of the teacher, kept in memory and, with
+``book_dir``, on disk.
 """
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 
@@ -20,14 +20,13 @@ import scipy.sparse
 import torch
 from torch.utils.data import Dataset
 
-from skd.book import features_of, is_book, make_book, teacher_features_of
-from skd.book.cache import cached_book_logits
+from skd.book import features_of, is_book, teacher_features_of
+from skd.book.rows import n_rows
 from skd.hints.projectors import feature_bytes
 from skd.hints.spec import Hint, checked_hints
 from skd.hints.taps import FeatureTap, find_layer, teacher_module
-from skd.teachers.base import BOOK_BATCH_SIZE, rows_of, users_rows
 
-__all__ = ["HINT_BOOK_LIMIT", "HintBookWarning", "HintPlan", "hinted_book", "plan_hints"]
+__all__ = ["HINT_BOOK_LIMIT", "HintBookWarning", "HintPlan", "plan_hints"]
 
 #: ``hint_book="auto"`` keeps the teacher's features in the book up to this many bytes (1 GiB).
 HINT_BOOK_LIMIT = 2**30
@@ -67,9 +66,10 @@ class HintPlan:
         return tuple(dict.fromkeys(hint.teacher_layer for hint in self.hints))
 
     @property
-    def book_layers(self) -> tuple[str, ...]:
-        """The teacher layers the book must hold (none when the features are online)."""
-        return () if self.online else self.teacher_layers
+    def book_layers(self) -> dict:
+        """``{layer: one sample's output shape}`` of the teacher layers the book must hold
+        (none when the features are online)."""
+        return {} if self.online else {layer: self.teacher_shapes[layer] for layer in self.teacher_layers}
 
 
 def _first_row(X) -> torch.Tensor:
@@ -86,11 +86,6 @@ def _first_row(X) -> torch.Tensor:
     if isinstance(row, torch.Tensor):
         return row.detach().to("cpu", torch.float32)
     return torch.as_tensor(np.asarray(row, dtype=np.float32))
-
-
-def _n_rows(X) -> int:
-    features = features_of(X)
-    return len(features) if isinstance(features, Dataset) else features.shape[0]
 
 
 def plan_hints(hints, loss_terms, teacher, X, writes_book: bool, hint_book: str, augment,
@@ -141,7 +136,7 @@ def plan_hints(hints, loss_terms, teacher, X, writes_book: bool, hint_book: str,
         shapes = {layer: tuple(tap.output(layer).shape[1:]) for layer in layers}
     online = not writes_book or hint_book == "online"
     if not online and hint_book == "auto":
-        size = feature_bytes(_n_rows(X), shapes.values())
+        size = feature_bytes(n_rows(features_of(X)), shapes.values())
         if size > HINT_BOOK_LIMIT:
             warnings.warn(
                 f"The teacher's features at {list(layers)} would take {size / 2**30:.1f} GiB in the "
@@ -166,58 +161,3 @@ def _plan_from_book(hints, names, layers, X, probe) -> HintPlan:
         )
     shapes = {layer: tuple(np.shape(written[layer])[1:]) for layer in layers}
     return HintPlan(hints, names, shapes, False, probe)
-
-
-class _OnePass:
-    """The teacher's logits and hooked outputs over all of X, computed once, when first asked."""
-
-    def __init__(self, teacher, X, original, layers):
-        self.teacher, self.X, self.original, self.layers = teacher, X, users_rows(original), layers
-        self.result = None
-
-    def __call__(self):
-        if self.result is None:
-            self.result = teacher_pass(self.teacher, self.X, self.layers, self.original)
-        return self.result
-
-
-def teacher_pass(teacher, X, layers, original=None, batch_size: int = BOOK_BATCH_SIZE):
-    """``(logits, {layer: outputs})`` of a set-up teacher over ``X``, in batches: one pass.
-
-    The outputs are float32 numpy arrays of shape ``(n_samples, *layer shape)``.
-    """
-    if not layers:
-        return teacher.book_logits(X, batch_size=batch_size, original=original), {}
-    chunks, outputs = [], {layer: [] for layer in layers}
-    with FeatureTap(teacher_module(teacher), layers, gather=True) as tap:
-        for start in range(0, X.shape[0], batch_size):
-            rows = None if original is None else rows_of(original, start, start + batch_size)
-            tap.clear()
-            chunks.append(teacher.predict_logits(X[start:start + batch_size], rows).cpu())
-            for layer in layers:
-                outputs[layer].append(tap.output(layer).detach().float().cpu())
-    return (torch.cat(chunks).numpy(),
-            {layer: torch.cat(parts).numpy() for layer, parts in outputs.items()})
-
-
-def _file_key(key: str, layer: str) -> str:
-    return f"{key}.features.{re.sub(r'[^A-Za-z0-9_.-]', '_', layer)}"
-
-
-def hinted_book(X, teacher, cache, key, original, plan: HintPlan | None) -> dict:
-    """The book of ``X``: the teacher's logits and, for ``plan``'s book layers, its features.
-
-    One pass of the teacher writes everything missing; with a ``cache``
-    (``book_dir``) each part is read from or written to its own file under
-    ``key`` (the features' files are checked against their planned shape).
-    """
-    layers = () if plan is None else plan.book_layers
-    one_pass = _OnePass(teacher, X, original, layers)
-    logits = cached_book_logits(cache, key, lambda: one_pass()[0])
-    features = {
-        layer: cached_book_logits(cache, None if key is None else _file_key(key, layer),
-                                  lambda layer=layer: one_pass()[1][layer],
-                                  shape=(X.shape[0], *plan.teacher_shapes[layer]))
-        for layer in layers
-    }
-    return make_book(X, logits, features)

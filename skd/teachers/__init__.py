@@ -9,11 +9,15 @@ scikit-learn or skorch model, and aligned to the student's ``classes_``.
   scikit-learn, callable);
 - :mod:`skd.teachers.composite`: teachers made of teachers
   (:class:`CompositeTeacher`, :class:`EnsembleTeacher`) and :func:`as_teacher`;
-- :mod:`skd.teachers.pruned`: R2KD's :class:`PrunedTeacher` and the pruning tools.
+- :mod:`skd.teachers.pruned`: R2KD's :class:`PrunedTeacher` and the pruning tools;
+- :mod:`skd.teachers.fitting`: which teacher a fit uses, the rows it sees, and its book;
+- :mod:`skd.teachers.checks`: the teacher's score (at chance: an error), the online probe, and
+  whether the student ended far below it.
 """
 
 from skd.teachers.adapters import CallableTeacher, SklearnTeacher, SkorchTeacher, TorchTeacher
 from skd.teachers.base import TEACHER_KINDS, Teacher, TeacherScoreWarning, teacher_classes
+from skd.teachers.checks import TeacherAtChanceError, UnderTrainedWarning
 from skd.teachers.composite import CompositeTeacher, EnsembleTeacher, as_teacher, register_teacher
 from skd.teachers.pruned import PrunedTeacher, prunable_layers, prune_copy
 
@@ -28,7 +32,9 @@ __all__ = [
     "SklearnTeacher",
     "SkorchTeacher",
     "Teacher",
+    "TeacherAtChanceError",
     "TeacherScoreWarning",
+    "UnderTrainedWarning",
     "TorchTeacher",
     "as_teacher",
     "prunable_layers",

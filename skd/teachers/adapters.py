@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import scipy.sparse
 import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
@@ -18,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 from torch.utils.data import Dataset
 
-from skd.teachers.base import PROBA_FLOOR, Teacher, teacher_classes
+from skd.teachers.base import PROBA_FLOOR, Teacher, as_float_tensor, teacher_classes
 
 __all__ = ["CallableTeacher", "SklearnTeacher", "SkorchTeacher", "TorchTeacher"]
 
@@ -38,11 +37,18 @@ class TorchTeacher(Teacher):
     """
 
     def __init__(self, module: torch.nn.Module, classes=None):
+        if not isinstance(module, torch.nn.Module):
+            hint = (" For a function X -> logits use skd.teachers.CallableTeacher(fn, classes=...)"
+                    if callable(module) else "")
+            raise TypeError(f"TorchTeacher takes a torch.nn.Module, got {type(module).__name__}.{hint}")
         self.module = module
         self.classes_ = None if classes is None else np.asarray(classes)
 
     def describe(self):
         return f"torch module {type(self.module).__name__}"
+
+    def content(self):
+        return self.module, self.classes_
 
     def hooked_module(self):
         return self.module
@@ -68,21 +74,26 @@ class SkorchTeacher(Teacher):
     net : skorch.NeuralNet
     """
 
+    trained_classifier = True
+
     def __init__(self, net: NeuralNet):
         self.net = net
 
     def describe(self):
         return f"skorch net {type(self.net).__name__}"
 
+    def content(self):
+        return self.net, self.classes_
+
     def hooked_module(self):
         module = getattr(self.net, "module_", None)
         return module if isinstance(module, torch.nn.Module) else None
 
-    def _fit_if_needed(self, X, y, original=None):
+    def _fit_if_needed(self, X, y):
         if not getattr(self.net, "initialized_", False) or not hasattr(self.net, "history_"):
             self.net = clone(self.net)
             encoded = np.searchsorted(self.student_classes_, y).astype(np.int64)
-            self.net.fit(_to_numpy_input(X), encoded)
+            self.net.fit(X if isinstance(X, Dataset) else as_float_tensor(X, "cpu").numpy(), encoded)
             self.classes_ = None  # fitted on encoded labels: columns follow classes_
             self.fitted_in_setup_ = True
         else:
@@ -112,7 +123,9 @@ class SklearnTeacher(Teacher):
     (multi-class), else ``log(predict_proba)`` with a floor of 1e-7. An
     unfitted estimator is cloned and fitted on the training data of the
     student's ``fit`` (honest cross-validation); wrap a prefit one in
-    ``sklearn.frozen.FrozenEstimator`` to keep it through ``clone``.
+    ``sklearn.frozen.FrozenEstimator`` to keep it through ``clone``. It is
+    given X as the user gave it: a DataFrame keeps its column names, dtypes
+    and categoricals (e.g. ``HistGradientBoostingClassifier(categorical_features="from_dtype")``).
 
     Parameters
     ----------
@@ -120,7 +133,7 @@ class SklearnTeacher(Teacher):
         With ``predict_proba`` or a multi-class ``decision_function``.
     """
 
-    uses_original_X = True
+    trained_classifier = True
 
     def __init__(self, estimator: BaseEstimator):
         self.estimator = estimator
@@ -128,7 +141,10 @@ class SklearnTeacher(Teacher):
     def describe(self):
         return f"scikit-learn {type(self.estimator).__name__}"
 
-    def _fit_if_needed(self, X, y, original=None):
+    def content(self):
+        return self.estimator_, self.classes_
+
+    def _fit_if_needed(self, X, y):
         try:
             check_is_fitted(self.estimator)
             self.estimator_ = self.estimator
@@ -140,8 +156,7 @@ class SklearnTeacher(Teacher):
                     "an unfitted scikit-learn teacher is fitted on in-memory X only. Fit it "
                     "first and wrap it in sklearn.frozen.FrozenEstimator."
                 ) from None
-            self.estimator_ = clone(self.estimator).fit(
-                _to_numpy_input(X) if original is None else original, y)
+            self.estimator_ = clone(self.estimator).fit(_to_numpy_input(X), y)
             self.fitted_in_setup_ = True
         self.classes_ = np.asarray(self.estimator_.classes_)
         self._use_decision = False
@@ -154,14 +169,11 @@ class SklearnTeacher(Teacher):
             )
 
     def _as_input(self, X):
-        # scikit-learn takes sparse rows as they are and wants everything else in numpy
-        return X if scipy.sparse.issparse(X) else _to_numpy_input(X)
+        # the rows as the user gave them (a DataFrame keeps its columns and dtypes, sparse rows
+        # stay sparse); a tensor (an online batch) becomes numpy
+        return _to_numpy_input(X)
 
-    def raw_logits(self, X):
-        return self.raw_logits_original(X)  # numpy or sparse rows, from _as_input
-
-    def raw_logits_original(self, rows):
-        """Logits for rows as the user gave them (a DataFrame keeps its column names)."""
+    def raw_logits(self, rows):
         if self._use_decision:
             return torch.as_tensor(np.asarray(self.estimator_.decision_function(rows), dtype=np.float32))
         proba = np.asarray(self.estimator_.predict_proba(rows), dtype=np.float32)
@@ -184,6 +196,9 @@ class CallableTeacher(Teacher):
 
     def describe(self):
         return f"callable {getattr(self.fn, '__name__', type(self.fn).__name__)}"
+
+    def content(self):
+        return self.fn, self.classes_
 
     def raw_logits(self, X):
         out = self.fn(X)

@@ -3,8 +3,12 @@
 :class:`Teacher` owns what every adapter shares: the bookkeeping of
 :meth:`Teacher.setup` (device, classes, forward count), the alignment of
 columns to ``classes_``, the output checks (shape, finiteness, probabilities
-instead of logits) and the book-writing loop. Adapters receive float32 torch
-tensors on the student's device and return float32 logits there.
+instead of logits) and the passes over the data that write a book.
+
+A teacher sees X as the user gave it (a DataFrame keeps its dtypes and
+categoricals); each adapter converts what it needs (:meth:`Teacher._as_input`:
+float32 tensors on the student's device for torch teachers, the rows as they
+are for scikit-learn ones) and returns float32 logits on the device.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from skd.book.rows import as_rows, n_rows, rows_of
+from skd.hints.taps import FeatureTap
 from skd.teachers.subset import other_columns, subset_logits
 
-__all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher", "TeacherScoreWarning", "rows_of",
-           "teacher_classes", "users_rows"]
+__all__ = ["BOOK_BATCH_SIZE", "PROBA_FLOOR", "TEACHER_KINDS", "Teacher", "TeacherScoreWarning",
+           "as_float_tensor", "teacher_classes"]
 
 TEACHER_KINDS = (
     "a trained torch.nn.Module, a fitted skorch net, a scikit-learn classifier "
@@ -34,7 +40,6 @@ PROBA_FLOOR = 1e-7
 BOOK_BATCH_SIZE = 1024
 
 
-
 def teacher_classes(teacher) -> np.ndarray | None:
     """The labels of the teacher's columns when the teacher knows them, else None.
 
@@ -47,6 +52,7 @@ def teacher_classes(teacher) -> np.ndarray | None:
         return None
     return None if classes is None else np.asarray(classes)
 
+
 class TeacherScoreWarning(UserWarning):
     """The teacher scores near chance on the training rows it labels.
 
@@ -55,22 +61,29 @@ class TeacherScoreWarning(UserWarning):
     """
 
 
-def users_rows(original):
-    """``original`` if it is worth giving to a teacher as is (arrays, DataFrames, sparse), else None.
+def as_float_tensor(X, device) -> torch.Tensor:
+    """Rows as a float32 tensor on ``device``: what a torch teacher takes.
 
-    Anything else (tensors, torch Datasets, dicts, lists, array-likes) is given
-    as the float32 tensors every teacher gets.
+    Arrays, DataFrames (numeric columns), sparse matrices (densified) and tensors.
+
+    Raises
+    ------
+    ValueError
+        If the rows hold values that are not numbers (e.g. a string column), naming the fix.
     """
-    if scipy.sparse.issparse(original):
-        return original.tocsr()  # row-sliceable (COO and DIA are not); no copy for CSR
-    if isinstance(original, np.ndarray) or hasattr(original, "iloc"):
-        return original
-    return None
-
-
-def rows_of(X, start: int, stop: int):
-    """Rows ``start:stop`` of an array, tensor or DataFrame (positional)."""
-    return X.iloc[start:stop] if hasattr(X, "iloc") else X[start:stop]
+    if scipy.sparse.issparse(X):
+        X = X.toarray()
+    if not isinstance(X, torch.Tensor):
+        try:
+            X = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"A torch teacher takes numbers, but X holds other values ({error}). Encode them "
+                "first (e.g. sklearn.compose.ColumnTransformer with OneHotEncoder), or use a teacher "
+                "that takes the table as it is (e.g. HistGradientBoostingClassifier("
+                "categorical_features='from_dtype'))."
+            ) from None
+    return torch.as_tensor(X).to(device=device, dtype=torch.float32)
 
 
 def _looks_like_probabilities(out: torch.Tensor) -> bool:
@@ -108,8 +121,10 @@ class Teacher:
     classes_: np.ndarray | None = None
     #: Whether outputs that look like probabilities are expected (no warning).
     outputs_probabilities = False
-    #: Whether the teacher is given the user's own rows (e.g. a DataFrame) when they are known.
-    uses_original_X = False
+    #: Whether the teacher is a classifier trained on labels (scikit-learn, skorch): at chance on
+    #: the rows it labels, it is refused (:mod:`skd.teachers.checks`); a bare module or callable
+    #: may be an untrained stand-in, and is only warned about.
+    trained_classifier = False
     fitted_in_setup_ = False
 
     def setup(self, X, y, classes, device, original=None, other=None) -> Teacher:
@@ -117,17 +132,16 @@ class Teacher:
 
         Parameters
         ----------
-        X : ndarray, Tensor or Dataset
-            The training inputs of this fit (used only to fit an unfitted
-            teacher).
+        X : array-like, DataFrame, sparse matrix, Tensor or Dataset
+            The training rows of this fit as the user gave them (used only to
+            fit an unfitted teacher; not kept).
         y : ndarray
             The training labels, original values.
         classes : ndarray
             The student's ``classes_``.
         device : str or torch.device
         original : array-like, DataFrame or None, default=None
-            ``X`` as the user gave it (before conversion to float32), for
-            teachers that take it (scikit-learn ones); not kept.
+            ``X`` as the user gave it, when ``X`` is a converted copy: used in its place.
         other : label or None, default=None
             The student's "other" class (``teacher_other="bucket"``): its
             logit is the log-sum-exp of the teacher's classes that are not
@@ -141,22 +155,19 @@ class Teacher:
         self.student_classes_ = np.asarray(classes)
         self.n_forward_samples_ = 0
         self.other_label_ = other
-        self._prepare(X, y, users_rows(original))  # passed on, never stored: no data lives on
+        self._prepare(as_rows(X if original is None else original), y)  # passed on, never stored
         return self
 
-    def _prepare(self, X, y, original=None):
-        """Make the teacher ready to answer; ``setup`` has set the device and classes.
-
-        ``original`` is ``X`` as the user gave it, or None.
-        """
-        self._fit_if_needed(X, y, original)
+    def _prepare(self, X, y):
+        """Make the teacher ready to answer; ``setup`` has set the device and classes."""
+        self._fit_if_needed(X, y)
         self._place(self.device_)
         self.columns_ = self._align(self.classes_)
         self.other_columns_ = other_columns(self.classes_, self.student_classes_, self.other_label_,
                                             self.describe())
         self._checked = False
 
-    def _fit_if_needed(self, X, y, original=None):
+    def _fit_if_needed(self, X, y):
         pass
 
     def _place(self, device):
@@ -186,6 +197,22 @@ class Teacher:
         """A short name of the teacher for error messages."""
         return type(self).__name__
 
+    def content(self):
+        """What this teacher's answers depend on, for the book cache's key (:mod:`skd.book.cache`).
+
+        Each adapter declares it (its module, net, estimator or function, and
+        its ``classes_``); the cache hashes it by content. None by default: a
+        subclass that declares nothing is keyed by its class and by its
+        outputs on the cache's probe rows only.
+        """
+        return None
+
+    def cache_token(self) -> tuple:
+        """The set-up teacher's identity for the book cache: its class, :meth:`content`, and the
+        student's classes and "other" label it was aligned to."""
+        return (type(self).__module__, type(self).__qualname__, self.content(),
+                getattr(self, "student_classes_", None), getattr(self, "other_label_", None))
+
     def hooked_module(self):
         """The ``torch.nn.Module`` whose named layers hints hook (feature distillation), or None.
 
@@ -193,24 +220,18 @@ class Teacher:
         """
         return None
 
-    def raw_logits(self, X: torch.Tensor) -> torch.Tensor:
-        """Teacher outputs for a batch, in the teacher's own column order."""
+    def raw_logits(self, X):
+        """Teacher outputs for a batch (as :meth:`_as_input` made it), in the teacher's own column order."""
         raise NotImplementedError
 
     def _as_input(self, X):
-        """A batch as this teacher takes it: a float32 tensor on the device (sparse densified)."""
-        if scipy.sparse.issparse(X):
-            X = X.toarray()
-        return torch.as_tensor(X).to(self.device_)
+        """A batch as this teacher takes it: a float32 tensor on the device (:func:`as_float_tensor`)."""
+        return as_float_tensor(X, self.device_)
 
-    def raw_logits_original(self, rows):
-        """Teacher outputs for the user's own rows (when ``uses_original_X``)."""
-        raise NotImplementedError
-
-    def _first_call(self, X, original):
+    def _first_call(self, X):
         """Outputs of the first batch; a failure names the teacher, the shapes and the likely cause."""
         try:
-            return self.raw_logits(X) if original is None else self.raw_logits_original(original)
+            return self.raw_logits(X)
         except RuntimeError as error:
             shape = tuple(X.shape)
             raise ValueError(
@@ -221,76 +242,83 @@ class Teacher:
                 "'Which X the teacher sees' in the Pipelines docs."
             ) from error
 
-    def predict_logits(self, X: torch.Tensor, original=None) -> torch.Tensor:
+    def predict_logits(self, X) -> torch.Tensor:
         """Logits for a batch, aligned to the student's ``classes_``.
 
         Parameters
         ----------
-        X : Tensor of shape (n_samples, ...)
-            A float32 batch on the student's device (or rows of the training
-            X, e.g. scipy sparse rows, converted by ``_as_input``).
-        original : array-like, DataFrame or None, default=None
-            The same rows as the user gave them; teachers with
-            ``uses_original_X`` (scikit-learn ones) are asked about these.
+        X : array-like, DataFrame, sparse matrix or Tensor of shape (n_samples, ...)
+            Rows as the user gave them (a book's writer), or a float32 batch
+            on the student's device (online); :meth:`_as_input` makes them
+            what this teacher takes.
 
         Returns
         -------
         logits : Tensor of shape (n_samples, n_classes)
             float32, on the student's device, without gradient.
         """
-        original = users_rows(original) if self.uses_original_X else None
+        n_samples = n_rows(X)
         with torch.no_grad():
             X = self._as_input(X)
-            if not self._checked:
-                out = self._first_call(X, original)
-            elif original is not None:
-                out = self.raw_logits_original(original)
-            else:
-                out = self.raw_logits(X)
+            out = self._first_call(X) if not self._checked else self.raw_logits(X)
             out = torch.as_tensor(out).to(device=self.device_, dtype=torch.float32)
-            if out.ndim != 2 or out.shape[0] != X.shape[0]:
+            if out.ndim != 2 or out.shape[0] != n_samples:
                 raise ValueError(
                     f"The teacher ({self.describe()}) returned an output of shape "
-                    f"{tuple(out.shape)} for a batch of {X.shape[0]} samples; it must "
-                    f"return logits of shape ({X.shape[0]}, n_classes)."
+                    f"{tuple(out.shape)} for a batch of {n_samples} samples; it must "
+                    f"return logits of shape ({n_samples}, n_classes)."
                 )
             out = self._check_output(out)
             out = subset_logits(out, self.columns_, getattr(self, "other_columns_", None))
-        self.n_forward_samples_ += X.shape[0]
+        self.n_forward_samples_ += n_samples
         return out
 
     def book_logits(self, X, batch_size: int = BOOK_BATCH_SIZE, original=None) -> np.ndarray:
-        """Aligned logits for all of ``X`` (array, tensor or scipy sparse), in batches.
-
-        This is how a book is written: one pass of the teacher over the data.
+        """Aligned logits for all of ``X``, in batches: one pass of the teacher over the data.
 
         Parameters
         ----------
-        X : ndarray, Tensor or scipy sparse matrix of shape (n_samples, ...)
-            Each batch of rows goes through ``_as_input``: torch teachers get
-            dense float32 tensors on the device, scikit-learn teachers the
-            rows as they are (sparse rows stay sparse).
+        X : array-like, DataFrame, sparse matrix or Tensor of shape (n_samples, ...)
+            The rows as the user gave them.
         batch_size : int, default=BOOK_BATCH_SIZE
             Rows per teacher call.
         original : array-like, DataFrame or None, default=None
-            ``X`` as the user gave it, for teachers that take it.
+            ``X`` as the user gave it, when ``X`` is a converted copy: used in its place.
 
         Returns
         -------
         logits : ndarray of shape (n_samples, n_classes)
         """
-        return torch.cat(list(self.logit_chunks(X, batch_size, original))).numpy()
+        return torch.cat(list(self.logit_chunks(X if original is None else original, batch_size))).numpy()
 
-    def logit_chunks(self, X, batch_size: int = BOOK_BATCH_SIZE, original=None) -> Iterator[torch.Tensor]:
+    def logit_chunks(self, X, batch_size: int = BOOK_BATCH_SIZE) -> Iterator[torch.Tensor]:
         """The logits of :meth:`book_logits`, one CPU tensor per batch of rows, as they are computed.
 
         For a writer that keeps less than the logits (a compressed book):
         the whole ``(n_samples, n_classes)`` array never exists.
         """
-        original = users_rows(original)
-        for start in range(0, X.shape[0], batch_size):
-            rows = None if original is None else rows_of(original, start, start + batch_size)
-            yield self.predict_logits(X[start : start + batch_size], rows).cpu()
+        X = as_rows(X)
+        for start in range(0, n_rows(X), batch_size):
+            yield self.predict_logits(rows_of(X, start, start + batch_size)).cpu()
+
+    def outputs(self, X, layers, batch_size: int = BOOK_BATCH_SIZE) -> tuple[np.ndarray, dict]:
+        """``(logits, {layer: outputs})`` over all of ``X``, in batches: one pass, with hooks on ``layers``.
+
+        ``layers`` are paths in :meth:`hooked_module`'s ``named_modules()``;
+        the outputs are float32 numpy arrays of shape ``(n_samples, *layer shape)``.
+        """
+        if not layers:
+            return self.book_logits(X, batch_size), {}
+        X = as_rows(X)
+        chunks, outputs = [], {layer: [] for layer in layers}
+        with FeatureTap(self.hooked_module(), layers, gather=True) as tap:
+            for start in range(0, n_rows(X), batch_size):
+                tap.clear()
+                chunks.append(self.predict_logits(rows_of(X, start, start + batch_size)).cpu())
+                for layer in layers:
+                    outputs[layer].append(tap.output(layer).detach().float().cpu())
+        return (torch.cat(chunks).numpy(),
+                {layer: torch.cat(parts).numpy() for layer, parts in outputs.items()})
 
     def _check_output(self, out):
         n_classes = len(self.student_classes_)

@@ -23,6 +23,7 @@ from sklearn.base import BaseEstimator
 from sklearn.frozen import FrozenEstimator
 from skorch import NeuralNet
 
+from skd.book.rows import n_rows
 from skd.losses.functional import confidence_aware_weights, teacher_quality
 from skd.teachers.adapters import CallableTeacher, SklearnTeacher, SkorchTeacher, TorchTeacher
 from skd.teachers.base import TEACHER_KINDS, Teacher
@@ -44,12 +45,9 @@ class CompositeTeacher(Teacher):
         The set-up member adapters (set by :meth:`setup`).
     """
 
-    uses_original_X = True  # handed on to the members that take it
-
-    def _prepare(self, X, y, original=None):
+    def _prepare(self, X, y):
         self.members_ = [
-            as_teacher(member).setup(X, y, self.student_classes_, self.device_, original,
-                                     other=self.other_label_)
+            as_teacher(member).setup(X, y, self.student_classes_, self.device_, other=self.other_label_)
             for member in self._make_members(X, y)
         ]
         self.fitted_in_setup_ = any(member.fitted_in_setup_ for member in self.members_)
@@ -60,22 +58,24 @@ class CompositeTeacher(Teacher):
     def _combine(self, logits: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def predict_logits(self, X: torch.Tensor, original=None) -> torch.Tensor:
+    def content(self):
+        """The members' tokens (a subclass adds the parameters of ``_combine``)."""
+        return [member.cache_token() for member in self.members_]
+
+    def predict_logits(self, X) -> torch.Tensor:
         """The members' aligned logits for a batch, combined.
 
         Parameters
         ----------
-        X : Tensor of shape (n_samples, ...)
-            A float32 batch on the student's device.
-        original : array-like, DataFrame or None, default=None
-            The same rows as the user gave them, for members that take them.
+        X : array-like, DataFrame, sparse matrix or Tensor of shape (n_samples, ...)
+            The rows; each member makes them what it takes.
 
         Returns
         -------
         logits : Tensor of shape (n_samples, n_classes)
         """
-        logits = self._combine([member.predict_logits(X, original) for member in self.members_])
-        self.n_forward_samples_ += X.shape[0]
+        logits = self._combine([member.predict_logits(X) for member in self.members_])
+        self.n_forward_samples_ += n_rows(X)
         return logits
 
 
@@ -160,15 +160,18 @@ class EnsembleTeacher(CompositeTeacher):
         self.weights_ = torch.as_tensor(weights / weights.sum(), dtype=torch.float32)
         return list(self.teachers)
 
-    def _prepare(self, X, y, original=None):
-        super()._prepare(X, y, original)
+    def content(self):
+        return super().content(), self.weights_
+
+    def _prepare(self, X, y):
+        super()._prepare(X, y)
         self.teacher_losses_ = None
         if self.weights_ is None:
-            self.teacher_losses_ = self._teacher_losses(X, y, original)
+            self.teacher_losses_ = self._teacher_losses(X, y)
             weights = confidence_aware_weights(torch.as_tensor(self.teacher_losses_, dtype=torch.float64))
             self.weights_ = weights.to(torch.float32)
 
-    def _teacher_losses(self, X, y, original) -> np.ndarray:
+    def _teacher_losses(self, X, y) -> np.ndarray:
         """Each member's mean cross-entropy on the rows of ``X`` labelled with a student class."""
         if y is None or isinstance(X, torch.utils.data.Dataset):
             raise ValueError(
@@ -184,7 +187,7 @@ class EnsembleTeacher(CompositeTeacher):
                 "teacher weights='quality' found no labelled training rows to measure the teachers "
                 "on. Give the weights as numbers instead."
             )
-        stack = torch.stack([torch.as_tensor(member.book_logits(X, original=original), dtype=torch.float64)
+        stack = torch.stack([torch.as_tensor(member.book_logits(X), dtype=torch.float64)
                              for member in self.members_])
         return (-teacher_quality(stack, encoded, "ce")).numpy()
 

@@ -24,7 +24,7 @@ from skd.teachers.adapters import TorchTeacher
 from skd.teachers.base import teacher_classes
 from skd.teachers.cloning import KeepsFittedTeachers, is_fitted_net
 from skd.teachers.composite import CompositeTeacher
-from skd.teachers.writing import book_of
+from skd.teachers.fitting import step_book
 
 __all__ = ["PRUNE_METHODS", "PrunedTeacher", "prunable_layers", "prune_copy"]
 
@@ -243,7 +243,7 @@ class PrunedTeacher(KeepsFittedTeachers, TransformerMixin, CompositeTeacher, Bas
 
         A shortcut for ``WriteBook(PrunedTeacher(...))`` (:class:`skd.pipeline.WriteBook`,
         the book-writing step for any teacher); both write through
-        :func:`skd.teachers.writing.book_of`.
+        :func:`skd.teachers.fitting.step_book` and :func:`skd.book.write_book`.
 
         Parameters
         ----------
@@ -254,12 +254,12 @@ class PrunedTeacher(KeepsFittedTeachers, TransformerMixin, CompositeTeacher, Bas
         Returns
         -------
         book : skorch.helper.SliceDict
-            X as float32 and the blended teacher logits, one column per label.
+            X as given and the blended teacher logits, one column per label.
         """
         if y is None:
             raise ValueError("PrunedTeacher.fit_transform needs y to align the teacher to its classes.")
         self.fit(X, y)
-        written = book_of(self, X, y, self.device, self.hint_layers)
+        written = step_book(self, X, y, self.device, self.hint_layers)
         self.classes_, self.teacher_score_ = written.classes, written.score
         return written.book
 
@@ -279,6 +279,9 @@ class PrunedTeacher(KeepsFittedTeachers, TransformerMixin, CompositeTeacher, Bas
     # ---------------------------------------------------------------- teacher
     def describe(self):
         return f"PrunedTeacher(amount={self.amount}, blend={self.blend})"
+
+    def content(self):
+        return super().content(), self.blend
 
     def hooked_module(self):
         """The original (unpruned) teacher's module: hints distil its features."""
