@@ -446,6 +446,9 @@ def main(argv=None):
     parser.add_argument("--skip-steps", action="store_true", help="skip the µs-per-step table")
     add_write_flag(parser)
     args = parser.parse_args(argv)
+    import ops
+
+    ops.profile_compiled_kernels()  # before this process compiles anything
     on_cuda = torch.device(args.device).type == "cuda"
     device_name = torch.cuda.get_device_name() if on_cuda else "CPU"
     lines = [f"`python benchmarks/gpu.py` on {device_name} (torch {torch.__version__}, "

@@ -35,7 +35,8 @@ Tables:
    on CUDA. A timing: meaningful on an idle machine only.
 
 The counter (:class:`OpCounter`) is the one implementation; tests/test_ops.py
-loads it from this file.
+loads it from this file (the eager counts only: no CI test compiles a loss to
+count its kernels).
 """
 
 from __future__ import annotations
@@ -52,12 +53,19 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
-#: TorchInductor's CPU kernels call no op: compiled with this flag, each call is a profiler event
-#: that the counter reads. Set when this file is loaded, before anything of the process compiles.
-inductor_config.cpp.enable_kernel_profile = True
-
 LOSSES = ["kd", "tfkd", "dkd", "cakd", "dist", "r2kd"]
 TEMPERATURE = 4.0
+
+
+def profile_compiled_kernels() -> None:
+    """Make TorchInductor's CPU kernels visible to :func:`counting` (``compiled=True``).
+
+    They call no op: compiled with ``cpp.enable_kernel_profile``, each call is
+    a profiler event that the counter reads. A process-wide Inductor setting,
+    so only the scripts set it (this file's and gpu.py's ``main``), before
+    anything of the process compiles; importing this file changes nothing.
+    """
+    inductor_config.cpp.enable_kernel_profile = True
 #: Ops that launch no kernel (besides views, found from the op's schema).
 #: ``scalar_tensor`` wraps a Python number (``torch.where(mask, x, 0.0)``): a CPU scalar, no GPU kernel.
 NO_KERNEL = frozenset({"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided",
@@ -105,7 +113,7 @@ def counting(compiled: bool = False):
     """``with counting() as ops:`` counts the ops of the block; ``compiled=True`` also Inductor's kernels.
 
     Those are the CPU kernels of compiled code, read from the profiler (one
-    event per kernel call, see ``enable_kernel_profile`` above): one per
+    event per kernel call, see :func:`profile_compiled_kernels`): one per
     fused kernel. A lower bound of the Triton kernels the same graph makes
     on a GPU: the CPU backend fuses loops of different shapes (a row
     reduction, then a batch mean) into one kernel, where Triton launches
@@ -123,7 +131,7 @@ def counting(compiled: bool = False):
     for graph in graphs:
         if not any(graph.time_range.start <= k.time_range.start <= graph.time_range.end for k in kernels):
             raise RuntimeError("A compiled graph ran without kernel profiling (compiled before "
-                               "benchmarks/ops.py was loaded): its kernels cannot be counted.")
+                               "profile_compiled_kernels() was called): its kernels cannot be counted.")
     if kernels:
         ops.counts["compiled"] += len(kernels)
 
@@ -317,6 +325,7 @@ def main(argv=None):
     parser.add_argument("--host", action="store_true", help="also time the host work per run() call")
     add_write_flag(parser)
     args = parser.parse_args(argv)
+    profile_compiled_kernels()
     torch.set_num_threads(1)
     lines = [f"Dispatched kernel ops per step on the CPU (torch {torch.__version__}; "
              "`python benchmarks/ops.py`): deterministic counts, the GPU's launch budget.", ""]

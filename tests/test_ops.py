@@ -4,9 +4,6 @@ The counter is benchmarks/ops.py's (one implementation), loaded from its file.
 """
 
 import importlib.util
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -99,70 +96,19 @@ def test_the_raise_guard_keeps_the_first_bad_batch_and_its_values():
     assert guard.bad_values.tolist()[1] == 5.0
 
 
-def test_the_counter_counts_the_kernels_of_compiled_code():
-    x = torch.randn(64, 32, requires_grad=True)
-    compiled = torch.compile(lambda t: (t.sin() * 2).cos().sum(), fullgraph=True)
-    compiled(x).backward()  # compiles
-    counted = ops.count_ops(lambda: compiled(x).backward(), compiled=True)
-    assert counted.counts["compiled"] >= 2  # the forward's kernel and the backward's
-    assert counted.kernels < ops.count_ops(lambda: (x.sin() * 2).cos().sum().backward()).kernels
-
-
-def test_the_counter_refuses_compiled_code_it_cannot_see():
-    x = torch.randn(8, 4)
-    with torch._inductor.config.patch({"cpp.enable_kernel_profile": False}):
-        compiled = torch.compile(lambda t: t.exp().sum() + 1, fullgraph=True)
-        compiled(x)
-    with pytest.raises(RuntimeError, match="without kernel profiling"):
-        ops.count_ops(compiled, x, compiled=True)
-
-
 #: Eagerly, DKD's and CAKD's exact in-group log-softmax keep their forward + backward near 2-2.5x plain
 #: KL, DIST's correlations near 4.7x and R2KD's soft ranks near 9x: the step of DIST and R2KD is over
-#: budget too. Compiled (trainer__compile_loss=True), each is within, counted in TorchInductor's CPU
-#: kernels (a lower bound of its GPU kernels: benchmarks/ops.py).
+#: budget too. The compiled loss's kernels (trainer__compile_loss=True, experimental) are counted by
+#: benchmarks/ops.py and benchmarks/triton_kernels.py, not here: measurement, not a CI test.
 EAGER_WITHIN = {"step": ("kd", "tfkd", "dkd", "cakd"), "loss": ("kd", "tfkd")}
 
 
-@pytest.mark.parametrize("loss", LOSSES)
-def test_the_step_with_the_compiled_loss_launches_no_more_kernels_than_the_budget(loss):
-    hand = ops.hand_step_ops(256).kernels
-    step = ops.skd_step_ops(loss, 256, trainer__compile_loss=True)
-    assert step.counts["compiled"] > 0
-    assert step.kernels <= (1.1 if loss == "kd" else 1.5) * hand
-
-
 @pytest.mark.parametrize("loss", EAGER_WITHIN["step"])
-def test_the_eager_step_of_the_simpler_losses_is_within_the_budget_too(loss):
+def test_the_eager_step_of_the_simpler_losses_is_within_the_budget(loss):
     hand = ops.hand_step_ops(256).kernels
     assert ops.skd_step_ops(loss, 256).kernels <= (1.1 if loss == "kd" else 1.5) * hand
-
-
-@pytest.mark.parametrize("loss", LOSSES)
-@pytest.mark.parametrize("n_classes", [100, 1000])
-def test_each_compiled_loss_costs_at_most_one_and_a_half_plain_kl(loss, n_classes):
-    counted = ops.loss_ops(loss, n_classes, compiled=True)
-    assert counted.counts["compiled"] > 0
-    assert counted.kernels <= 1.5 * ops.reference_ops("kl", n_classes).kernels
 
 
 @pytest.mark.parametrize("loss", EAGER_WITHIN["loss"])
 def test_the_simpler_eager_losses_cost_at_most_one_and_a_half_plain_kl(loss):
     assert ops.loss_ops(loss, 100).kernels <= 1.5 * ops.reference_ops("kl", 100).kernels
-
-
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs the triton package")
-def test_each_compiled_loss_launches_at_most_one_and_a_half_plain_kl_on_a_gpu(tmp_path):
-    """The GPU's count: Inductor's CUDA code for each compiled loss, written without a GPU (a subprocess:
-    benchmarks/triton_kernels.py fakes an H100 for its whole process), against eager KL's 17 kernels."""
-    out = tmp_path / "counts.json"
-    script = Path(__file__).parent.parent / "benchmarks" / "triton_kernels.py"
-    run = subprocess.run([sys.executable, str(script), "--json", str(out), "sanity", "kl", *LOSSES],
-                         capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-    counts = json.loads(out.read_text())
-    # the method on known answers: one kernel for a pointwise chain and for a row softmax
-    assert counts["sanity: x.sin().cos() (no grad)"] == 1 and counts["sanity: softmax(x, 1) (no grad)"] == 1
-    assert ops.reference_ops("kl", 100).kernels == 17  # the script's reference, counted eagerly
-    over = {loss: counts[loss] for loss in LOSSES if counts[loss] > 1.5 * 17}
-    assert not over, counts
