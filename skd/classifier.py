@@ -29,7 +29,13 @@ from skd._validation import check_augment, check_module_dims, data_dims, validat
 from skd.book import check_book, is_book
 from skd.book.cache import check_book_cache
 from skd.book.writing import write_book as write_teacher_book
-from skd.callbacks import DistillationPrintLog, check_resume_callbacks, find_schedules, watch_unscaled
+from skd.callbacks import (
+    DistillationPrintLog,
+    check_resume_callbacks,
+    find_schedules,
+    watch_unscaled,
+    with_loss,
+)
 from skd.hints import fit_hint_terms, student_projectors
 from skd.labels import UNLABELLED, Labels, check_unlabelled_fit, labelled_rows, partial_labels
 from skd.losses.base import DistillationLoss, foreign_loss_params, make_loss
@@ -443,7 +449,9 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
     def _train(self, X, y_encoded, whole: bool, **fit_params) -> None:
         """skorch's training sequence through the trainer. With ``whole`` (a fit, not a warm start)
         ``max_epochs`` in all: epochs restored by ``LoadInitState`` are not trained again."""
-        self.callbacks_ = watch_unscaled(self.callbacks_)  # EarlyStopping watches the unscaled loss
+        # the fit's loss is one of its callbacks (skorch calls its hooks); EarlyStopping watches the
+        # unscaled loss
+        self.callbacks_ = watch_unscaled(with_loss(self.callbacks_, self.loss_))
         check_resume_callbacks(self.callbacks_)
         before = len(self.history)
         self.notify("on_train_begin", X=X, y=y_encoded)

@@ -15,7 +15,7 @@ from sklearn.model_selection import train_test_split
 
 from skd import MLP, DistillationClassifier, TemperatureSchedule, Trainer
 from skd._fit_teacher import UnderTrainedWarning
-from skd.callbacks import find_schedules
+from skd.callbacks import find_schedules, with_loss
 from skd.losses import make_loss
 from skd.state import EpochState, EpochValues
 
@@ -262,3 +262,32 @@ def test_a_classes_list_missing_labels_of_y_names_classes_in_fit(digits_split):
 def test_empty_tensor_x_is_a_clear_error():
     with pytest.raises(ValueError, match="empty tensor"):
         DistillationClassifier(MLP, loss="ce", device="cpu").fit(torch.zeros(0, 4), np.zeros(0))
+
+
+# ------------------------------------------------------------ the loss as a callback
+def test_the_loss_of_a_fit_is_one_of_its_callbacks_and_loads_its_epoch_values(digits_split):
+    X_train, _, y_train, _ = digits_split
+    clf = DistillationClassifier(MLP, teacher=LogisticRegression(max_iter=300), loss="dkd", loss__warmup=4,
+                                 max_epochs=2, device="cpu", random_state=0, warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnderTrainedWarning)
+        clf.fit(X_train, y_train)
+        assert dict(clf.callbacks_)["loss"] is clf.loss_
+        # its on_epoch_begin loaded epoch 2's warm-up (2 / 4) into the state that the steps read
+        assert float(clf.loss_.state_.warmup) == 0.5 and float(clf.loss_.state_.soft_scale) == 0.5
+        clf.set_params(loss="kd").fit(X_train, y_train)  # a new fit, a new loss: the old one makes way
+    names = [name for name, _ in clf.callbacks_]
+    assert names.count("loss") == 1 and dict(clf.callbacks_)["loss"] is clf.loss_
+
+
+def test_a_loss_acting_on_every_batch_is_named_by_the_captured_step(digits_split):
+    X_train, _, y_train, _ = digits_split
+    clf = DistillationClassifier(MLP, teacher=LogisticRegression(max_iter=300), loss="ctkd", max_epochs=1,
+                                 device="cpu", trainer__step_mode="graph")
+    with pytest.raises(ValueError, match=r"the callback 'loss' acts on every batch \(on_batch_end\)"):
+        clf.fit(X_train, y_train)
+
+
+def test_a_callback_named_loss_is_refused():
+    with pytest.raises(ValueError, match="A callback is named 'loss'"):
+        with_loss([("loss", TemperatureSchedule())], make_loss("kd", {}))

@@ -18,7 +18,11 @@ from skorch.callbacks import EarlyStopping, PrintLog
 
 from skd.state import EpochValues
 
-__all__ = ["UNSCALED", "DistillationPrintLog", "unscaled_key", "unscaled_loss", "watch_unscaled"]
+__all__ = ["LOSS_CALLBACK", "UNSCALED", "DistillationPrintLog", "unscaled_key", "unscaled_loss",
+           "watch_unscaled", "with_loss"]
+
+#: The name of the fit's loss among the net's ``callbacks_``.
+LOSS_CALLBACK = "loss"
 
 #: History keys of the loss with the schedules' factors divided out.
 UNSCALED = {"train_loss": "train_unscaled_loss", "valid_loss": "valid_unscaled_loss"}
@@ -56,6 +60,21 @@ def watch_unscaled(callbacks: list) -> list:
             callback.monitor = UNSCALED[callback.monitor]
         watched.append((name, callback))
     return watched
+
+
+def with_loss(callbacks: list, loss) -> list:
+    """``callbacks`` with the fit's ``loss`` as the callback :data:`LOSS_CALLBACK`, last.
+
+    A loss is a skorch callback: in ``callbacks_`` skorch calls its hooks
+    (its ``on_epoch_begin`` loads the epoch's values into the fit's state).
+    The previous fit's loss, if any, makes way: each fit builds its own.
+    """
+    if any(name == LOSS_CALLBACK and callback is not loss and not hasattr(callback, "fit_state")
+           for name, callback in callbacks):
+        raise ValueError(f"A callback is named {LOSS_CALLBACK!r}, the name of the fit's loss among the "
+                         "callbacks: give it another name, e.g. callbacks=[('my_loss', ...)].")
+    kept = [(name, callback) for name, callback in callbacks if name != LOSS_CALLBACK]
+    return [*kept, (LOSS_CALLBACK, loss)]
 
 
 class DistillationPrintLog(PrintLog):

@@ -265,13 +265,6 @@ class DistillationLoss(Callback):
 
     def validate(self) -> None:
         """Raise a clear error naming ``loss__<param>`` for a bad value. Called at fit."""
-        if len(inspect.signature(self.compute_terms).parameters) == 3:
-            raise TypeError(
-                f"{type(self).__name__}.compute_terms(student_logits, teacher_logits, y) has the "
-                "signature of skd before 0.2: it now takes a fourth argument, temperature, and "
-                "returns only the loss's own (soft) terms, unweighted; the base class adds 'ce' "
-                "and the weights come from term_weights(temperature). See 'Write your own loss'."
-            )
         validate_params(self.parameter_constraints(), self.get_params(), "loss__", type(self).__name__)
         self._check_some_weight()
         self._check_extract()
@@ -356,6 +349,27 @@ class DistillationLoss(Callback):
         """A fresh :class:`EpochState` of this loss at ``epoch``."""
         values = self.epoch_values(epoch, schedules)
         return EpochState(device, values, self.term_coefficients(values), labelled_only, dtype)
+
+    # -- the loss as the fit's callback -----------------------------------------
+    def fit_state(self, epoch: int, schedules=None, device="cpu", labelled_only: bool = False) -> EpochState:
+        """The fit's :class:`EpochState`, which this loss owns and loads in its ``on_epoch_begin``.
+
+        The trainer calls it once at the start of a fit (``epoch``: the
+        first epoch to train) and hands the state to every step; the
+        classifier puts the loss in ``callbacks_``, so skorch calls
+        :meth:`on_epoch_begin` before each epoch.
+        """
+        self.schedules_ = schedules
+        self.state_ = self.epoch_state(epoch, schedules, device, labelled_only)
+        return self.state_
+
+    def on_epoch_begin(self, net, **kwargs) -> None:
+        """Load this epoch's :class:`EpochValues` into the fit's state, in place (no new tensor)."""
+        state = getattr(self, "state_", None)
+        if state is None:  # not the loss of a fit (fit_state was not called)
+            return
+        values = self.epoch_values(len(net.history), self.schedules_)
+        state.load(values, self.term_coefficients(values))
 
     # -- machinery ------------------------------------------------------------
     def _call_state(self, logits: torch.Tensor) -> EpochState:

@@ -44,9 +44,10 @@ class CTKD(DistillationLoss):
 
     The temperature module is trained by its own SGD optimizer (``lr``
     ``temperature_lr``, momentum 0.9; the released code puts it in the
-    student's SGD), stepped on each training batch's gradient at the start
-    of the next one (the loss is not a callback): the eager path only, a
-    captured step would not see the module's update. ``temperature_history_``
+    student's SGD), stepped on each training batch's gradient in the loss's
+    own ``on_batch_end`` (the loss is one of the fit's callbacks). A hook on
+    every batch: the fit runs the eager step (``graph_blockers`` names the
+    loss), where the next batch reads the updated temperature. ``temperature_history_``
     holds the (mean) temperature reached at each epoch's start, from the
     second epoch; ``last_temperature_`` the last batch's.
 
@@ -153,20 +154,15 @@ class CTKD(DistillationLoss):
             self.temperature_history_.append(float(self.last_temperature_.mean()))
         return super().epoch_values(epoch, schedules)
 
-    def _step_temperature(self) -> None:
-        """Apply the previous training batch's (reversed) gradient to the temperature module.
-
-        The loss is no callback, so it steps at the start of the next batch
-        with gradients enabled (a training batch), before using the module.
-        """
-        if self.optimizer_ is not None and torch.is_grad_enabled():
+    def on_batch_end(self, net, training=False, **kwargs) -> None:
+        """Apply the training batch's (reversed) gradient to the temperature module."""
+        if training and self.optimizer_ is not None:
             if any(p.grad is not None for p in self.temperature_module_.parameters()):
                 self.optimizer_.step()
                 self.optimizer_.zero_grad()
 
     def compute_terms(self, student_logits, teacher_logits, y, temperature):
         # ``temperature`` (the epoch state's) is not used: this loss's temperature is learnt
-        self._step_temperature()
         module = self._module(student_logits)
         if self.scope == "instance":
             learnt = module(student_logits, teacher_logits, self.lambda_).clamp(max=MAX_TEMPERATURE)

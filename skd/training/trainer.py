@@ -10,9 +10,10 @@ through the classifier's ``run_single_epoch``.
 Per batch the trainer notifies the callbacks, runs the captured step (full
 batches of in-memory data on CUDA) or the eager step, and adds the loss
 terms to the on-device :class:`~skd.training.ledger.EpochLedger`; per epoch
-it loads the loss's :class:`~skd.state.EpochValues` into the
-:class:`~skd.state.EpochState`, reads the ledger once and records
-the means in ``history``.
+it reads the ledger once and records the means in ``history``. The
+:class:`~skd.state.EpochState` that every step reads is the loss's
+(:meth:`~skd.losses.DistillationLoss.fit_state`): the loss is one of the
+fit's callbacks and loads each epoch's values in its own ``on_epoch_begin``.
 
 Every step runs :func:`~skd.training.step.batch_loss`, the one function that
 computes a batch's terms and their sum: the eager step (then the backward,
@@ -166,7 +167,6 @@ class Trainer:
         on_cuda = device.type == "cuda"
         self.net = net
         self.parts = replace(parts, compiled=should_compile(parts.loss, self.compile_loss))
-        self.schedules = schedules
         self.record_batches_ = (not on_cuda) if self.record_batches == "auto" else bool(self.record_batches)
         graph_wanted = self.step_mode == "graph" or (self.step_mode == "auto" and on_cuda)
         self.optimizer_blocker = prepare_capturable(net.optimizer_, on_cuda) if graph_wanted else None
@@ -180,7 +180,8 @@ class Trainer:
             True: EpochLedger("", "train_loss", device, self.record_batches_),
             False: EpochLedger("valid_", "valid_loss", device, self.record_batches_),
         }
-        self.state = parts.loss.epoch_state(len(net.history) + 1, schedules, device, parts.labelled_only)
+        # the loss owns the fit's state and loads each epoch's values in its on_epoch_begin (a callback)
+        self.state = parts.loss.fit_state(len(net.history) + 1, schedules, device, parts.labelled_only)
         self.captured: CapturedStep | None = None
         self.n_captures = 0
         self.blockers: list[str] | None = None
@@ -260,9 +261,6 @@ class Trainer:
         ledger = self.ledgers[training]
         ledger.reset()
         epoch = len(history)
-        if training:
-            values = self.parts.loss.epoch_values(epoch, self.schedules)
-            self.state.load(values, self.parts.loss.term_coefficients(values))
         captured = self._graph_for(iterator) if training else None
         if training:
             self.guard.reset_epoch()
