@@ -21,7 +21,7 @@ from skd.augment.counter import (
     seed_state,
     symmetric_beta,
 )
-from skd.augment.images import affine_thetas
+from skd.augment.images import affine_grid, affine_thetas
 from skd.augment.rows import mix_rows, munge_rows
 
 uint32 = st.integers(0, 2**32 - 1)
@@ -40,8 +40,9 @@ def lowbias32_reference(x: int) -> int:
 
 def makers_for(X):
     """One of every view maker, fitted on the digits rows ``X`` (8x8 images)."""
-    return [Affine(image_shape=(1, 8, 8), scale=(0.9, 1.1)), Shift(image_shape=(1, 8, 8)),
-            CutMix(image_shape=(1, 8, 8)), MixUp(alpha=0.4), Munge().fit(X), Noise(scale=0.2).fit(X), Noise()]
+    return [Affine(image_shape=(1, 8, 8), scale=(0.9, 1.1)),
+            Shift(image_shape=(1, 8, 8), interpolation="nearest"), CutMix(image_shape=(1, 8, 8)),
+            MixUp(alpha=0.4), Munge().fit(X), Noise(scale=0.2).fit(X), Noise()]
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +177,13 @@ def test_noise_of_scale_zero_and_cutmix_of_alpha_zero_are_the_identity(X):
 
 
 # --- what each view is -----------------------------------------------------------------------
+
+@given(st.integers(1, 5), st.integers(1, 12), st.integers(1, 12), st.integers(0, 1000))
+def test_the_broadcast_affine_grid_equals_torchs(n, height, width, seed):
+    thetas = torch.as_tensor(np.random.default_rng(seed).normal(size=(n, 2, 3)), dtype=torch.float32)
+    expected = torch.nn.functional.affine_grid(thetas, [n, 1, height, width], align_corners=False)
+    torch.testing.assert_close(affine_grid(thetas, height, width), expected, atol=1e-5, rtol=1e-5)
+
 
 def test_an_affine_shift_moves_the_image_by_whole_pixels():
     image = torch.arange(1.0, 65.0).reshape(1, 1, 8, 8)
@@ -337,7 +345,7 @@ def test_makers_are_scikit_learn_parameter_objects():
     assert repr(maker) == "Affine(degrees=5.0, image_shape=(1, 28, 28))"
     assert clone(maker).get_params() == maker.get_params()
     assert maker.set_params(degrees=3.0).degrees == 3.0
-    assert sorted(Shift().get_params()) == ["fill", "image_shape", "translate"]
+    assert sorted(Shift().get_params()) == ["fill", "image_shape", "interpolation", "translate"]
     assert isinstance(Munge(), ViewMaker) and callable(Munge())
 
 
@@ -352,6 +360,7 @@ def test_makers_are_scikit_learn_parameter_objects():
     (Affine(image_shape=(1, 8, 8), translate=(0.1, 2.0)),
      r"translate of Affine must be a number in \[0, 1\]"),
     (Affine(image_shape=(1, 8, 8), scale=(1.2, 0.8)), r"scale of Affine must be \(low, high\)"),
+    (Affine(image_shape=(1, 8, 8), interpolation="cubic"), r"interpolation of Affine must be 'bilinear' or"),
     (Affine(image_shape=(1, 28, 28)), r"image_shape=\(1, 28, 28\) of Affine holds 784 values, but X has 64"),
     (Shift(), r"image_shape of Shift must be \(channels, height, width\)"),
     (CutMix(image_shape=(8, 8)), r"image_shape of CutMix must be \(channels, height, width\)"),
