@@ -25,6 +25,7 @@ from skd._device import checked_seed, resolved_device, seeded
 from skd._export import refuse_if_exported
 from skd._persist import SavesStudent
 from skd._prediction import StudentPrediction
+from skd._transaction import fit_or_restore
 from skd._validation import check_augment, check_module_dims, data_dims, validate_X, with_data_dims
 from skd.book import check_book, is_book
 from skd.book.cache import check_book_cache
@@ -339,9 +340,13 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
     def fit(self, X, y=None, **fit_params):
         """Fit the student to the labels and the teacher.
 
-        Bad input raises before anything changes: a fitted estimator stays
-        as it was. A failure during training (a non-finite loss, an
-        interrupt) keeps the student at its last good weights.
+        A fit that fails leaves a fitted estimator as it was before the call
+        (every fitted attribute, the weights, the optimizer state and
+        ``history``; the error says so in a note). An unfitted one keeps the
+        epochs that a failed fit finished, at the last good weights, and
+        stays unfitted if none finished. A ``KeyboardInterrupt`` during
+        training ends it, as in skorch: the fit returns with the weights
+        reached. See :mod:`skd._transaction`.
 
         Parameters
         ----------
@@ -358,13 +363,16 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         self
         """
         fresh = not self.warm_start or not self.initialized_
-        return self._fit(X, y, self.classes, first=True, initialize=fresh, **fit_params)
+        with fit_or_restore(self):
+            return self._fit(X, y, self.classes, first=True, initialize=fresh, **fit_params)
 
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         """Continue training for ``max_epochs`` without re-initialising; ``classes`` gives all
-        labels on the first call when a batch of data may miss some."""
+        labels on the first call when a batch of data may miss some. A failed call leaves the
+        estimator as ``fit`` does."""
         first = not self.initialized_ or not hasattr(self, "label_encoder_")
-        return self._fit(X, y, classes, first=first, initialize=not self.initialized_, **fit_params)
+        with fit_or_restore(self):
+            return self._fit(X, y, classes, first=first, initialize=not self.initialized_, **fit_params)
 
     def _fit(self, X, y, classes, first: bool, initialize: bool, **fit_params):
         """validate → labels → teacher → book → fitted attributes → train → check."""

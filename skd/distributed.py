@@ -78,8 +78,8 @@ def shard(X, y, rank: int | None = None, world_size: int | None = None):
     Raises
     ------
     ValueError
-        If ``rank`` is not in ``[0, world_size)`` or ``y`` has another
-        number of rows than ``X``.
+        If ``rank`` is not in ``[0, world_size)``, ``y`` has another
+        number of rows than ``X``, or ``X`` has fewer rows than ``world_size``.
     """
     if rank is None or world_size is None:
         rank, world_size = world()
@@ -92,6 +92,11 @@ def shard(X, y, rank: int | None = None, world_size: int | None = None):
         raise ValueError(
             f"shard(X, y): y has {n_labels} rows but X has {n_rows}; give one label per row of X "
             "(a book's rows are those of X['X'])."
+        )
+    if n_rows < world_size:
+        raise ValueError(
+            f"shard(X, y): X has {n_rows} rows for world_size={world_size} ranks; each rank needs at "
+            "least one row (and as many rows as every other rank). Use fewer processes, or more data."
         )
     rows = np.arange(rank, n_rows // world_size * world_size, world_size)
     if is_book(X) or isinstance(X, Mapping):

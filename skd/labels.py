@@ -58,6 +58,32 @@ class Labels(NamedTuple):
     encoder: LabelEncoder
 
 
+def _label_kind(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, (int, float, np.number)):
+        return "number"
+    return "text" if isinstance(value, (str, np.str_)) else type(value).__name__
+
+
+def _check_one_label_type(y: np.ndarray) -> None:
+    """Refuse an object ``y`` whose labels mix types (e.g. ints and strings): they are not one set of classes.
+
+    scikit-learn calls them "unknown" and suggests a regression target.
+    """
+    if y.dtype != object:
+        return
+    examples: dict[str, object] = {}
+    for value in y:
+        examples.setdefault(_label_kind(value), value)
+        if len(examples) > 1:
+            kinds = " and ".join(f"{kind} (e.g. {example!r})" for kind, example in examples.items())
+            raise ValueError(
+                f"y mixes label types: {kinds}. Convert the labels to one type, e.g. "
+                "y = np.asarray(y).astype(str), or map them to integers, so that each label is one class."
+            )
+
+
 def validate_labels(y, X, known_classes, encoder: LabelEncoder | None, name: str) -> Labels:
     """Check ``y`` against ``X`` and encode it.
 
@@ -86,6 +112,7 @@ def validate_labels(y, X, known_classes, encoder: LabelEncoder | None, name: str
     y = column_or_1d(y, warn=True)
     if y.dtype.kind in "fc":
         _assert_all_finite(y, input_name="y")
+    _check_one_label_type(y)
     check_classification_targets(y)
     if not isinstance(X, Dataset):
         check_consistent_length(features_of(X), y)

@@ -64,7 +64,7 @@ def test_teacher_nonfinite_logits_are_refused(digits, student):
     clf = student(teacher=NaNTeacher(), book="online", trainer__on_nonfinite="skip", max_epochs=2)
     with pytest.raises(ValueError, match="NaN or infinite logits"):
         clf.fit(X, y)  # the teacher adapter refuses non-finite logits outright
-    assert clf.history is not None
+    assert not clf.initialized_  # no epoch finished: the estimator stays unfitted, as before the fit
 
 
 def test_skip_mode_skips_student_nan_batches(digits, student):

@@ -33,3 +33,9 @@ def test_a_book_of_dataframes_and_tensors_is_sharded_by_rows():
 def test_labels_of_another_length_are_refused(X):
     with pytest.raises(ValueError, match=r"shard\(X, y\): y has 9 rows but X has 10"):
         shard(X, np.arange(9), 0, 2)
+
+
+def test_more_ranks_than_rows_is_a_clear_error():
+    # was: every rank got 0 rows, then "Found array with 0 sample(s)" from the fit
+    with pytest.raises(ValueError, match=r"X has 3 rows for world_size=4 ranks; each rank needs at least "):
+        shard(np.zeros((3, 2)), np.arange(3), 0, 4)

@@ -1,18 +1,25 @@
-"""Non-finite loss handling without a host sync per batch.
+"""Non-finite losses and updates, handled without a host sync per batch.
 
-The promises (also in ``DistillationClassifier``'s docstring):
+The guard checks what it protects: a batch's loss terms before its update,
+and the student's weights and the optimizer state after it (a finite loss
+can still make them NaN, e.g. with ``lr=float("inf")``). The promises (also
+in ``DistillationClassifier``'s docstring):
 
 - ``on_nonfinite="raise"``: the fit stops with a ``RuntimeError`` naming the
-  epoch, the first bad batch and its non-finite terms, and the student is left
-  at good weights. With ``check_every=1`` (the default on the CPU) the check
-  runs before the optimizer step, so the student keeps its weights from
-  before the bad batch. With ``check_every=N`` (the default on CUDA: every
-  epoch end and every N batches) the weights, buffers and optimizer state are
-  snapshotted on the device at each passing check and restored from the last
-  one, at most N batches before the bad batch.
-- ``on_nonfinite="skip"``: a batch with a non-finite term changes nothing: its
-  update is undone on the device (no host check), its terms count as 0 in the
-  epoch means, and it is counted in ``history[:, "skipped_batches"]``.
+  epoch, the first bad batch and the cause: its non-finite terms, or the
+  update that made the weights non-finite (with the learning rate). With
+  ``check_every=1`` (the default on the CPU) the loss is checked before the
+  optimizer step and the weights after it, so the student keeps its weights
+  from before the bad batch. With ``check_every=N`` (the default on CUDA:
+  every epoch end and every N batches) the weights, buffers and optimizer
+  state are snapshotted on the device at each passing check and restored
+  from the last one, at most N batches before the bad batch.
+- ``on_nonfinite="skip"``: a batch with a non-finite term, or whose update
+  leaves a non-finite weight or optimizer state, changes nothing: its update
+  is undone on the device (no host check), it is left out of the epoch
+  means and counted in ``history[:, "skipped_batches"]``. An epoch that ends
+  with no step of the fit kept raises, naming the cause: the student would
+  be returned untrained.
 """
 
 from __future__ import annotations
@@ -34,22 +41,25 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 
 class NonFiniteGuard:
-    """Watches the loss terms of every training batch, on the device.
+    """Watches every training batch's loss terms and update, on the device.
 
-    The device work per batch is a few ops: one "all finite" reduction of
-    the batch's term values (3 ops), then ``"skip"``: the count of skipped
-    batches (2 ops); ``"raise"``: the first bad batch's values, the flag and
-    the count of good batches (3 ops). Everything is counted on the device,
-    since a replayed step runs no Python. In
-    ``"skip"`` mode the undo costs four ops whatever the number of tensors:
-    one flat copy of the parameters and optimizer state before the step, and
-    after it one flat copy, one ``where`` and one ``torch._foreach_copy_``.
+    The device work per batch: :meth:`observe`, one "all finite" reduction
+    of the batch's loss (2 ops), then ``"skip"``: the count of non-finite
+    losses (2 ops); ``"raise"``: the first bad batch's values, the flag and
+    the count of good batches (3 ops). :meth:`step` then checks the weights
+    and the optimizer state after the update: one flat copy and a 3-op
+    reduction per dtype. In ``"skip"`` mode the undo costs a flat copy
+    before the step, and after it one ``where``, one
+    ``torch._foreach_copy_`` and the count of undone updates (2 ops),
+    whatever the number of tensors. Everything is counted on the device,
+    since a replayed step runs no Python.
 
     Parameters
     ----------
     mode : {"raise", "skip"}
     check_every : int
-        Batches between host checks in ``"raise"`` mode (1: before each step).
+        Batches between host checks in ``"raise"`` mode (1: every batch, the
+        loss before its step and the weights after it).
     module : torch.nn.Module
         The student (its parameters and buffers are snapshotted).
     optimizer : callable
@@ -66,17 +76,30 @@ class NonFiniteGuard:
         self.ok = torch.ones((), dtype=torch.bool, device=device)
         # batches before the first bad one, this epoch: its index, once ok is False
         self.good_batches = torch.zeros((), dtype=torch.long, device=device)
-        self.skipped = torch.zeros((), dtype=torch.long, device=device)
+        # "skip": batches of this epoch with a non-finite loss, and with a finite loss but a bad update
+        self.bad_losses = torch.zeros((), dtype=torch.long, device=device)
+        self.bad_updates = torch.zeros((), dtype=torch.long, device=device)
         self.bad_values: torch.Tensor | None = None
         self._snapshot: list[torch.Tensor] | None = None
-        self._undo: _FlatUndo | None = None
+        self._had_state: set = set()
+        self._flat: _Flat | None = None
         self._since_check = 0
         self._host_batch = 0
+        self._epoch_batches = 0  # host count of this epoch's training batches (after_step calls)
+        self._kept_any = False  # host: whether an epoch of this fit kept a step ("skip")
+        self._last_values: list[float] = []
+        self._last_names: Sequence[str] = ()
+        self._epoch = 0
 
     @property
     def checks_on_host(self) -> bool:
-        """Whether every batch is checked on the host before its step (``"raise"``, every 1)."""
+        """Whether every batch is checked on the host (``"raise"``, every 1): loss before, weights after."""
         return self.mode == "raise" and self.check_every == 1
+
+    @property
+    def skipped(self) -> torch.Tensor:
+        """Batches skipped this epoch (a device count): a non-finite loss or update."""
+        return self.bad_losses + self.bad_updates
 
     def check_now(self, values: torch.Tensor, epoch: int, names: Sequence[str]) -> None:
         """The per-batch host check: raise before the step if a term is not finite.
@@ -85,6 +108,7 @@ class NonFiniteGuard:
         the CPU this costs less than the device-side flag.
         """
         host = values.tolist()
+        self._last_values, self._last_names, self._epoch = host, names, epoch
         if not all(math.isfinite(value) for value in host):
             details = _nonfinite_details(names, host)
             raise RuntimeError(
@@ -109,7 +133,7 @@ class NonFiniteGuard:
             return None
         finite = _all_finite(values if total is None else total.detach())
         if self.mode == "skip":  # counted on the device: a replayed step runs no Python
-            self.skipped.add_(~finite)
+            self.bad_losses.add_(~finite)
             return finite
         if self.bad_values is None:
             self.bad_values = torch.zeros_like(values)
@@ -119,38 +143,80 @@ class NonFiniteGuard:
         self.good_batches.add_(self.ok)
         return finite
 
-    def step(self, step: Callable[[], object], finite: Callable[[], torch.Tensor]) -> torch.Tensor | None:
-        """Run the optimizer ``step``; in ``"skip"`` mode undo it where not ``finite()``.
+    def step(self, step: Callable[[], object],
+             finite: Callable[[], torch.Tensor | None]) -> torch.Tensor | None:
+        """Run the optimizer ``step``, then check the weights and optimizer state it left.
 
         Returns whether the step was kept (a device flag) in ``"skip"`` mode, else None.
 
+        ``"skip"``: the step is undone where ``finite()`` is False or where it
+        left a non-finite weight or optimizer state. Optimizer state created
+        by this very step (the first one) is reset to zeros, its initial
+        value for Adam, AdamW, RMSprop and SGD's momentum, when the batch is
+        skipped. ``"raise"``: non-finite weights are a failure, checked on
+        the host now (``check_every=1``: the step is undone and the error
+        raised here) or folded into the device flag of the next check.
         ``finite`` is called after the step (a closure-driven optimizer
-        computes the batch's terms inside its step). Optimizer state created
-        by this very step (the first one) is reset to zeros, its initial value
-        for Adam, AdamW, RMSprop and SGD's momentum, when the batch is skipped.
+        computes the batch's terms inside its step).
         """
-        if self.mode != "skip":
-            step()
-            return None
-        tensors = [*self.module.parameters(), *_optimizer_tensors(self.get_optimizer())]
-        if self._undo is None or not self._undo.fits(tensors):
-            self._undo = _FlatUndo(tensors)
-        with torch.no_grad():
-            self._undo.save(tensors)
+        optimizer = self.get_optimizer()
+        tensors = [*self.module.parameters(), *_optimizer_tensors(optimizer)]
+        if self._flat is None or not self._flat.fits(tensors):
+            self._flat = _Flat(tensors)
+        undo = self.mode == "skip" or self.checks_on_host
+        had_state = set(optimizer.state) if self.checks_on_host else None
+        if undo:
+            with torch.no_grad():
+                self._flat.save(tensors)
         step()
-        kept = finite()
+        known = {id(t) for t in tensors}
+        new = [t for t in _optimizer_tensors(optimizer) if id(t) not in known]
         with torch.no_grad():
-            self._undo.restore_unless(kept, tensors)
-            known = {id(t) for t in tensors}
-            for tensor in _optimizer_tensors(self.get_optimizer()):
-                if id(tensor) not in known:  # created by this step: back to its initial zeros
-                    tensor.copy_(torch.where(kept, tensor, torch.zeros_like(tensor)))
+            sound = self._flat.finite(tensors, new, self.ok.device)
+            if self.checks_on_host:
+                self._raise_if_update_bad(sound, tensors, optimizer, had_state)
+                return None
+            if self.mode == "raise":
+                self.ok.logical_and_(sound)  # good_batches counted it: see _raise_if_bad
+                return None
+            loss_finite = finite()
+            kept = loss_finite.logical_and(sound)
+            self.bad_updates.add_(loss_finite.logical_xor(kept))  # a finite loss, a bad update
+            self._flat.restore_unless(kept, tensors)
+            for tensor in new:  # created by this step: back to its initial zeros
+                tensor.copy_(torch.where(kept, tensor, torch.zeros_like(tensor)))
         return kept
+
+    def _raise_if_update_bad(self, sound: torch.Tensor, tensors, optimizer, had_state: set) -> None:
+        """``check_every=1``: undo an update that left a non-finite tensor, and raise naming it."""
+        if bool(sound):  # the host read of the per-batch check
+            return
+        bad = _nonfinite_names(self.module, optimizer)
+        self._flat.restore_unless(torch.zeros((), dtype=torch.bool, device=self.ok.device), tensors)
+        for param in [p for p in optimizer.state if p not in had_state]:
+            del optimizer.state[param]  # state this step created: as if it never ran
+        raise RuntimeError(
+            f"Non-finite weights at epoch {self._epoch}, batch {self._host_batch}: the update made "
+            f"{bad} non-finite, though the loss was finite ({_terms(self._last_values, self._last_names)}). "
+            "The student keeps its weights from before this batch, and history is kept. "
+            + _update_advice(optimizer)
+        )
 
     # -- host checks ----------------------------------------------------------
     def after_step(self, epoch: int, names: Sequence[str], end_of_epoch: bool = False) -> None:
-        """Every ``check_every`` batches and at the epoch's end: check, then snapshot."""
-        if self.mode != "raise" or self.check_every == 1:
+        """After each training batch and at the epoch's end: the host checks that are due.
+
+        ``"raise"`` with ``check_every=N``: every N batches and at the
+        epoch's end, check the device flag, then snapshot. ``"skip"``: at the
+        epoch's end, raise if no step of the fit has been kept.
+        """
+        if not end_of_epoch:
+            self._epoch_batches += 1
+        if self.mode == "skip":
+            if end_of_epoch:
+                self._raise_if_nothing_kept(epoch)
+            return
+        if self.check_every == 1:
             return
         self._since_check += 1
         if self._since_check < self.check_every and not end_of_epoch:
@@ -164,6 +230,7 @@ class NonFiniteGuard:
         if self.mode != "raise" or self.check_every == 1:
             return
         tensors = self._state_tensors()
+        self._had_state = set(self.get_optimizer().state)  # state created later is dropped on restore
         if self._snapshot is None or len(self._snapshot) != len(tensors):
             self._snapshot = [t.detach().clone() for t in tensors]
         else:
@@ -175,25 +242,56 @@ class NonFiniteGuard:
     def _raise_if_bad(self, epoch: int, names: Sequence[str]) -> None:
         if bool(self.ok):  # the one host read of a check
             return
-        batch = int(self.good_batches) + 1
         values = self.bad_values.tolist()
-        details = _nonfinite_details(names, values)
+        # observe counted the batch as good when its loss was finite: then its update was the bad part
+        update = all(math.isfinite(value) for value in values)
+        batch = int(self.good_batches) + (0 if update else 1)
+        optimizer = self.get_optimizer()
+        cause = (f"the update made {_nonfinite_names(self.module, optimizer)} non-finite, though the "
+                 f"loss was finite ({_terms(values, names)})" if update
+                 else _nonfinite_details(names, values))
+        for param in [p for p in optimizer.state if p not in self._had_state]:
+            del optimizer.state[param]  # created after the snapshot (the fit's first steps)
         with torch.no_grad():
             for tensor, old in zip(self._state_tensors(), self._snapshot, strict=True):
                 tensor.copy_(old)
         kept = ("The student, its buffers and the optimizer state are restored to the "
                 f"last check before that batch (at most {self.check_every} batches earlier)")
+        kind = "weights" if update else "loss"
         raise RuntimeError(
-            f"Non-finite loss at epoch {epoch}, batch {batch}: {details}. {kept}, and history "
-            "is kept. " + _ADVICE
+            f"Non-finite {kind} at epoch {epoch}, batch {batch}: {cause}. {kept}, and history "
+            "is kept. " + (_update_advice(None) if update else _ADVICE)
+        )
+
+    def _raise_if_nothing_kept(self, epoch: int) -> None:
+        """``"skip"``: an epoch ended and no step of the fit was kept: raise, naming the cause."""
+        batches, self._epoch_batches = self._epoch_batches, 0
+        if self._kept_any or batches == 0:
+            return
+        bad_losses, bad_updates = int(self.bad_losses), int(self.bad_updates)
+        if bad_losses + bad_updates < batches:
+            self._kept_any = True
+            return
+        causes = []
+        if bad_updates:
+            causes.append(f"In {bad_updates} of them the loss was finite but the update made the weights or "
+                          "the optimizer state non-finite. " + _update_advice(self.get_optimizer()))
+        if bad_losses:
+            causes.append(f"In {bad_losses} of them the loss was not finite: check X and the teacher's "
+                          "logits for NaN or infinite values, or lower the learning rate.")
+        raise RuntimeError(
+            f"Every batch of epoch {epoch} was skipped ({batches} of {batches}), so no step of this fit "
+            f"was kept and the student did not train (trainer__on_nonfinite='skip'). {' '.join(causes)}"
         )
 
     def reset_epoch(self) -> None:
-        """Start an epoch: batch numbers count from 1 again."""
+        """Start an epoch: batch numbers and counts start again."""
         self.good_batches.zero_()
-        self.skipped.zero_()
+        self.bad_losses.zero_()
+        self.bad_updates.zero_()
         self._since_check = 0
         self._host_batch = 0
+        self._epoch_batches = 0
 
 
 def _all_finite(values: torch.Tensor) -> torch.Tensor:
@@ -206,7 +304,19 @@ def _all_finite(values: torch.Tensor) -> torch.Tensor:
 
 
 _ADVICE = ("Lower the learning rate, check X and the teacher's logits, or pass "
-           "on_nonfinite='skip' to drop such batches.")
+           "trainer__on_nonfinite='skip' to drop such batches.")
+
+
+def _update_advice(optimizer: torch.optim.Optimizer | None) -> str:
+    """What to do about an update that made the weights non-finite: it names the learning rate.
+
+    ``None``: the check came batches after the update, when the rate may have changed: no value.
+    """
+    groups = optimizer.param_groups if optimizer is not None else ()
+    lrs = sorted({float(group["lr"]) for group in groups if "lr" in group})
+    lr = f" (lr={lrs[0]!r})" if len(lrs) == 1 else (f" (lr={lrs})" if lrs else "")
+    return (f"The learning rate{lr} or another optimizer setting is too large for this student: lower "
+            "lr (e.g. by 10x).")
 
 
 def _nonfinite_details(names: Sequence[str], values: Sequence[float]) -> str:
@@ -214,12 +324,32 @@ def _nonfinite_details(names: Sequence[str], values: Sequence[float]) -> str:
     return ", ".join(f"{n}={v}" for n, v in zip(names, values, strict=True) if not math.isfinite(v))
 
 
-class _FlatUndo:
-    """A flat copy of many tensors, restored with a few ops instead of a few per tensor.
+def _terms(values: Sequence[float], names: Sequence[str] | None = None) -> str:
+    names = names or [f"term {i}" for i in range(len(values))]
+    return ", ".join(f"{n}={v:.4g}" for n, v in zip(names, values, strict=False))
+
+
+def _nonfinite_names(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> str:
+    """The weights (and optimizer state) that are not finite, by name (a host read: errors only)."""
+    names = {id(p): name for name, p in module.named_parameters()}
+    bad = [name for name, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
+    bad += [f"the optimizer's {key} of {names.get(id(p), 'a parameter')}"
+            for p, state in optimizer.state.items() for key, value in state.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point()
+            and not bool(torch.isfinite(value).all())]
+    if not bad:
+        return "the weights"
+    return ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+
+
+class _Flat:
+    """Flat copies of many tensors: checked and restored with a few ops instead of a few per tensor.
 
     Tensors are grouped by device and dtype; per group, :meth:`save` is one
-    ``cat`` into a saved buffer, and :meth:`restore_unless` one ``cat`` of the
-    current values, one ``where`` and one ``torch._foreach_copy_`` back.
+    ``cat`` into a saved buffer, :meth:`finite` one ``cat`` of the current
+    values and a 3-op reduction, and :meth:`restore_unless` one ``where``
+    and one ``torch._foreach_copy_`` back (from the current values that
+    :meth:`finite` gathered).
     """
 
     def __init__(self, tensors: Sequence[torch.Tensor]):
@@ -227,12 +357,11 @@ class _FlatUndo:
         self.groups: dict[tuple, list[int]] = {}
         for position, tensor in enumerate(tensors):
             self.groups.setdefault((tensor.device, tensor.dtype), []).append(position)
-        self.saved = {}
-        self.current = {}
-        for key, positions in self.groups.items():
-            size = sum(tensors[i].numel() for i in positions)
-            self.saved[key] = torch.empty(size, device=key[0], dtype=key[1])
-            self.current[key] = torch.empty(size, device=key[0], dtype=key[1])
+        self.sizes = {key: sum(tensors[i].numel() for i in positions)
+                      for key, positions in self.groups.items()}
+        self.saved: dict[tuple, torch.Tensor] = {}
+        self.current = {key: torch.empty(size, device=key[0], dtype=key[1])
+                        for key, size in self.sizes.items()}
 
     def fits(self, tensors: Sequence[torch.Tensor]) -> bool:
         return len(tensors) == len(self.ids) and all(
@@ -240,12 +369,34 @@ class _FlatUndo:
 
     def save(self, tensors: Sequence[torch.Tensor]) -> None:
         for key, positions in self.groups.items():
+            if key not in self.saved:
+                self.saved[key] = torch.empty(self.sizes[key], device=key[0], dtype=key[1])
             torch.cat([tensors[i].detach().reshape(-1) for i in positions], out=self.saved[key])
 
+    def finite(self, tensors: Sequence[torch.Tensor], new: Sequence[torch.Tensor], device) -> torch.Tensor:
+        """Whether every floating tensor on ``device`` is finite (a device flag); gathers the current values.
+
+        Groups on another device (Adam's step counts on the CPU when not
+        capturable) are gathered for :meth:`restore_unless` but not checked:
+        they hold counts, and reading them would copy across devices.
+        """
+        flags = []
+        for key, positions in self.groups.items():
+            torch.cat([tensors[i].detach().reshape(-1) for i in positions], out=self.current[key])
+            if key[0] == device and key[1].is_floating_point:
+                flags.append(_all_finite(self.current[key]))
+        flags += [_all_finite(t.detach()) for t in new if t.is_floating_point() and t.device == device]
+        if not flags:
+            return torch.ones((), dtype=torch.bool, device=device)
+        flag = flags[0]
+        for other in flags[1:]:
+            flag = flag.logical_and(other)
+        return flag
+
     def restore_unless(self, kept: torch.Tensor, tensors: Sequence[torch.Tensor]) -> None:
+        """Where not ``kept``, copy the saved values back (after :meth:`finite` gathered the current ones)."""
         for key, positions in self.groups.items():
             group = [tensors[i] for i in positions]
-            torch.cat([t.detach().reshape(-1) for t in group], out=self.current[key])
             # state kept on another device (Adam's step counts on the CPU when not capturable)
             flag = kept if kept.device == key[0] else kept.to(key[0])
             torch.where(flag, self.current[key], self.saved[key], out=self.saved[key])

@@ -2,7 +2,10 @@
 
 A training step adds its batch's loss and terms to device tensors; the host
 reads them once, at the end of the epoch. Per-batch records are optional
-(``record_batches``): each one costs a device-to-host copy.
+(``record_batches``): each one costs a device-to-host copy. A batch whose step
+the guard undid (``trainer__on_nonfinite="skip"``) is left out of the epoch
+means (the kept samples are counted on the device) and recorded per batch as
+NaN, never as a loss of 0.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ __all__ = ["EpochLedger"]
 
 class EpochLedger:
     """Batch-size-weighted sums of the loss and its named terms, on the device.
+
+    A row is ``[total, *terms, kept]``: ``kept`` is 1, or 0 for a skipped
+    batch (whose row is all 0), so the sums' last entry counts the samples
+    of kept batches, the divisor of the means.
 
     Parameters
     ----------
@@ -48,7 +55,8 @@ class EpochLedger:
         names = tuple(names)
         if self.names is None:
             self.names = names
-            self.sums = torch.zeros(len(names) + 1, device=self.device)
+            self.sums = torch.zeros(len(names) + 2, device=self.device)
+            self._one = torch.ones(1, device=self.device)
         elif names != self.names:
             raise RuntimeError(
                 f"The loss returned the terms {list(names)} after {list(self.names)}; a loss "
@@ -63,8 +71,8 @@ class EpochLedger:
         self.epochs += 1
 
     def row(self, total: torch.Tensor, values: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
-        """``[total, *values]`` of one batch, zeroed where the batch was skipped."""
-        row = torch.cat([total.detach().reshape(1).float(), values])
+        """``[total, *values, 1]`` of one batch, all 0 where the batch was skipped (``kept`` False)."""
+        row = torch.cat([total.detach().reshape(1).float(), values, self._one])
         return row if kept is None else torch.where(kept, row, 0.0)
 
     def add(self, row: torch.Tensor, batch_size: int) -> None:
@@ -76,15 +84,20 @@ class EpochLedger:
         self.n_samples += batch_size
 
     def batch_record(self, row: torch.Tensor) -> dict[str, float]:
-        """One batch's values as host floats (a device-to-host copy)."""
-        values = row.tolist()
+        """One batch's values as host floats (a device-to-host copy); NaN for a skipped batch."""
+        *values, kept = row.tolist()
+        if not kept:
+            values = [float("nan")] * len(values)
         terms = zip(self.names, values[1:], strict=True)
         return {self.loss_name: values[0], **{self.prefix + name: value for name, value in terms}}
 
     def means(self) -> dict[str, float]:
-        """The epoch's means (one device-to-host copy); empty if no batch ran."""
+        """The epoch's means over the kept batches (one device-to-host copy); empty if no batch ran.
+
+        NaN where every batch of the epoch was skipped.
+        """
         if self.names is None or self.n_samples == 0:
             return {}
-        values = (self.sums / self.n_samples).tolist()
+        values = (self.sums[:-1] / self.sums[-1]).tolist()
         terms = zip(self.names, values[1:], strict=True)
         return {self.loss_name: values[0], **{self.prefix + name: value for name, value in terms}}
