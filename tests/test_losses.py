@@ -1,5 +1,6 @@
 """The loss callbacks: values, invariances, routing, schedules and custom losses."""
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -23,6 +24,7 @@ from skd.losses import (
     KD,
     R2KD,
     DistillationLoss,
+    LossCapabilities,
     TfKD,
     available_losses,
     get_loss_class,
@@ -317,9 +319,9 @@ def test_terms_and_self_teaching_interface():
     assert not hasattr(DistillationLoss, "term_names") and not hasattr(DistillationLoss, "make_teacher")
     assert not hasattr(KD, "registry_name")
     assert TfKD.terms == ("ce", "kd") and DKD.terms == ("ce", "tckd", "nckd")
-    assert [loss.self_teaching for loss in ALL_LOSSES] == [False] * len(ALL_LOSSES)
-    assert TfKD(mode="self").self_teaching and TfKD(mode="self").requires_teacher
-    assert not TfKD(mode="reg").self_teaching and not TfKD(mode="reg").requires_teacher
+    assert [loss.capabilities.self_teaching for loss in ALL_LOSSES] == [False] * len(ALL_LOSSES)
+    assert TfKD(mode="self").capabilities.self_teaching and TfKD(mode="self").capabilities.teacher
+    assert not TfKD(mode="reg").capabilities.self_teaching and not TfKD(mode="reg").capabilities.teacher
 
 
 def test_losses_do_not_import_teachers():
@@ -586,3 +588,14 @@ def test_a_loss_whose_every_term_weighs_zero_is_refused_naming_the_weights(digit
         clf.fit(X, y)
     assert not clf.initialized_
     make_loss(name, {**params, "ce_weight": 0.5})  # one positive weight is enough
+
+
+def test_a_loss_declares_its_needs_in_one_capabilities_value():
+    assert isinstance(DistillationLoss.capabilities, LossCapabilities)
+    assert make_loss("ce", {}).capabilities == LossCapabilities(teacher=False, temperature=False)
+    assert make_loss("conskd", {}).capabilities.student_passes == 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        make_loss("kd", {}).capabilities.teacher = False
+    with pytest.raises(TypeError, match=r"Mine declares requires_teacher, which skd no longer reads: declare "
+                                        r"capabilities = LossCapabilities\(teacher=\.\.\.\)"):
+        type("Mine", (DistillationLoss,), {"requires_teacher": False})

@@ -69,7 +69,7 @@ def test_topk_callback_reads_a_book_and_full_logits_alike():
     from_t1_book = loss(student, Fn.compress_teacher(teacher, 4), y)  # re-softened, uniform tail
     assert torch.isfinite(from_t1_book["kd_topk"]) and not torch.allclose(from_t1_book["kd_topk"],
                                                                           from_book["kd_topk"])
-    assert TopKKD.accepts_compressed_book and not getattr(WTTM, "accepts_compressed_book", False)
+    assert TopKKD.capabilities.compressed_book and not WTTM.capabilities.compressed_book
 
 
 @pytest.mark.parametrize(("loss", "match"), [

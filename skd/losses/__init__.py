@@ -4,6 +4,7 @@ one thin skorch callback per method, registered by name."""
 from skd.losses import functional
 from skd.losses.base import (
     DistillationLoss,
+    LossCapabilities,
     available_losses,
     get_loss_class,
     make_loss,
@@ -24,6 +25,7 @@ __all__ = [
     "KD",
     "R2KD",
     "DistillationLoss",
+    "LossCapabilities",
     "TfKD",
     "available_losses",
     "functional",

@@ -7,7 +7,7 @@ from numbers import Real
 import torch
 
 from skd._constraints import Interval
-from skd.losses.base import DistillationLoss, register_loss
+from skd.losses.base import DistillationLoss, LossCapabilities, register_loss
 from skd.losses.functional import (
     adaptive_smoothing_alpha,
     labelled_mean,
@@ -24,7 +24,7 @@ class SelfKnowledgeLS(DistillationLoss):
 
     A teacher-free loss beside Tf-KD: the label is smoothed towards the
     model's own earlier prediction (its self-knowledge: a first fit of the
-    student, as Tf-KD self, so :attr:`self_teaching` is True), by an amount
+    student, as Tf-KD self, so ``capabilities.self_teaching`` is True), by an amount
     ``alpha_i`` that varies per sample with the model's current entropy
     (:func:`~skd.losses.functional.adaptive_smoothing_alpha`):
     ``mean_i [(1 - alpha_i) CE(y_i, p^S_i) + alpha_i H(softmax(z^prior_i / T), p^S_i)]``
@@ -52,9 +52,7 @@ class SelfKnowledgeLS(DistillationLoss):
         self.scale = scale
         self.temperature = temperature
 
-    @property
-    def self_teaching(self) -> bool:
-        return True
+    capabilities = LossCapabilities(self_teaching=True)
 
     def compute_terms(self, student_logits, teacher_logits, y, temperature):
         labelled = y >= 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import weakref
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
@@ -23,8 +24,8 @@ from skd.losses.functional import (
 )
 from skd.state import EpochState, EpochValues
 
-__all__ = ["DistillationLoss", "available_losses", "foreign_loss_params", "get_loss_class", "make_loss",
-           "register_loss"]
+__all__ = ["DistillationLoss", "LossCapabilities", "available_losses", "foreign_loss_params",
+           "get_loss_class", "make_loss", "register_loss"]
 
 _REGISTRY: dict[str, type[DistillationLoss]] = {}
 #: Each loss's state for calls outside a fit (see DistillationLoss._call_state); weak, so never pickled.
@@ -114,6 +115,63 @@ COMMON_CONSTRAINTS = {
 _NON_NEGATIVE = [Interval(Real, 0, None, closed="left")]
 
 
+@dataclass(frozen=True)
+class LossCapabilities:
+    """What a loss needs and offers: one value, the class attribute ``capabilities`` of each loss.
+
+    The classifier, the book, the labels and the step read it (nothing else
+    of the loss's class says what it needs). A loss whose needs depend on its
+    parameters (Tf-KD's ``mode``) makes it a property.
+
+    Attributes
+    ----------
+    teacher : bool, default=True
+        The loss needs teacher logits (a teacher, or a book).
+    self_teaching : bool, default=False
+        The teacher is a first fit of the student itself (Tf-KD ``self``).
+    temperature : bool, default=True
+        The loss softens at its ``temperature`` parameter (schedules apply to it).
+    labelled_only : bool, default=False
+        :meth:`DistillationLoss.compute_terms` takes a keyword ``labelled_only``:
+        True when every row of the fit has a label (no ``UNLABELLED`` in ``y``),
+        so the loss can skip its unlabelled-row handling (DKD and CAKD: the
+        teacher's top class, three kernels per step).
+    extract : bool, default=True
+        ``loss__extract`` can apply: the loss reads full teacher logits and
+        softens them at its temperature.
+    compressed_book : bool, default=False
+        The loss reads a compressed book (a :class:`~skd.losses.functional.TopKBook`:
+        the teacher's top-k classes and a tail) in place of teacher logits.
+        Such a loss has ``k`` and ``temperature`` parameters: the classifier
+        writes its book with them. Other losses refuse one.
+    compilable : bool, default=True
+        The loss's call can be compiled as one graph (``trainer__compile_loss``);
+        False for a loss whose call does host work on every batch (CTKD): it runs eagerly.
+    student_passes : int, default=1
+        Forward passes of the student per training batch that the loss
+        compares (2 for Cons-KD: two dropout-perturbed passes).
+    non_negative : tuple of str
+        Parameters (besides ``*weight``) that must be numbers >= 0 where a loss has them.
+    """
+
+    teacher: bool = True
+    self_teaching: bool = False
+    temperature: bool = True
+    labelled_only: bool = False
+    extract: bool = True
+    compressed_book: bool = False
+    compilable: bool = True
+    student_passes: int = 1
+    non_negative: tuple[str, ...] = ("alpha", "beta", "gamma", "w_bcd", "w_scd", "w_wcd")
+
+
+#: The capability flags of skd before :class:`LossCapabilities`, and the field each became.
+_FLAGS = {"requires_teacher": "teacher", "self_teaching": "self_teaching", "uses_temperature": "temperature",
+          "takes_labelled_only": "labelled_only", "takes_extract": "extract",
+          "accepts_compressed_book": "compressed_book", "compilable": "compilable",
+          "student_passes": "student_passes", "non_negative_params": "non_negative"}
+
+
 def _with_extract(init):
     """``init`` with a keyword-only ``extract=None`` added, stored as ``self.extract``.
 
@@ -176,16 +234,8 @@ class DistillationLoss(Callback):
 
     #: Names of the terms of :meth:`__call__`, in order, the same for every call.
     terms: tuple[str, ...] = ("ce",)
-    #: Whether the loss needs teacher logits.
-    requires_teacher: bool = True
-    #: Whether a ``temperature`` parameter is used.
-    uses_temperature: bool = True
-    #: Whether :meth:`compute_terms` takes a keyword ``labelled_only``: True when every row of the
-    #: fit has a label (no ``UNLABELLED`` in ``y``), so the loss can skip its unlabelled-row handling
-    #: (DKD and CAKD: the teacher's top class, three kernels per step).
-    takes_labelled_only: bool = False
-    #: Parameters (besides ``*weight``) that must be numbers >= 0 where a loss has them.
-    non_negative_params: tuple[str, ...] = ("alpha", "beta", "gamma", "w_bcd", "w_scd", "w_wcd")
+    #: What the loss needs and offers, in one place (see :class:`LossCapabilities`).
+    capabilities: LossCapabilities = LossCapabilities()
     #: Constraints of this loss's own parameters (see :mod:`skd._constraints`).
     _parameter_constraints: dict = {}
     #: Defaults for losses that do not declare these parameters.
@@ -193,19 +243,16 @@ class DistillationLoss(Callback):
     standardize: bool = False
     warmup: float = 0
     extract: float | None = None
-    #: Whether ``extract`` can apply: the loss reads teacher logits and softens them at its temperature.
-    takes_extract: bool = True
-    #: Whether the loss reads a compressed book (a :class:`~skd.losses.functional.TopKBook`: the
-    #: teacher's top-k classes and a tail) in place of teacher logits. Such a loss has ``k`` and
-    #: ``temperature`` parameters: the classifier writes its book with them. Other losses refuse one.
-    accepts_compressed_book: bool = False
-    #: Whether the loss's call can be compiled as one graph (``trainer__compile_loss``,
-    #: :mod:`skd.losses.compiled`); False for a loss whose call does host work on every batch
-    #: (CTKD steps its own temperature optimizer): it runs eagerly.
-    compilable: bool = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        declared = [flag for flag in _FLAGS if flag in cls.__dict__]
+        if declared:
+            fields = ", ".join(f"{_FLAGS[flag]}=..." for flag in declared)
+            raise TypeError(
+                f"{cls.__name__} declares {', '.join(declared)}, which skd no longer reads: declare "
+                f"capabilities = LossCapabilities({fields}) (skd.losses.LossCapabilities) instead."
+            )
         if "__init__" in cls.__dict__:
             cls.__init__ = _with_extract(cls.__dict__["__init__"])
 
@@ -237,7 +284,7 @@ class DistillationLoss(Callback):
             Standardised first when ``standardize`` is True.
         teacher_logits : Tensor of shape (batch, n_classes), or None
             Aligned to the classifier's ``classes_``; None when
-            ``requires_teacher`` is False.
+            ``capabilities.teacher`` is False.
         y : LongTensor of shape (batch,)
             Encoded labels, indices into ``classes_``; ``UNLABELLED`` (-1)
             marks a row without a label, which gets the teacher's terms only.
@@ -248,18 +295,13 @@ class DistillationLoss(Callback):
         """
         return {}
 
-    @property
-    def self_teaching(self) -> bool:
-        """Whether the teacher is a first fit of the student itself (Tf-KD self)."""
-        return False
-
     # -- parameters -----------------------------------------------------------
     def parameter_constraints(self) -> dict:
         """The constraints of this loss's parameters: common, weights, and its own."""
         params = self.get_params()
         table = {name: rule for name, rule in COMMON_CONSTRAINTS.items() if name in params}
         table.update({name: _NON_NEGATIVE for name in params
-                      if name.endswith("weight") or name in self.non_negative_params})
+                      if name.endswith("weight") or name in self.capabilities.non_negative})
         table.update(self._parameter_constraints)
         return table
 
@@ -279,7 +321,7 @@ class DistillationLoss(Callback):
             return
         params = self.get_params()
         named = ", ".join(f"loss__{name}={params[name]!r}" for name in sorted(params)
-                          if name.endswith("weight") or name in self.non_negative_params)
+                          if name.endswith("weight") or name in self.capabilities.non_negative)
         raise ValueError(
             f"Every term of {type(self).__name__} weighs 0 ({named}): the loss is 0 whatever the "
             "student does, and it would not train. Give at least one term a positive weight (e.g. "
@@ -291,13 +333,13 @@ class DistillationLoss(Callback):
         if self.extract is None:
             return
         name = type(self).__name__
-        if not self.requires_teacher:
+        if not self.capabilities.teacher:
             raise ValueError(
                 f"loss__extract={self.extract!r} transforms the teacher's logits, but {name} "
                 "(with these parameters) has no teacher. Leave loss__extract at None, or use a "
                 "loss that distils from a teacher (e.g. 'kd', 'dkd', 'dist')."
             )
-        if self.accepts_compressed_book or not self.takes_extract:
+        if self.capabilities.compressed_book or not self.capabilities.extract:
             raise ValueError(
                 f"loss__extract={self.extract!r} cannot apply to {name}: it does not soften full "
                 "teacher logits at its own temperature (a compressed book, or a learnt "
@@ -323,7 +365,7 @@ class DistillationLoss(Callback):
         if schedules is not None and schedules.soft is not None:
             soft, ce = schedules.soft.scales_at(epoch, schedules.max_epochs)
         temperature = 1.0
-        if self.uses_temperature and getattr(self, "temperature", None) is not None:
+        if self.capabilities.temperature and getattr(self, "temperature", None) is not None:
             temperature = float(self.temperature)
             if schedules is not None and schedules.temperature is not None:
                 temperature = float(schedules.temperature.value_at(epoch, schedules.max_epochs))
@@ -393,7 +435,7 @@ class DistillationLoss(Callback):
         ``state`` defaults to the values of the loss's parameters (no
         schedule, warm-up finished), e.g. for a loss called outside a fit.
         """
-        if isinstance(teacher_logits, TopKBook) and not self.accepts_compressed_book:
+        if isinstance(teacher_logits, TopKBook) and not self.capabilities.compressed_book:
             raise TypeError(
                 f"{type(self).__name__} needs the teacher's full logits, not a compressed book (TopKBook); "
                 "use a loss that reads one (e.g. 'kd_topk'), or pass the full logits."
@@ -411,8 +453,15 @@ class DistillationLoss(Callback):
             ce = (F.cross_entropy(student_logits, y) if state.labelled_only
                   else labelled_cross_entropy(student_logits, y))
             terms["ce"] = ce * state.coefficient("ce")
-        extra = {"labelled_only": state.labelled_only} if self.takes_labelled_only else {}
+        extra = {"labelled_only": state.labelled_only} if self.capabilities.labelled_only else {}
         soft = self.compute_terms(soft_student, soft_teacher, y, state.temperature, **extra)
         for name, value in soft.items():
             terms[name] = value * state.coefficient(name)
         return terms
+
+
+# Read-only views of the flags that ``capabilities`` replaced, for readers in modules not switched yet
+# (skd.book.compressed, skd.labels, skd.losses.compiled, the teachers' fitting, the benchmarks); a
+# subclass cannot declare them (see DistillationLoss.__init_subclass__). Remove when none reads them.
+for _flag, _field in _FLAGS.items():
+    setattr(DistillationLoss, _flag, property(lambda self, _field=_field: getattr(self.capabilities, _field)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from numbers import Integral, Real
 
 from skd._constraints import Interval, Options
-from skd.losses.base import DistillationLoss, register_loss
+from skd.losses.base import DistillationLoss, LossCapabilities, register_loss
 from skd.losses.functional import split_kl_means, strong_class_mask, target_or_teacher_top
 
 __all__ = ["CAKD"]
@@ -96,7 +96,7 @@ class CAKD(DistillationLoss):
         "use_labels": [Options((True, False))],
     }
 
-    takes_labelled_only = True
+    capabilities = LossCapabilities(labelled_only=True)
 
     def compute_terms(self, student_logits, teacher_logits, y, temperature, labelled_only=False):
         n_classes = student_logits.shape[1]

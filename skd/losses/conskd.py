@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from skd._constraints import Options
-from skd.losses.base import register_loss
+from skd.losses.base import LossCapabilities, register_loss
 from skd.losses.functional import CONSISTENCY_KINDS, consistency_divergence
 from skd.losses.kd import KD
 from skd.state import EpochState
@@ -30,7 +30,7 @@ class ConsKD(KD):
     says what skd implements and why.
 
     The trainer runs the student twice per training batch for this loss
-    (:attr:`student_passes`), in the eager and in the captured step. A
+    (``capabilities.student_passes``), in the eager and in the captured step. A
     student without dropout gets the same logits twice: the fit warns, and the
     term is 0. Validation batches run once (no dropout at evaluation): their
     ``valid_cons`` is 0.
@@ -53,7 +53,7 @@ class ConsKD(KD):
 
     terms = ("ce", "kd", "cons")
     #: Forward passes of the student per training batch that this loss compares.
-    student_passes = 2
+    capabilities = LossCapabilities(student_passes=2)
     _parameter_constraints = {"cons_kind": [Options(CONSISTENCY_KINDS)]}
 
     def __init__(self, temperature: float = 4.0, ce_weight: float = 0.1, kd_weight: float = 0.9,

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from skd._constraints import Interval, Options
-from skd.losses.base import MAX_TEMPERATURE, DistillationLoss, make_loss, register_loss
+from skd.losses.base import MAX_TEMPERATURE, DistillationLoss, LossCapabilities, make_loss, register_loss
 from skd.losses.functional import (
     GlobalTemperature,
     InstanceTemperature,
@@ -64,11 +64,10 @@ class CTKD(DistillationLoss):
     temperature_lr : float, default=0.05
     """
 
-    uses_temperature = False
-    #: Runs eagerly under ``trainer__compile_loss``: each call steps the temperature's optimizer.
-    compilable = False
-    #: Refuses ``loss__extract``: the temperature is learnt, while extraction transforms at the epoch's.
-    takes_extract = False
+    #: Not compilable: it runs eagerly under ``trainer__compile_loss`` (its temperature module is
+    #: built on the first call). No ``loss__extract``: the temperature is learnt, while extraction
+    #: transforms at the epoch's.
+    capabilities = LossCapabilities(temperature=False, compilable=False, extract=False)
     _parameter_constraints = {
         "base": [str],
         "base_params": [None, dict],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from skd.losses.base import DistillationLoss, register_loss
+from skd.losses.base import DistillationLoss, LossCapabilities, register_loss
 from skd.losses.functional import split_kl_means, target_mask, target_or_teacher_top
 
 __all__ = ["DKD"]
@@ -56,7 +56,7 @@ class DKD(DistillationLoss):
         self.warmup = warmup
         self.standardize = standardize
 
-    takes_labelled_only = True
+    capabilities = LossCapabilities(labelled_only=True)
 
     def compute_terms(self, student_logits, teacher_logits, y, temperature, labelled_only=False):
         # the batch means of dkd_terms, fused: split_kl_means

@@ -5,7 +5,7 @@ from __future__ import annotations
 from numbers import Real
 
 from skd._constraints import Interval
-from skd.losses.base import DistillationLoss, register_loss
+from skd.losses.base import DistillationLoss, LossCapabilities, register_loss
 from skd.losses.functional import kd_divergence_mean
 
 __all__ = ["CE", "KD"]
@@ -28,8 +28,7 @@ class CE(DistillationLoss):
     """
 
     terms = ("ce",)
-    requires_teacher = False
-    uses_temperature = False
+    capabilities = LossCapabilities(teacher=False, temperature=False)
     _parameter_constraints = {"temperature": [None, Interval(Real, 0, None, closed="neither")]}
 
     def __init__(self, ce_weight: float = 1.0, temperature: float | None = None):

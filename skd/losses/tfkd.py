@@ -5,7 +5,7 @@ from __future__ import annotations
 from numbers import Real
 
 from skd._constraints import Interval, Options
-from skd.losses.base import DistillationLoss, register_loss
+from skd.losses.base import DistillationLoss, LossCapabilities, register_loss
 from skd.losses.functional import (
     kd_divergence_mean,
     labelled_mean,
@@ -27,7 +27,7 @@ class TfKD(DistillationLoss):
       true class and ``(1 - a) / (C - 1)`` elsewhere, softened by ``T``. No
       teacher is needed.
     - ``mode="self"`` (Tf-KD_self): a first fit of the student with
-      cross-entropy alone is the teacher. :attr:`self_teaching` is True: the
+      cross-entropy alone is the teacher. ``capabilities.self_teaching`` is True: the
       classifier fits a clone of itself with ``loss="ce"`` first and passes
       its module as the teacher.
 
@@ -86,19 +86,15 @@ class TfKD(DistillationLoss):
         self.convention = convention
 
     @property
-    def requires_teacher(self):
-        return self.mode == "self"
-
-    @property
-    def self_teaching(self) -> bool:
-        return self.mode == "self"
+    def capabilities(self) -> LossCapabilities:
+        """``mode="self"``: a teacher, the student's own first fit; ``"reg"``: none."""
+        return LossCapabilities(teacher=self.mode == "self", self_teaching=self.mode == "self",
+                                labelled_only=True)
 
     _parameter_constraints = {
         "mode": [Options(("reg", "self"))],
         "a": [Interval(Real, 0, 1, closed="neither")],
     }
-
-    takes_labelled_only = True
 
     def compute_terms(self, student_logits, teacher_logits, y, temperature, labelled_only=False):
         released = self.convention == "released"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from numbers import Integral
 
 from skd._constraints import Interval
-from skd.losses.base import DistillationLoss, register_loss
+from skd.losses.base import DistillationLoss, LossCapabilities, register_loss
 from skd.losses.functional import TopKBook, compress_teacher, topk_kd_divergence
 
 __all__ = ["TopKKD"]
@@ -21,7 +21,7 @@ class TopKKD(DistillationLoss):
     (:func:`~skd.losses.functional.topk_kd_divergence`). It reads a
     :class:`~skd.losses.functional.TopKBook` (``k`` log-probabilities,
     indices and the tail's log-mass per row, instead of ``C`` logits), and
-    says so with :attr:`accepts_compressed_book`; given full teacher logits
+    says so with ``capabilities.compressed_book``; given full teacher logits
     it compresses them on the fly, so it can be compared with ``"kd"``.
 
     The buckets are exact at the temperature the book was written at (a
@@ -42,7 +42,7 @@ class TopKKD(DistillationLoss):
 
     terms = ("ce", "kd_topk")
     #: This loss can read a compressed (top-k + tail) book; other losses refuse one.
-    accepts_compressed_book = True
+    capabilities = LossCapabilities(compressed_book=True)
 
     _parameter_constraints = {"k": [Interval(Integral, 1, None, closed="left")]}
 

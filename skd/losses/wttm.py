@@ -5,7 +5,7 @@ from __future__ import annotations
 from numbers import Real
 
 from skd._constraints import Interval
-from skd.losses.base import DistillationLoss, register_loss
+from skd.losses.base import DistillationLoss, LossCapabilities, register_loss
 from skd.losses.functional import ttm_divergence, wttm_divergence
 
 __all__ = ["WTTM"]
@@ -42,7 +42,7 @@ class WTTM(DistillationLoss):
     """
 
     terms = ("ce", "wttm")
-    uses_temperature = False
+    capabilities = LossCapabilities(temperature=False)
     _parameter_constraints = {"gamma": [Interval(Real, 0, 1, closed="right")], "weighted": [bool]}
 
     def __init__(

@@ -81,7 +81,7 @@ def graph_blockers(parts: StepParts, data, callbacks, optimizer_reason: str | No
         reasons.append("the device is not CUDA")
     if data is None:
         reasons.append("the data is not in-memory device batches (a Dataset or a custom iterator)")
-    elif parts.loss.requires_teacher and not is_book(data.X):
+    elif parts.loss.capabilities.teacher and not is_book(data.X):
         reasons.append("the teacher runs online (no book)")
     if data is not None and data.sparse:
         reasons.append("X is sparse (its rows are selected and densified per batch)")

@@ -100,7 +100,7 @@ def teacher_logits_for(parts: StepParts, X) -> torch.Tensor | TopKBook:
 
 def student_passes(parts: StepParts) -> int:
     """Forward passes of the student per training batch that the loss compares (2 for Cons-KD)."""
-    return getattr(parts.loss, "student_passes", 1)
+    return parts.loss.capabilities.student_passes
 
 
 class NoDropoutWarning(UserWarning):
@@ -149,7 +149,7 @@ def terms_for(parts: StepParts, y_pred, y, X, state: EpochState | None = None,
     teacher_logits, teacher_outputs = None, None
     if parts.hints is not None and not suffix:  # online features: one teacher forward gives both
         teacher_logits, teacher_outputs = parts.hints.teacher_outputs(X)
-    if parts.loss.requires_teacher and teacher_logits is None:
+    if parts.loss.capabilities.teacher and teacher_logits is None:
         teacher_logits = teacher_logits_for(parts, X)
     extra = {} if second is None else {"second": second.float()}
     terms = loss_terms(parts.loss, y_pred.float(), teacher_logits, y, state, parts.compiled, **extra)
