@@ -343,11 +343,11 @@ def skd_replay_kernels(loss, batch, **options):
     counted = []
     original = graph.CapturedStep.run
 
-    def run(self, index=None, **fit_params):
+    def run(self, **fit_params):
         if self.graph is None or counted:
-            return original(self, index, **fit_params)
+            return original(self, **fit_params)
         result = []
-        counted.append(cuda_kernels(lambda: result.append(original(self, index, **fit_params))))
+        counted.append(cuda_kernels(lambda: result.append(original(self, **fit_params))))
         return result[0]
 
     graph.CapturedStep.run = run

@@ -66,3 +66,11 @@ def pearson_relations(student_logits, teacher_logits, temperature):
     teacher_logits = teacher_logits.detach()
     return _generic_relation_distances(student_logits, teacher_logits, temperature, "pearson", "paper")
 
+
+
+def kd_divergence(student_logits, teacher_logits, temperature):
+    """Per-sample ``KL(softmax(z^T / T) || softmax(z^S / T))`` (Hinton et al., 2015, Sec. 2): the reference
+    of ``skd.losses.functional.kd_divergence`` and ``kd_divergence_mean``."""
+    log_s = torch.log_softmax(student_logits / temperature, dim=1)
+    log_t = torch.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    return torch.nn.functional.kl_div(log_s, log_t, log_target=True, reduction="none").sum(1)

@@ -2,8 +2,8 @@
 a warning (never a silent fallback) when a loss cannot be compiled, and the trainer's option.
 
 The fast tests trace through Dynamo and AOTAutograd with the ``aot_eager`` backend (the graph skd compiles,
-run by eager kernels: seconds); the same checks with TorchInductor's code, 20-80 s per loss on a 2-core
-CPU, are marked slow."""
+run by eager kernels: seconds); the same checks with TorchInductor's code, 1.5-4 minutes per loss on a
+busy 2-core CPU, are marked slow."""
 
 import pickle
 import warnings

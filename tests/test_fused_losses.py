@@ -275,39 +275,52 @@ def test_pearson_relations_have_no_host_sync_with_a_learnable_temperature():
 # -- KD and Tf-KD: the batch-mean KL -----------------------------------------------------------------
 
 
-@given(logits_pairs(), wide_temperatures, st.floats(0.0, 5.0))
-def test_kd_divergence_mean_equals_the_mean_of_kd_divergence_in_value_and_gradient(pair, temperature, weight):
+@given(logits_pairs(), wide_temperatures, st.floats(0.0, 5.0), st.booleans())
+def test_kd_divergence_equals_the_reference_in_value_and_gradient(pair, temperature, weight, per_sample):
     student, teacher, _ = pair
     z1 = student.clone().requires_grad_(True)
     z2 = student.clone().requires_grad_(True)
-    fused = Fn.kd_divergence_mean(z1, teacher, temperature)
-    reference = Fn.kd_divergence(z2, teacher, temperature).mean()
-    assert close(fused, reference)
-    (weight * fused).backward()
-    (weight * reference).backward()
+    if per_sample:
+        fused = Fn.kd_divergence(z1, teacher, temperature)
+        expected = reference.kd_divergence(z2, teacher, temperature)
+        weights = weight * torch.linspace(0.0, 1.0, len(student), dtype=student.dtype)
+    else:
+        fused = Fn.kd_divergence_mean(z1, teacher, temperature)
+        expected = reference.kd_divergence(z2, teacher, temperature).mean()
+        weights = weight
+    assert close(fused, expected)
+    (weights * fused).sum().backward()
+    (weights * expected).sum().backward()
     assert torch.isfinite(z1.grad).all()
     assert torch.allclose(z1.grad, z2.grad, rtol=1e-6, atol=1e-9 / temperature)
 
 
 @given(logits_pairs(max_classes=30, extremes=False), st.sampled_from([0.3, 1.0, 4.0, 20.0]))
-def test_kd_divergence_mean_temperature_gradient_equals_autograd(pair, temperature):
+def test_kd_divergence_temperature_gradient_equals_autograd(pair, temperature):
     student, teacher, _ = pair
+    weights = torch.linspace(0.5, 2.0, len(student), dtype=student.dtype)
     grads = []
-    for divergence in (Fn.kd_divergence_mean, lambda s, t, T: Fn.kd_divergence(s, t, T).mean()):
+    for divergence in (Fn.kd_divergence_mean, lambda s, t, T: reference.kd_divergence(s, t, T).mean(),
+                       lambda s, t, T: (weights * Fn.kd_divergence(s, t, T)).sum(),
+                       lambda s, t, T: (weights * reference.kd_divergence(s, t, T)).sum()):
         t = torch.tensor(temperature, dtype=torch.float64, requires_grad=True)
         z = student.clone().requires_grad_(True)
         (t**2 * divergence(z, teacher, t)).backward()
         grads.append((z.grad, t.grad))
-    assert torch.allclose(grads[0][0], grads[1][0], rtol=1e-6, atol=1e-10)
-    assert torch.allclose(grads[0][1], grads[1][1], rtol=1e-6, atol=1e-10)
+    for fused, expected in (grads[:2], grads[2:]):
+        assert torch.allclose(fused[0], expected[0], rtol=1e-6, atol=1e-10)
+        assert torch.allclose(fused[1], expected[1], rtol=1e-6, atol=1e-10)
 
 
-def test_kd_divergence_mean_passes_gradcheck_for_student_and_temperature():
+def test_kd_divergence_passes_gradcheck_for_student_and_temperature():
     generator = torch.Generator().manual_seed(4)
     student = torch.randn(5, 7, dtype=torch.float64, generator=generator, requires_grad=True)
     teacher = torch.randn(5, 7, dtype=torch.float64, generator=generator) * 3
     temperature = torch.tensor(2.5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda z, t: Fn.kd_divergence_mean(z, teacher, t), (student, temperature))
+    assert torch.autograd.gradcheck(lambda z, t: Fn.kd_divergence(z, teacher, t), (student, temperature))
+    one = torch.full((1,), 1.5, dtype=torch.float64, requires_grad=True)  # CTKD's global temperature
+    assert torch.autograd.gradcheck(lambda z, t: Fn.kd_divergence(z, teacher, t), (student, one))
 
 
 @given(logits_pairs(max_classes=50), wide_temperatures, st.floats(0.05, 0.999))

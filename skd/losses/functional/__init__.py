@@ -29,7 +29,6 @@ from skd.losses.functional.basics import (
     check_choice,
     check_temperature,
     class_indices,
-    kd_divergence,
     labelled_cross_entropy,
     labelled_mean,
     soften,
@@ -47,7 +46,7 @@ from skd.losses.functional.correlation import (
     r2kd_value_terms,
     relation_distances,
 )
-from skd.losses.functional.fused_kl import kd_divergence_mean
+from skd.losses.functional.fused_kl import kd_divergence, kd_divergence_mean
 from skd.losses.functional.fused_relation import pearson_relations, row_pearson_distance
 from skd.losses.functional.rank import hard_rank, soft_rank, spearman_distance
 from skd.losses.functional.split import (

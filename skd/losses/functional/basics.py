@@ -1,4 +1,4 @@
-"""Shared pieces: parameter checks, softening, the full KD divergence, masks."""
+"""Shared pieces: parameter checks, softening, masks, the labelled mean and cross-entropy."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ __all__ = [
     "check_temperature",
     "class_indices",
     "compute_dtype",
-    "kd_divergence",
     "labelled_cross_entropy",
     "standardize_logits",
     "labelled_mean",
@@ -68,24 +67,6 @@ def soften(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     Network", Eq. (1): ``q_i = exp(z_i / T) / sum_j exp(z_j / T)``.
     """
     return torch.log_softmax(logits / temperature, dim=1)
-
-
-def kd_divergence(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Per-sample ``KL(p^T || p^S)`` between softened distributions.
-
-    Hinton et al. (2015), Sec. 2: the soft-target term of knowledge
-    distillation. The ``T**2`` factor of that section is applied by the
-    caller (it keeps gradients comparable across temperatures).
-
-    Returns
-    -------
-    torch.Tensor of shape (batch,)
-    """
-    log_student = soften(student_logits, temperature)
-    log_teacher = soften(teacher_logits, temperature)
-    return F.kl_div(log_student, log_teacher, log_target=True, reduction="none").sum(1)
 
 
 #: ``arange(n)`` per (n, device): constants made once per process, not one kernel per step.
