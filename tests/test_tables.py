@@ -95,3 +95,17 @@ def test_nan_still_gets_the_impute_message():
     X[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN or infinity.*impute"):
         DistillationClassifier(MLP, loss="ce", verbose=0, device="cpu").fit(X, np.arange(20) % 2)
+
+
+def test_an_online_teacher_fitted_on_a_dataframe_gets_its_column_names(table):
+    # online the teacher is asked about the student's float32 batches: they carry the table's names
+    import warnings
+
+    X_train, _, y_train, _ = table
+    numeric = X_train.drop(columns="size")
+    teacher = FrozenEstimator(LogisticRegression(max_iter=2000).fit(numeric, y_train))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*feature names.*")
+        clf = DistillationClassifier(MLP, teacher=teacher, book="online", max_epochs=1, verbose=0,
+                                     device="cpu").fit(numeric, y_train)
+    assert clf.teacher_.n_forward_samples_ >= len(numeric)

@@ -170,8 +170,15 @@ class SklearnTeacher(Teacher):
 
     def _as_input(self, X):
         # the rows as the user gave them (a DataFrame keeps its columns and dtypes, sparse rows
-        # stay sparse); a tensor (an online batch) becomes numpy
-        return _to_numpy_input(X)
+        # stay sparse); a tensor (an online batch of the student's features) becomes numpy, with
+        # the column names of a teacher fitted on a DataFrame
+        X = _to_numpy_input(X)
+        names = getattr(self.estimator_, "feature_names_in_", None)
+        if names is not None and isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == len(names):
+            import pandas as pd  # deferred: optional; installed where a teacher was fitted on a DataFrame
+
+            X = pd.DataFrame(X, columns=names)
+        return X
 
     def raw_logits(self, rows):
         if self._use_decision:
