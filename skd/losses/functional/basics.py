@@ -69,7 +69,9 @@ def soften(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.log_softmax(logits / temperature, dim=1)
 
 
-#: ``arange(n)`` per (n, device): constants made once per process, not one kernel per step.
+#: ``arange(n)`` per (n, device), made once per process. Owner: :func:`class_indices`, its only reader and
+#: writer. Why process-wide: the masks of every step compare with it, and making it per step would be one
+#: kernel more per step (on a GPU, a launch) for a constant; it holds n int64 values per size and device.
 _INDICES: dict[tuple[int, torch.device], torch.Tensor] = {}
 
 
