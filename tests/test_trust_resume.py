@@ -122,7 +122,12 @@ def test_a_truncated_params_file_is_a_clear_error_naming_it(data, teacher, tmp_p
     _student(teacher, [("cp", cp), ("load", LoadInitState(cp))], max_epochs=2).fit(X, y)
     params = tmp_path / "params.pt"
     params.write_bytes(params.read_bytes()[:100])
-    with pytest.raises(CheckpointError, match=r"params\.pt cannot be read.*damaged or truncated"):
+    with pytest.raises(CheckpointError, match=r"params\.pt \(f_module\) is not the one recorded.*damaged or "
+                                              r"truncated"):
+        _student(teacher, [("cp", cp), ("load", LoadInitState(cp))]).fit(X, y)
+    (tmp_path / checkpoint_module.MANIFEST).unlink()  # as skorch's own Checkpoint leaves it: no hashes
+    with pytest.raises(CheckpointError, match=r"params\.pt cannot be read.*damaged or truncated"), \
+            pytest.warns(CheckpointWarning, match="no skd-checkpoint.json"):
         _student(teacher, [("cp", cp), ("load", LoadInitState(cp))]).fit(X, y)
 
 
@@ -164,7 +169,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(data, teacher, tmp_path, m
         _student(teacher, _resumable("onecycle", "load-first", cp, [("stop", Stop(STOP + 1))])).fit(X, y)
     monkeypatch.setattr(DistillationClassifier, "save_params", real_save)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["criterion.pt", "history.json", "optimizer.pt",
-                                                           "params.pt"]  # no temporary file left
+                                                           "params.pt", checkpoint_module.MANIFEST]  # no temp
     resumed = _student(teacher, _resumable("onecycle", "load-first", cp)).fit(X, y)
     assert _largest_difference(reference, resumed) < 1e-6
 
@@ -188,7 +193,7 @@ def test_a_crash_between_two_renames_is_finished_on_resume(data, teacher, tmp_pa
     _student(teacher, _resumable("step", "scheduler-first", cp)).fit(X, y)  # interrupted
     monkeypatch.setattr(checkpoint_module.os, "replace", real_replace)
     assert calls["n"] == 2 and (tmp_path / checkpoint_module.JOURNAL).exists()
-    assert len(list(tmp_path.glob(".*.tmp"))) == 3  # optimizer, criterion, history: still to rename
+    assert len(list(tmp_path.glob(".*.tmp"))) == 4  # optimizer, criterion, history, manifest: to rename
     resumed = _student(teacher, _resumable("step", "scheduler-first", cp)).fit(X, y)
     assert not (tmp_path / checkpoint_module.JOURNAL).exists()
     assert len(resumed.history) == EPOCHS
@@ -228,3 +233,69 @@ def test_a_validation_monitor_without_validation_data_is_a_clear_error(data, tea
 
 def test_checkpoint_default_saves_every_epoch():
     assert Checkpoint().monitor is None
+
+
+# ------------------------------------------------------------- issue 30, item 3: one consistent unit
+class CopyAt(Callback):
+    """Copies the checkpoint's files as they are after epoch ``at`` (listed after the Checkpoint)."""
+
+    def __init__(self, at, directory, into):
+        self.at, self.directory, self.into = at, directory, into
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == self.at:
+            self.into.mkdir()
+            for name in ("params.pt", "optimizer.pt", "history.json"):
+                (self.into / name).write_bytes((self.directory / name).read_bytes())
+
+
+def _interrupted_at_3(data, teacher, tmp_path):
+    X, y = data
+    cp = Checkpoint(dirname=str(tmp_path / "cp"))
+    old = tmp_path / "epoch2"
+    _student(teacher, [("cp", cp), ("copy", CopyAt(2, tmp_path / "cp", old)), ("stop", Stop(STOP))]).fit(X, y)
+    return cp, old
+
+
+@pytest.mark.parametrize("stale", ["history.json", "params.pt", "optimizer.pt"])
+def test_files_of_another_epoch_are_refused_naming_the_file(data, teacher, tmp_path, stale):
+    # was: params of epoch 3 with a history of epoch 2 resumed silently (0.076 from an uninterrupted fit)
+    X, y = data
+    cp, old = _interrupted_at_3(data, teacher, tmp_path)
+    (tmp_path / "cp" / stale).write_bytes((old / stale).read_bytes())
+    clf = _student(teacher, [("cp", cp), ("load", LoadInitState(cp))])
+    with pytest.raises(CheckpointError, match=rf"{stale}.*is not the one recorded in .*skd-checkpoint\.json "
+                                              r"for epoch 3: its SHA-256 differs.*files disagree"):
+        clf.fit(X, y)
+
+
+def test_a_history_edited_to_more_epochs_is_refused(data, teacher, tmp_path):
+    # was: max_epochs=6 trained nothing and returned the epoch-3 weights with an 8-epoch history
+    X, y = data
+    cp, _ = _interrupted_at_3(data, teacher, tmp_path)
+    history = tmp_path / "cp" / "history.json"
+    rows = json.loads(history.read_text())
+    rows += [{**rows[-1], "epoch": len(rows) + i + 1} for i in range(5)]
+    history.write_text(json.dumps(rows))
+    with pytest.raises(CheckpointError, match=r"history\.json \(f_history\) is not the one recorded"):
+        _student(teacher, [("cp", cp), ("load", LoadInitState(cp))]).fit(X, y)
+
+
+def test_a_consistent_checkpoint_resumes_and_records_its_epoch(data, teacher, tmp_path):
+    X, y = data
+    cp, _ = _interrupted_at_3(data, teacher, tmp_path)
+    manifest = json.loads((tmp_path / "cp" / checkpoint_module.MANIFEST).read_text())
+    files = {"params.pt", "optimizer.pt", "criterion.pt", "history.json"}
+    assert manifest["epoch"] == STOP and set(manifest["files"]) == files
+    resumed = _student(teacher, [("cp", cp), ("load", LoadInitState(cp))]).fit(X, y)
+    assert len(resumed.history) == EPOCHS
+
+
+def test_a_checkpoint_without_manifest_resumes_with_a_warning(data, teacher, tmp_path):
+    X, y = data
+    cp, _ = _interrupted_at_3(data, teacher, tmp_path)
+    (tmp_path / "cp" / checkpoint_module.MANIFEST).unlink()  # as skorch's own Checkpoint writes it
+    with pytest.warns(CheckpointWarning, match=r"no skd-checkpoint\.json.*cannot be checked "
+                                               r".*skd\.Checkpoint"):
+        resumed = _student(teacher, [("cp", cp), ("load", LoadInitState(cp))]).fit(X, y)
+    assert len(resumed.history) == EPOCHS

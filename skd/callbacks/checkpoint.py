@@ -9,6 +9,18 @@ into place under a small journal, so a reader sees either the whole old
 checkpoint or the whole new one (:class:`LoadInitState` finishes a commit
 that a crash interrupted).
 
+A checkpoint is one unit: with its files, :class:`Checkpoint` writes a
+manifest (``skd-checkpoint.json``) holding the epoch and the SHA-256 of
+every file, renamed into place under the same journal. :class:`LoadInitState`
+refuses a set whose parts disagree (params of epoch 3 beside a history of
+epoch 2, a ``history.json`` edited to more epochs), naming the file.
+
+skorch's own ``LoadInitState`` trusts whatever it finds: a truncated
+``params.pt`` gives a bare ``OSError: [Errno 22] Invalid argument``, and
+files of different epochs resume silently. Use skd's :class:`Checkpoint`
+and :class:`LoadInitState` (``skd.Checkpoint``, ``skd.LoadInitState``),
+which give a :class:`CheckpointError` naming the file instead.
+
 skorch's ``LRScheduler`` derives its position from ``net.history`` in
 ``on_train_begin``: listed before ``LoadInitState`` it sees an empty history
 and starts over; a per-batch policy (``OneCycleLR``, ``CyclicLR``) is
@@ -27,10 +39,8 @@ Use them together, with ``monitor=None`` (a checkpoint every epoch)::
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import tempfile
 import warnings
 from contextlib import suppress
 
@@ -41,38 +51,22 @@ from skorch.history import History
 from skorch.utils import _check_f_arguments, noop
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from skd.callbacks.commit import (
+    JOURNAL,
+    MANIFEST,
+    CheckpointError,
+    CheckpointWarning,
+    apply_journal,
+    check_manifest,
+    damaged,
+    fsync_file,
+    recover_checkpoint,
+    temporary_beside,
+    write_journal,
+    write_manifest,
+)
+
 __all__ = ["Checkpoint", "CheckpointError", "CheckpointWarning", "LoadInitState", "check_resume_callbacks"]
-
-#: Name of the journal of a commit in progress, in the checkpoint's directory (after ``fn_prefix``).
-JOURNAL = "skd-checkpoint-journal.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be resumed from: a file is damaged, missing, or the callbacks cannot replay."""
-
-
-class CheckpointWarning(UserWarning):
-    """A checkpoint could not be written; the previous one is kept."""
-
-
-def _fsync_file(path: str) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _temporary_beside(final: str) -> str:
-    directory = os.path.dirname(os.path.abspath(final))
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(final)}.", suffix=".tmp")
-    os.close(fd)
-    return temporary
-
-
-def _is_temporary_of(temporary: str, final: str) -> bool:
-    final = os.path.abspath(final)
-    return (os.path.dirname(os.path.abspath(temporary)) == os.path.dirname(final)
-            and os.path.basename(temporary).startswith(f".{os.path.basename(final)}.")
-            and temporary.endswith(".tmp"))
-
 
 class Checkpoint(SkorchCheckpoint):
     """skorch's ``Checkpoint``, writing each checkpoint atomically.
@@ -114,6 +108,11 @@ load_best, use_safetensors, **kwargs
         """Path of the journal of a commit in progress."""
         return os.path.join(self.dirname, self.fn_prefix + JOURNAL)
 
+    @property
+    def manifest_(self) -> str:
+        """Path of the manifest: the epoch of the checkpoint and the hash of each of its files."""
+        return os.path.join(self.dirname, self.fn_prefix + MANIFEST)
+
     def on_epoch_end(self, net, **kwargs):
         monitor = self.monitor
         if isinstance(monitor, str) and monitor not in net.history[-1]:
@@ -148,11 +147,15 @@ load_best, use_safetensors, **kwargs
                     self._write(net, kind, f_name, target)
                     continue
                 target = os.fspath(target)
-                staged[target] = _temporary_beside(target)
+                staged[target] = temporary_beside(target)
                 self._write(net, kind, f_name, staged[target])
-                _fsync_file(staged[target])
-            journalled = _write_journal(self.journal_, staged)
-            _apply(self.journal_, staged)
+                fsync_file(staged[target])
+            if staged:  # the manifest travels with the files: renamed under the same journal
+                files = dict(staged)
+                staged[self.manifest_] = temporary_beside(self.manifest_)
+                write_manifest(staged[self.manifest_], self.dirname, len(net.history), files)
+            journalled = write_journal(self.journal_, staged)
+            apply_journal(self.journal_, staged)
         except Exception as error:  # noqa: BLE001 - skorch goes on training after a failed save
             if journalled:  # every file is written: finish the renames the journal lists
                 with suppress(OSError):
@@ -178,59 +181,6 @@ load_best, use_safetensors, **kwargs
                 pickle.dump(net, target)
         else:
             net.save_params(**{f_name: target, "use_safetensors": self.use_safetensors})
-
-
-def _write_journal(journal: str, staged: dict[str, str]) -> bool:
-    """Record the renames to do (atomically); True once the journal is on disk."""
-    if not staged:
-        return False
-    temporary = _temporary_beside(journal)
-    try:
-        with open(temporary, "w") as handle:
-            json.dump({"replace": [[tmp, final] for final, tmp in staged.items()]}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, journal)
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(temporary)
-    return True
-
-
-def _apply(journal: str, staged: dict[str, str]) -> None:
-    """Rename every temporary file over its target, then drop the journal."""
-    for final, tmp in staged.items():
-        os.replace(tmp, final)
-    if staged:
-        os.unlink(journal)
-
-
-def recover_checkpoint(checkpoint) -> bool:
-    """Finish a commit of ``checkpoint`` that a crash interrupted; True if there was one.
-
-    Only renames of this checkpoint's own temporary files onto its own files
-    are replayed; a journal naming anything else is ignored with a warning.
-    """
-    journal = getattr(checkpoint, "journal_", None)
-    if journal is None or not os.path.exists(journal):
-        return False
-    try:
-        with open(journal) as handle:
-            pairs = json.load(handle)["replace"]
-        pairs = [(str(tmp), str(final)) for tmp, final in pairs]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        warnings.warn(f"The checkpoint journal {journal} is unreadable ({error}); it is ignored.",
-                      CheckpointWarning, stacklevel=2)
-        return False
-    if not all(_is_temporary_of(tmp, final) for tmp, final in pairs):
-        warnings.warn(f"The checkpoint journal {journal} names files that are not this checkpoint's "
-                      "temporary files; it is ignored.", CheckpointWarning, stacklevel=2)
-        return False
-    for tmp, final in pairs:
-        if os.path.exists(tmp):
-            os.replace(tmp, final)
-    os.unlink(journal)
-    return True
 
 
 # ----------------------------------------------------------------------------- resume
@@ -407,9 +357,9 @@ def _load(net, checkpoint, use_safetensors: bool) -> bool:
         try:
             history = History.from_file(history_path)
         except (OSError, ValueError, TypeError) as error:
-            raise _damaged(history_path, error) from error
+            raise damaged(history_path, error) from error
         if not all(isinstance(row, dict) and "epoch" in row for row in history):
-            raise _damaged(history_path, TypeError("not a list of epoch rows"))
+            raise damaged(history_path, TypeError("not a list of epoch rows"))
         net.history = history
     files = _files(net, checkpoint)
     everything = dict(files, **({"f_history": history_path} if history_path is not None else {}))
@@ -423,18 +373,14 @@ def _load(net, checkpoint, use_safetensors: bool) -> bool:
             f"{sorted(os.fspath(path) for path in present.values())}. Restore the missing files, or "
             "delete the checkpoint to start afresh."
         )
+    if not check_manifest(checkpoint, present, len(net.history)):
+        warnings.warn(
+            f"The checkpoint in {checkpoint.dirname or '.'} has no {MANIFEST} (it was written by skorch's "
+            "Checkpoint, or by an earlier skd): its params, optimizer state and history cannot be checked "
+            "against each other. Write checkpoints with skd.Checkpoint.", CheckpointWarning, stacklevel=3)
     for name, path in files.items():
         try:
             net.load_params(**{name: path, "use_safetensors": use_safetensors})
         except Exception as error:  # noqa: BLE001 - torch.load raises many kinds; all mean "damaged"
-            raise _damaged(path, error) from error
+            raise damaged(path, error) from error
     return True
-
-
-def _damaged(path, error) -> CheckpointError:
-    return CheckpointError(
-        f"The checkpoint file {os.fspath(path)} cannot be read ({type(error).__name__}: {error}). It is "
-        "damaged or truncated (a checkpoint written in place by a crashed run?). Restore it, or delete "
-        "the checkpoint's files to start afresh; skd.callbacks.checkpoint.Checkpoint writes files atomically."
-    )
-
