@@ -430,3 +430,33 @@ def test_relation_distances_propagate_nan_student_logits():
     assert torch.isnan(torch.stack(Fn.dist_terms(student, teacher, 4.0))).all()
     assert torch.isnan(torch.stack(Fn.r2kd_value_terms(student, teacher, 4.0))).all()
     assert torch.isnan(Fn.spearman_distance(student, teacher, sharpness=1.0)).all()
+
+
+def test_functional_is_the_bottom_layer_and_imports_at_the_top():
+    """skd.losses.functional imports nothing of skd outside itself, no import is deferred into a
+    function (a deferred import hides a cycle), and its modules import one another one way."""
+    import ast
+    from pathlib import Path
+
+    folder = Path(Fn.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        top = set(tree.body)
+        deps = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                assert node in top, f"{path.name}:{node.lineno} imports inside a function"
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("skd"):
+                assert node.module.startswith("skd.losses.functional"), f"{path.name} imports {node.module}"
+                if node.module == "skd.losses.functional":  # from the package: the names are modules
+                    deps.update(alias.name for alias in node.names)
+                else:
+                    deps.add(node.module.rsplit(".", 1)[-1])
+        graph[path.stem] = deps
+
+    def reaches(start, goal, seen=()):
+        return any(dep == goal or (dep not in seen and reaches(dep, goal, (*seen, dep)))
+                   for dep in graph.get(start, ()))
+
+    assert not [name for name in graph if reaches(name, name)]  # no circle
