@@ -245,8 +245,16 @@ def test_munge_neighbours_exclude_the_row_itself_even_with_duplicates():
 def test_noise_has_scale_standard_deviations_per_feature(X):
     maker = Noise(scale=0.3).fit(X)
     views = maker.views(X, torch.arange(len(X))[:, None], torch.arange(50), 2)
-    z = (views - X[:, None, :]) / maker.scale_
+    varying = maker.scale_ > 0
+    z = (views - X[:, None, :])[..., varying] / maker.scale_[varying]
     assert abs(float(z.std()) - 0.3) < 0.01 and abs(float(z.mean())) < 0.01
+
+
+def test_noise_leaves_constant_features_alone(X):
+    constant = X[:, 0] == X[0, 0]
+    assert bool(constant.all())  # digits' first pixel is 0 everywhere
+    assert torch.equal(Noise(scale=0.5).fit(X).views(X, torch.arange(20), 3, 1)[:, 0], X[:20, 0])
+    assert torch.equal(Noise(scale=0.5)(X[:20])[:, 0], X[:20, 0])
 
 
 def test_cutmix_pastes_a_box_of_the_partner_covering_the_smaller_share():

@@ -25,9 +25,16 @@ def mix_rows(X_rows: torch.Tensor, partners: torch.Tensor, lam: torch.Tensor) ->
     return lam * X_rows + (1.0 - lam) * partners
 
 
+def _feature_sd(X: torch.Tensor) -> torch.Tensor:
+    """Per-feature standard deviation (0 for a constant feature, or a single row)."""
+    if len(X) < 2:
+        return torch.zeros(X.shape[1], dtype=X.dtype, device=X.device)
+    return X.std(dim=0, correction=0)
+
+
 def _feature_scale(X: torch.Tensor) -> torch.Tensor:
-    """Per-feature standard deviation, with constant features given 1 (so they stay put)."""
-    sd = X.std(dim=0, correction=0) if len(X) > 1 else torch.zeros(X.shape[1], dtype=X.dtype, device=X.device)
+    """The divisor that standardizes X: the sd, with constant features given 1 (no division by 0)."""
+    sd = _feature_sd(X)
     return torch.where(sd > 0, sd, torch.ones_like(sd))
 
 
@@ -158,8 +165,9 @@ class Noise(ViewMaker):
 
     The per-feature standard deviation is measured in :meth:`fit`; an
     unfitted maker measures it on the batch (online) or on X (booked
-    views). Noise moves rows off the data's manifold: keep ``scale`` small
-    for tree teachers (0.3 standard deviations cost 7 points in skd's probe).
+    views). A constant feature (sd 0) stays as it is. Noise moves rows off
+    the data's manifold, where tree teachers label badly: keep ``scale``
+    small for them, and compare with the student alone.
 
     Parameters
     ----------
@@ -186,7 +194,7 @@ class Noise(ViewMaker):
         """Measure each feature's standard deviation in X."""
         X = dense_features(X, "Noise.fit")
         check_nonnegative(self.scale, "scale", "Noise")
-        self.scale_ = _feature_scale(X)
+        self.scale_ = _feature_sd(X)
         return self
 
     def n_draws(self, n_features: int) -> int:
@@ -195,6 +203,6 @@ class Noise(ViewMaker):
     def make(self, X_rows, u, pool, rows):
         n_features = X_rows.shape[1]
         fitted = getattr(self, "scale_", None)
-        sd = _feature_scale(pool) if fitted is None else fitted.to(device=pool.device, dtype=pool.dtype)
+        sd = _feature_sd(pool) if fitted is None else fitted.to(device=pool.device, dtype=pool.dtype)
         normals = box_muller(u[:, :n_features], u[:, n_features:]).to(X_rows.dtype)
         return X_rows + float(self.scale) * sd * normals
