@@ -9,11 +9,10 @@ import torch
 from sklearn.exceptions import NotFittedError
 
 from skd._device import resolve_device, resolved_device
-from skd._export import lean_copy
-from skd._pickling import cpu_portable
 from skd._validation import validate_X
 from skd.book import features_of
 from skd.metrics import labelled_accuracy_score
+from skd.persist import cpu_portable, lean_copy
 
 __all__ = ["StudentPrediction"]
 

@@ -22,8 +22,6 @@ from skorch.utils import to_numpy
 
 from skd._constraints import Interval, Options, Satisfies, validate_params
 from skd._device import checked_seed, resolved_device, seeded
-from skd._export import refuse_if_exported
-from skd._persist import SavesStudent
 from skd._prediction import StudentPrediction
 from skd._transaction import fit_or_restore
 from skd._validation import check_augment, check_module_dims, data_dims, validate_X, with_data_dims
@@ -41,6 +39,7 @@ from skd.hints import fit_hint_terms, student_projectors
 from skd.labels import UNLABELLED, Labels, check_unlabelled_fit, labelled_rows, partial_labels
 from skd.losses.base import DistillationLoss, foreign_loss_params, make_loss
 from skd.metrics import labelled_accuracy_score
+from skd.persist import SavesStudent, refuse_if_exported
 from skd.teachers import teacher_classes
 from skd.teachers.checks import score_book, warn_if_undertrained
 from skd.teachers.cloning import KeepsFittedTeachers

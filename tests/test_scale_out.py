@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from skorch import NeuralNetClassifier
 
-import skd._pickling
+import skd.persist
 from skd.book.cache import PROBE_ROWS, book_key, check_book_cache
 from skd.callbacks import GradientAllReduce
 from skd.distributed import shard

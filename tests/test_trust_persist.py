@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+import skd.persist
 from skd import MLP, DistillationClassifier
 
 REMOVE = object()
@@ -122,3 +124,34 @@ def test_metadata_that_is_not_json_is_a_clear_error(saved, tmp_path):
     save_file(load_file(str(path)), str(out), metadata={"skd": "{not json"})
     with pytest.raises(ValueError, match="raw.safetensors: the metadata field 'skd' is not JSON"):
         DistillationClassifier.load_student(out, module=MLP)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_nonfinite_weight_is_refused_naming_the_tensor(saved, tmp_path, bad):
+    # was: loaded with valid metadata; predict returned 0 for every row
+    path, _ = saved
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(path))
+    key = sorted(tensors)[0]
+    tensors[key].view(-1)[3] = bad
+    out = tmp_path / "nan.safetensors"
+    save_file(tensors, str(out), metadata=metadata)
+    with pytest.raises(ValueError, match=rf"nan\.safetensors: the tensor '{key}' holds 1 non-finite "
+                                         r"value\(s\) \(NaN or infinity\).*save the student again"):
+        DistillationClassifier.load_student(out, module=MLP)
+
+
+def test_the_persistence_concern_is_one_module():
+    package = Path(skd.persist.__file__).parent
+    assert not [name for name in ("_persist.py", "_pickling.py", "_export.py") if (package / name).exists()]
+    assert {"save_student", "load_student", "lean_copy", "refuse_if_exported", "cpu_portable"} <= set(
+        skd.persist.__all__)
+
+
+def test_cpu_portable_moves_accelerator_tensors_to_the_cpu_in_a_copy(monkeypatch):
+    teacher = torch.nn.Linear(3, 2)
+    assert skd.persist.cpu_portable(teacher) is teacher  # on the CPU: pickled as it is
+    monkeypatch.setattr(skd.persist, "_on_accelerator", lambda tensor: True)
+    copy = skd.persist.cpu_portable([teacher])[0]
+    assert copy is not teacher and torch.equal(copy.weight, teacher.weight)

@@ -1,13 +1,12 @@
-"""Saving a fitted student without pickle: safetensors weights plus a little JSON.
+"""A fitted student outside the process: saved without pickle, exported lean, pickled portably.
 
-:func:`save_student` writes the student's ``state_dict`` with safetensors and,
-in the file's metadata, the labels (``classes_``), the data dimensions and the
-JSON-able ``module__*`` parameters. :func:`load_student` rebuilds a
-predicting classifier from that file and the student's module class; no
-pickle is read, so a file from an untrusted source cannot run code.
+**Saving without pickle.** :func:`save_student` writes the student's
+``state_dict`` with safetensors and, in the file's metadata, the labels
+(``classes_``), the data dimensions and the JSON-able ``module__*``
+parameters. :func:`load_student` rebuilds a predicting classifier from that
+file and the student's module class; no pickle is read, so a file from an
+untrusted source cannot run code.
 
-Reading untrusted files
------------------------
 ``pickle.load`` of a fitted estimator (or ``joblib.load``, or skorch's
 ``load_params`` of a ``.pt`` file without ``weights_only``) runs code: a
 teacher is pickled by value, functions and classes included. Unpickle only
@@ -16,14 +15,35 @@ else: it checks the metadata's fields and cross-checks them against the
 tensor shapes in the safetensors header *before* building any module (the
 module is first built on PyTorch's ``meta`` device, which allocates
 nothing), so edited metadata gets a clear error naming the file and the
-field instead of a huge allocation or a classifier that mislabels.
+field instead of a huge allocation or a classifier that mislabels; a tensor
+holding NaN or infinity is refused, naming it, instead of a student that
+predicts one class everywhere.
+
+**Exporting.** :func:`lean_copy` is a copy for prediction only: no
+teacher, trainer, optimizer or callbacks; :func:`refuse_if_exported` stops
+a fit of it.
+
+**Pickling.** skorch pickles its ``cuda_dependent_attributes_`` in a
+nested, plain ``pickle`` stream, which stores classes by reference. A
+teacher whose class lives in ``__main__`` (any notebook) then fails to load
+in a joblib (loky) or Dask worker, because the worker's ``__main__`` is not
+the notebook's. So skd leaves the teacher in the estimator's own state,
+where the outer pickler (cloudpickle, for loky and Dask) sees it and can
+store such classes by value. What skorch's nested stream bought, loading on
+the CPU what was pickled on CUDA, is kept by :func:`cpu_portable`: a
+teacher holding accelerator tensors is pickled as a copy whose tensors are
+on the CPU (fit moves the teacher to the student's device anyway).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import types
+from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -31,8 +51,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from sklearn.preprocessing import LabelEncoder
+from skorch import NeuralNet
 
-__all__ = ["FORMAT", "SavesStudent", "load_student", "save_student"]
+__all__ = ["FORMAT", "SavesStudent", "cpu_portable", "lean_copy", "load_student", "refuse_if_exported",
+           "save_student"]
 
 #: Format tag written in the metadata; bumped when the layout changes.
 FORMAT = "skd-student/1"
@@ -228,9 +250,10 @@ def load_student(cls, path: str | os.PathLike, module, **params):
     Raises
     ------
     ValueError
-        If the file is not a readable ``save_student`` file, or its metadata
-        does not agree with itself or with the tensors it holds; the message
-        names the file and the field.
+        If the file is not a readable ``save_student`` file, its metadata
+        does not agree with itself or with the tensors it holds (the message
+        names the file and the field), or a tensor holds NaN or infinity
+        (the message names the tensor).
     """
     path = os.fspath(path)
     refuse = _Refuse(path)
@@ -248,9 +271,27 @@ def load_student(cls, path: str | os.PathLike, module, **params):
     if meta["n_features_in"] is not None:
         net.n_features_in_ = meta["n_features_in"]
     _check_against_header(net, module, meta, shapes, classes, refuse)
+    state = load_file(path, device="cpu")
+    _check_finite(state, path)
     net.initialize()
-    net.module_.load_state_dict(load_file(path, device="cpu"))
+    net.module_.load_state_dict(state)
     return net
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: str) -> None:
+    """Refuse a tensor holding NaN or infinity: the student would predict garbage (one class everywhere).
+
+    No option allows them: a fit never keeps non-finite weights (the guard
+    undoes or refuses such steps), so such a file is damaged or edited.
+    """
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            count = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(
+                f"{path}: the tensor {key!r} holds {count} non-finite value(s) (NaN or infinity) of "
+                f"{tensor.numel()}; a student with them predicts garbage. The file is damaged or was "
+                "edited: save the student again from a fitted estimator, or do not load this file."
+            )
 
 
 class SavesStudent:
@@ -281,3 +322,103 @@ class SavesStudent:
         make.
         """
         return load_student(cls, path, module, **params)
+
+
+# ----------------------------------------------------------------------------- export
+def lean_copy(net, predict_nonlinearity: Callable):
+    """A copy of ``net`` without teacher, trainer, hints' projectors, augmentation, callbacks, optimizer
+    or criterion.
+
+    Its pickle holds the student, ``classes_`` and ``history``. skorch's
+    ``trim_for_prediction`` drops the criterion that the output
+    nonlinearity is inferred from, so it is given here.
+    """
+    lean = copy.copy(net)
+    for key in list(vars(lean)):
+        if key.startswith("teacher"):
+            setattr(lean, key, None)
+    vars(lean).pop("trainer_", None)  # the last fit's trainer holds the teacher and the loss
+    vars(lean).pop("hint_plan_", None)  # hints train only: their projectors are dropped too
+    if getattr(lean, "projectors_", None) is not None:
+        lean.projectors_ = None
+    lean.augment = None
+    lean.callbacks_ = []
+    lean.callbacks = None
+    lean.predict_nonlinearity = predict_nonlinearity
+    lean.trim_for_prediction()
+    lean.exported_ = True
+    return lean
+
+
+def refuse_if_exported(net) -> None:
+    """Raise if ``net`` is a lean copy: it has no optimizer or teacher to train with."""
+    if getattr(net, "exported_", False):
+        raise RuntimeError(
+            f"This {type(net).__name__} was made by export_student(): a lean copy that only "
+            "predicts (no teacher, optimizer or callbacks). Train the estimator it was "
+            "exported from, or load its weights with load_student(..., teacher=...) to "
+            "train again."
+        )
+
+
+# ----------------------------------------------------------------------------- pickling
+#: How deep :func:`cpu_portable` looks into containers and attributes for tensors.
+_MAX_DEPTH = 8
+
+
+#: Pickled as they are: functions (lambdas, closures) and modules are not searched, and
+#: skorch nets map their own CUDA state to the CPU when unpickled.
+_NOT_SEARCHED = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, types.ModuleType,
+                 NeuralNet)
+
+
+def _on_accelerator(tensor: torch.Tensor) -> bool:
+    return tensor.device.type != "cpu"
+
+
+def _accelerator_tensors(obj, found: dict, seen: set, depth: int = 0) -> None:
+    """Collect the non-CPU tensors reachable from ``obj`` into ``found`` (by id)."""
+    if id(obj) in seen or depth > _MAX_DEPTH or isinstance(obj, (str, bytes, int, float, type)):
+        return
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        if _on_accelerator(obj):
+            found[id(obj)] = obj
+        return
+    if isinstance(obj, torch.nn.Module):
+        children = chain(obj.parameters(), obj.buffers())
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        children = iter(obj)
+    elif isinstance(obj, dict):
+        children = iter(obj.values())
+    elif isinstance(obj, _NOT_SEARCHED):
+        return
+    elif hasattr(obj, "__dict__"):  # adapters, estimators, skorch nets
+        children = iter(vars(obj).values())
+    else:
+        return
+    for child in children:
+        _accelerator_tensors(child, found, seen, depth + 1)
+
+
+def _cpu_twin(tensor: torch.Tensor) -> torch.Tensor:
+    cpu = tensor.detach().to("cpu", copy=True)
+    if isinstance(tensor, torch.nn.Parameter):
+        return torch.nn.Parameter(cpu, requires_grad=tensor.requires_grad)
+    return cpu
+
+
+def cpu_portable(obj):
+    """``obj`` itself, or a deep copy of it with its accelerator tensors on the CPU.
+
+    Tensors are found through modules (parameters and buffers), lists,
+    tuples, dicts and object attributes; a callable's closure is not
+    searched. The copy shares nothing with ``obj`` and moves each tensor to
+    the CPU once, without a second copy on the accelerator.
+    """
+    found: dict = {}
+    _accelerator_tensors(obj, found, set())
+    if not found:
+        return obj
+    memo = {key: _cpu_twin(tensor) for key, tensor in found.items()}
+    return copy.deepcopy(obj, memo)
