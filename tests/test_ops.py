@@ -62,7 +62,7 @@ def test_the_guard_judges_a_batch_by_its_total_as_by_its_terms(values):
 
 
 @pytest.mark.parametrize("deep", [False, True])
-def test_skip_undoes_a_step_in_four_ops_whatever_the_number_of_tensors(deep):
+def test_skip_checks_and_undoes_a_step_in_ten_ops_whatever_the_number_of_tensors(deep):
     guard, module, optimizer = guard_for("skip", deep)
     values = torch.tensor([1.0])
     for _ in range(2):  # optimizer state exists, the flat buffers are allocated
@@ -70,8 +70,10 @@ def test_skip_undoes_a_step_in_four_ops_whatever_the_number_of_tensors(deep):
     finite = guard.observe(values)
     plain = ops.count_ops(optimizer.step).kernels
     guarded = ops.count_ops(guard.step, optimizer.step, lambda: finite).kernels
-    # one flat copy before the step; one flat copy, one where and one _foreach_copy_ after it
-    assert guarded - plain == 4
+    # one flat copy (cat) before the step; after it, the finite check of the weights and optimizer
+    # state (cat, sub, eq, all), the kept flag (logical_and), the count of bad updates (logical_xor,
+    # add_) and the undo (where, _foreach_copy_): none per tensor
+    assert guarded - plain == 10
 
 
 def test_skip_restores_exactly_the_weights_and_state_before_a_bad_batch():
