@@ -27,8 +27,12 @@ from skd.state import EpochState, EpochValues
 __all__ = ["DistillationLoss", "LossCapabilities", "available_losses", "foreign_loss_params",
            "get_loss_class", "make_loss", "register_loss"]
 
+#: Process-wide, owned by :func:`register_loss` (its only writer): the loss classes by name. A
+#: registry must outlive any one estimator, as scikit-learn's and torch's do; it is written at import.
 _REGISTRY: dict[str, type[DistillationLoss]] = {}
-#: Each loss's state for calls outside a fit (see DistillationLoss._call_state); weak, so never pickled.
+#: Process-wide, owned by :meth:`DistillationLoss._call_state` (its only reader and writer): each
+#: loss's state for calls outside a fit, kept so a call does not fill a state on the device every
+#: time (and CTKD does not read the host). Weak: it dies with its loss and is never pickled.
 _CALL_STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

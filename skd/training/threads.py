@@ -54,7 +54,8 @@ __all__ = ["OwnLoad", "choose_threads", "fit_threads", "load_average", "others_l
 #: The environment variables that fix the thread count of OpenMP / MKL, hence of torch.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
-#: torch's intra-op thread count when skd was imported (a later change is the user's).
+#: Process-wide, written once at import: torch's intra-op thread count then (a later change is the
+#: user's, which fit_threads leaves alone).
 _BASELINE = torch.get_num_threads()
 
 
@@ -122,6 +123,8 @@ class OwnLoad:
         return self.value
 
 
+#: Process-wide, owned by this module (updated by :func:`others_load` and :func:`fit_threads`): this
+#: process's own share of the load average, which must outlive one fit to decay as the kernel's does.
 _OWN = OwnLoad()
 
 
