@@ -94,7 +94,7 @@ def test_unscaled_features_lose_nothing_with_standardize():
 
 
 def test_standardize_false_is_the_plain_network_with_no_buffers():
-    module = MLP(5, 3)
+    module = MLP(5, 3, standardize=False)
     assert not module.standardize and not list(module.buffers()) and not module.inputs_measured
     module.measure_inputs(np.ones((4, 5), np.float32))  # does nothing
     assert set(module.state_dict()) == {"layers.1.weight", "layers.1.bias", "layers.3.weight",
@@ -104,7 +104,7 @@ def test_standardize_false_is_the_plain_network_with_no_buffers():
 def test_an_unmeasured_student_passes_its_inputs_unchanged():
     torch.manual_seed(0)
     standardizing = MLP(6, 2, standardize=True)
-    plain = MLP(6, 2)
+    plain = MLP(6, 2, standardize=False)
     plain.load_state_dict({k: v for k, v in standardizing.state_dict().items() if k.startswith("layers")})
     X = torch.randn(8, 6) * 100
     assert torch.equal(standardizing(X), plain(X))
