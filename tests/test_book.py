@@ -8,11 +8,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 
 from skd import MLP, DistillationClassifier
 from skd.book import BOOK_LOGITS, Book, compress_book, is_book, write_book
-from skd.book.compressed import BOOK_TAIL, BOOK_TOPK, BOOK_TOPK_INDEX
+from skd.book.compressed import BOOK_TAIL, BOOK_TOPK, BOOK_TOPK_INDEX, check_compressed_book
 from skd.losses.base import MAX_TEMPERATURE
 from skd.teachers import CallableTeacher, TorchTeacher, as_teacher
 
@@ -149,3 +151,16 @@ def test_a_boolean_one_hot_book_gets_an_error_saying_what_to_pass(digits_book):
 def test_torch_teacher_given_a_function_points_to_callable_teacher():
     with pytest.raises(TypeError, match="CallableTeacher"):
         TorchTeacher(lambda X: X[:, :10], classes=np.arange(10))
+
+
+@given(st.integers(1, 12), st.integers(2, 40), st.data(),
+       st.floats(0.05, MAX_TEMPERATURE), st.floats(1.0, 1e4))
+def test_every_book_compress_book_writes_passes_the_distribution_check(rows, classes, data, temperature,
+                                                                        scale):
+    # the check's tolerance holds for any logits, extreme ones too, at any temperature the losses take
+    k = data.draw(st.integers(1, classes))
+    logits = np.random.default_rng(rows * classes).normal(size=(rows, classes)) * scale
+    full = {"X": np.zeros((rows, 1)), "teacher_logits": logits.astype(np.float32)}
+    book = compress_book(full, k, temperature)
+    checked = check_compressed_book(book, rows, classes)
+    assert checked[BOOK_TOPK].shape == (rows, k)
