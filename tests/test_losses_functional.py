@@ -272,23 +272,21 @@ def test_three_class_example_by_hand():
     assert torch.allclose(reg, torch.tensor([[0.9, 0.05, 0.05]]))
 
 
-def test_soft_rank_memory_is_bounded_for_b256_c1000():
-    """Forward + backward of the soft rank at B=256, C=1000 peaks under 1 GB."""
-    import subprocess
-    import sys
+def test_soft_rank_keeps_linear_memory_for_its_backward_at_b256_c1000():
+    """The soft rank's backward keeps O(B C) values (sorting): 25 bytes per entry here. The pairwise
+    sigmoid form keeps (B, C, C) comparisons, 2 GB in float64 at B=256, C=1000."""
+    x = torch.randn(256, 1000, dtype=torch.float64, requires_grad=True)
+    saved = []
 
-    code = (
-        "import resource, torch\n"
-        "from skd.losses.functional import soft_rank\n"
-        "x = torch.randn(256, 1000, requires_grad=True)\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "soft_rank(x, 5.0).sum().backward()\n"
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print((after - before) * 1024)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    grown = int(out.stdout.strip())
-    assert grown < 1024**3, f"peak memory grew by {grown / 2**20:.0f} MiB"
+    def pack(tensor):
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        ranks = Fn.soft_rank(x, 5.0)
+    ranks.sum().backward()
+    assert saved and sum(saved) <= 32 * x.numel()
+    assert torch.isfinite(x.grad).all()
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
