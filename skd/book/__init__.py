@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from skd.book.checks import check_book, check_book_logits
+from skd.book.checks import check_book
 from skd.book.compressed import compress_chunks, is_compressed_book
 from skd.book.value import (
     BOOK_FEATURES,
@@ -34,7 +34,7 @@ from skd.book.value import (
 from skd.book.writing import write_book
 
 __all__ = ["BOOK_X", "BOOK_LOGITS", "BOOK_FEATURES", "Book", "is_book", "is_compressed_book", "features_of",
-           "check_book", "check_book_logits", "compress_book", "compress_chunks", "feature_key",
+           "check_book", "compress_book", "compress_chunks", "feature_key",
            "teacher_features_of", "write_book"]
 
 
