@@ -55,6 +55,7 @@ PAGES = [
     "docs/features.md",
     "docs/which-loss.md",
     "docs/does-it-help.md",
+    "docs/views.md",
 ]
 
 #: Pages not run yet, and why; each joins PAGES when it runs as pasted (none today).
