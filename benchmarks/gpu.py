@@ -404,7 +404,8 @@ def loss_step(name, n_classes, device, batch=256, compiled=False):
                                               F.log_softmax(teacher / TEMPERATURE, 1),
                                               log_target=True, reduction="batchmean")
         else:
-            terms = loss_terms(loss, student, teacher if loss.requires_teacher else None, y, state, compiled)
+            given = teacher if loss.capabilities.teacher else None
+            terms = loss_terms(loss, student, given, y, state, compiled)
             value = sum(terms.values())
         value.backward()
 

@@ -236,7 +236,7 @@ def loss_ops(name: str, n_classes: int, batch_size=256, seed=0, compiled=False) 
     state = _state(loss)
 
     def step():
-        terms = loss_terms(loss, student, teacher if loss.requires_teacher else None, y, state, compiled)
+        terms = loss_terms(loss, student, teacher if loss.capabilities.teacher else None, y, state, compiled)
         total = None
         for value in terms.values():
             total = value if total is None else total + value

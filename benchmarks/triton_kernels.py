@@ -376,7 +376,7 @@ def cases(names):
         state = loss.epoch_state(10**9, device="cpu", labelled_only=True)
 
         def fn(s, t, y, loss=loss, state=state):
-            terms = loss(s, t if loss.requires_teacher else None, y, state)
+            terms = loss(s, t if loss.capabilities.teacher else None, y, state)
             total = None
             for value in terms.values():
                 total = value if total is None else total + value

@@ -49,17 +49,11 @@ def batch(n_classes=7, rows=48, seed=0, device="cpu"):
     return student, teacher, y
 
 
-def capability(loss, name, old_name):
-    """A flag the loss declares (``loss.capabilities`` where the loss has one)."""
-    capabilities = getattr(loss, "capabilities", None)
-    return getattr(capabilities, name) if capabilities is not None else getattr(loss, old_name, 1)
-
-
 def terms_and_grad(loss, student, teacher, y, compiled, state=None):
     student = student.detach().clone().requires_grad_()
     state = state or loss.epoch_state(10**9, device=student.device)
-    teacher = teacher if capability(loss, "teacher", "requires_teacher") else None
-    two_passes = capability(loss, "student_passes", "student_passes") == 2
+    teacher = teacher if loss.capabilities.teacher else None
+    two_passes = loss.capabilities.student_passes == 2
     extra = {"second": student.detach() + 0.1} if two_passes else {}
     terms = loss_terms(loss, student, teacher, y, state, compiled, **extra)
     sum(terms.values()).backward()
@@ -79,7 +73,7 @@ def check_compiled_equals_eager(name):
 
 
 @pytest.mark.parametrize("name", [name for name in available_losses()
-                                  if capability(make_loss(name, {}), "compilable", "compilable")])
+                                  if make_loss(name, {}).capabilities.compilable])
 def test_every_compilable_loss_traces_as_one_graph(name, dynamo_only):
     """What the compiled call needs: no graph break (``fullgraph=True`` refuses one), the eager terms."""
     check_compiled_equals_eager(name)

@@ -63,11 +63,11 @@ class CompileFallbackWarning(RuntimeWarning):
 def should_compile(loss, option: bool) -> bool:
     """Whether a fit compiles ``loss``: the trainer's ``compile_loss`` ``option``, unless the loss
     declares itself not ``compilable`` (then a :class:`CompileFallbackWarning` says so)."""
-    if option and loss.compilable is False:
+    if option and loss.capabilities.compilable is False:
         warnings.warn(f"trainer__compile_loss=True: the loss {type(loss).__name__} cannot be compiled (its "
                       "call does host work on every batch) and runs eagerly. trainer__compile_loss=False "
                       "silences this warning.", CompileFallbackWarning, stacklevel=3)
-    return bool(option) and loss.compilable is not False
+    return bool(option) and loss.capabilities.compilable
 
 
 def _call(loss, student_logits, teacher_logits, y, state, **kwargs):
