@@ -9,11 +9,13 @@ in ``DistillationClassifier``'s docstring):
   epoch, the first bad batch and the cause: its non-finite terms, or the
   update that made the weights non-finite (with the learning rate). With
   ``check_every=1`` (the default on the CPU) the loss is checked before the
-  optimizer step and the weights after it, so the student keeps its weights
-  from before the bad batch. With ``check_every=N`` (the default on CUDA:
-  every epoch end and every N batches) the weights, buffers and optimizer
-  state are snapshotted on the device at each passing check and restored
-  from the last one, at most N batches before the bad batch.
+  optimizer step, so the student keeps its weights from before a batch with
+  a non-finite loss, and the weights after it: an update that made them
+  non-finite restores the student, its buffers and the optimizer state
+  from the snapshot taken at the epoch's start. With ``check_every=N`` (the
+  default on CUDA: every epoch end and every N batches) that snapshot is
+  taken on the device at each passing check and restored from the last
+  one, at most N batches before the bad batch.
 - ``on_nonfinite="skip"``: a batch with a non-finite term, or whose update
   leaves a non-finite weight or optimizer state, changes nothing: its update
   is undone on the device (no host check), it is left out of the epoch
@@ -46,13 +48,16 @@ class NonFiniteGuard:
     The device work per batch: :meth:`observe`, one "all finite" reduction
     of the batch's loss (2 ops), then ``"skip"``: the count of non-finite
     losses (2 ops); ``"raise"``: the first bad batch's values, the flag and
-    the count of good batches (3 ops). :meth:`step` then checks the weights
-    and the optimizer state after the update: one flat copy and a 3-op
-    reduction per dtype. In ``"skip"`` mode the undo costs a flat copy
-    before the step, and after it one ``where``, one
-    ``torch._foreach_copy_`` and the count of undone updates (2 ops),
-    whatever the number of tensors. Everything is counted on the device,
-    since a replayed step runs no Python.
+    the count of good batches (3 ops). :meth:`step` then checks what the
+    update left. ``"raise"``: the parameters, with one
+    ``torch._foreach_norm`` (infinity norms), a ``stack`` and a 3-op
+    reduction (plus one op folding it into the flag, or one host read with
+    ``check_every=1``). ``"skip"``: the parameters and the optimizer state,
+    from one flat copy of them taken before the step and one after it (an
+    infinity norm and a 2-op check per dtype); the undo is one ``where``
+    and one ``torch._foreach_copy_``, and the count of undone updates 2
+    ops, whatever the number of tensors. Everything is counted on the
+    device, since a replayed step runs no Python.
 
     Parameters
     ----------
@@ -153,32 +158,33 @@ class NonFiniteGuard:
         left a non-finite weight or optimizer state. Optimizer state created
         by this very step (the first one) is reset to zeros, its initial
         value for Adam, AdamW, RMSprop and SGD's momentum, when the batch is
-        skipped. ``"raise"``: non-finite weights are a failure, checked on
-        the host now (``check_every=1``: the step is undone and the error
-        raised here) or folded into the device flag of the next check.
+        skipped. ``"raise"``: non-finite parameters are a failure, checked
+        on the host now (``check_every=1``: the epoch's start is restored and
+        the error raised here) or folded into the device flag of the next
+        check.
         ``finite`` is called after the step (a closure-driven optimizer
         computes the batch's terms inside its step).
         """
         optimizer = self.get_optimizer()
+        if self.mode == "raise":
+            step()
+            with torch.no_grad():
+                sound = _params_finite(self.module, self.ok.device)
+            if self.checks_on_host:
+                self._raise_if_update_bad(sound, optimizer)
+            else:
+                self.ok.logical_and_(sound)  # good_batches counted it: see _raise_if_bad
+            return None
         tensors = [*self.module.parameters(), *_optimizer_tensors(optimizer)]
         if self._flat is None or not self._flat.fits(tensors):
             self._flat = _Flat(tensors)
-        undo = self.mode == "skip" or self.checks_on_host
-        had_state = set(optimizer.state) if self.checks_on_host else None
-        if undo:
-            with torch.no_grad():
-                self._flat.save(tensors)
+        with torch.no_grad():
+            self._flat.save(tensors)
         step()
         known = {id(t) for t in tensors}
         new = [t for t in _optimizer_tensors(optimizer) if id(t) not in known]
         with torch.no_grad():
             sound = self._flat.finite(tensors, new, self.ok.device)
-            if self.checks_on_host:
-                self._raise_if_update_bad(sound, tensors, optimizer, had_state)
-                return None
-            if self.mode == "raise":
-                self.ok.logical_and_(sound)  # good_batches counted it: see _raise_if_bad
-                return None
             loss_finite = finite()
             kept = loss_finite.logical_and(sound)
             self.bad_updates.add_(loss_finite.logical_xor(kept))  # a finite loss, a bad update
@@ -187,19 +193,17 @@ class NonFiniteGuard:
                 tensor.copy_(torch.where(kept, tensor, torch.zeros_like(tensor)))
         return kept
 
-    def _raise_if_update_bad(self, sound: torch.Tensor, tensors, optimizer, had_state: set) -> None:
-        """``check_every=1``: undo an update that left a non-finite tensor, and raise naming it."""
+    def _raise_if_update_bad(self, sound: torch.Tensor, optimizer) -> None:
+        """``check_every=1``: if the update left a non-finite weight, restore the epoch's start and raise."""
         if bool(sound):  # the host read of the per-batch check
             return
         bad = _nonfinite_names(self.module, optimizer)
-        self._flat.restore_unless(torch.zeros((), dtype=torch.bool, device=self.ok.device), tensors)
-        for param in [p for p in optimizer.state if p not in had_state]:
-            del optimizer.state[param]  # state this step created: as if it never ran
+        self._restore_snapshot(optimizer)
         raise RuntimeError(
             f"Non-finite weights at epoch {self._epoch}, batch {self._host_batch}: the update made "
             f"{bad} non-finite, though the loss was finite ({_terms(self._last_values, self._last_names)}). "
-            "The student keeps its weights from before this batch, and history is kept. "
-            + _update_advice(optimizer)
+            "The student, its buffers and the optimizer state are restored to the start of this epoch, "
+            "and history is kept. " + _update_advice(optimizer)
         )
 
     # -- host checks ----------------------------------------------------------
@@ -226,8 +230,14 @@ class NonFiniteGuard:
         self.take_snapshot()
 
     def take_snapshot(self) -> None:
-        """Copy the student's state and the optimizer's state on the device."""
-        if self.mode != "raise" or self.check_every == 1:
+        """Copy the student's state and the optimizer's state on the device (``"raise"``: the restore point).
+
+        With ``check_every=1`` it is taken at each epoch's start only: the
+        loss is checked before each step, and an update that makes the
+        weights non-finite (rare: a learning rate far too large) restores
+        the epoch's start.
+        """
+        if self.mode != "raise":
             return
         tensors = self._state_tensors()
         self._had_state = set(self.get_optimizer().state)  # state created later is dropped on restore
@@ -250,11 +260,7 @@ class NonFiniteGuard:
         cause = (f"the update made {_nonfinite_names(self.module, optimizer)} non-finite, though the "
                  f"loss was finite ({_terms(values, names)})" if update
                  else _nonfinite_details(names, values))
-        for param in [p for p in optimizer.state if p not in self._had_state]:
-            del optimizer.state[param]  # created after the snapshot (the fit's first steps)
-        with torch.no_grad():
-            for tensor, old in zip(self._state_tensors(), self._snapshot, strict=True):
-                tensor.copy_(old)
+        self._restore_snapshot(optimizer)
         kept = ("The student, its buffers and the optimizer state are restored to the "
                 f"last check before that batch (at most {self.check_every} batches earlier)")
         kind = "weights" if update else "loss"
@@ -262,6 +268,13 @@ class NonFiniteGuard:
             f"Non-finite {kind} at epoch {epoch}, batch {batch}: {cause}. {kept}, and history "
             "is kept. " + (_update_advice(None) if update else _ADVICE)
         )
+
+    def _restore_snapshot(self, optimizer) -> None:
+        for param in [p for p in optimizer.state if p not in self._had_state]:
+            del optimizer.state[param]  # created after the snapshot (the fit's first steps)
+        with torch.no_grad():
+            for tensor, old in zip(self._state_tensors(), self._snapshot, strict=True):
+                tensor.copy_(old)
 
     def _raise_if_nothing_kept(self, epoch: int) -> None:
         """``"skip"``: an epoch ended and no step of the fit was kept: raise, naming the cause."""
@@ -301,6 +314,22 @@ def _all_finite(values: torch.Tensor) -> torch.Tensor:
     """
     same = (values - values) == 0
     return same if same.dim() == 0 else same.all()
+
+
+def _finite_norms(norms: list[torch.Tensor], device) -> torch.Tensor:
+    if not norms:
+        return torch.ones((), dtype=torch.bool, device=device)
+    return _all_finite(norms[0] if len(norms) == 1 else torch.stack(norms))
+
+
+def _params_finite(module: torch.nn.Module, device) -> torch.Tensor:
+    """Whether the student's floating parameters on ``device`` are finite: one ``torch._foreach_norm``.
+
+    ``"raise"`` checks the parameters only: a non-finite optimizer state
+    makes them non-finite at the next step, where the check sees it.
+    """
+    params = [p.detach() for p in module.parameters() if p.is_floating_point() and p.device == device]
+    return _finite_norms(list(torch._foreach_norm(params, math.inf)) if params else [], device)
 
 
 _ADVICE = ("Lower the learning rate, check X and the teacher's logits, or pass "
@@ -346,10 +375,10 @@ class _Flat:
     """Flat copies of many tensors: checked and restored with a few ops instead of a few per tensor.
 
     Tensors are grouped by device and dtype; per group, :meth:`save` is one
-    ``cat`` into a saved buffer, :meth:`finite` one ``cat`` of the current
-    values and a 3-op reduction, and :meth:`restore_unless` one ``where``
-    and one ``torch._foreach_copy_`` back (from the current values that
-    :meth:`finite` gathered).
+    ``cat`` into a saved buffer, :meth:`finite` an infinity norm (after one
+    ``cat`` of the current values when it gathers them), and
+    :meth:`restore_unless` one ``where`` and one ``torch._foreach_copy_``
+    back (from the current values that :meth:`finite` gathered).
     """
 
     def __init__(self, tensors: Sequence[torch.Tensor]):
@@ -374,24 +403,22 @@ class _Flat:
             torch.cat([tensors[i].detach().reshape(-1) for i in positions], out=self.saved[key])
 
     def finite(self, tensors: Sequence[torch.Tensor], new: Sequence[torch.Tensor], device) -> torch.Tensor:
-        """Whether every floating tensor on ``device`` is finite (a device flag); gathers the current values.
+        """Gather the current values; whether every floating tensor on ``device`` is finite (a device flag).
 
-        Groups on another device (Adam's step counts on the CPU when not
-        capturable) are gathered for :meth:`restore_unless` but not checked:
-        they hold counts, and reading them would copy across devices.
+        Per group one infinity norm of the gathered values (it reads each
+        value once and writes nothing; NaN propagates through it). Groups on
+        another device (Adam's step counts on the CPU when not capturable)
+        are gathered for :meth:`restore_unless` but not checked: they hold
+        counts, and reading them would copy across devices.
         """
-        flags = []
+        norms = []
         for key, positions in self.groups.items():
             torch.cat([tensors[i].detach().reshape(-1) for i in positions], out=self.current[key])
             if key[0] == device and key[1].is_floating_point:
-                flags.append(_all_finite(self.current[key]))
-        flags += [_all_finite(t.detach()) for t in new if t.is_floating_point() and t.device == device]
-        if not flags:
-            return torch.ones((), dtype=torch.bool, device=device)
-        flag = flags[0]
-        for other in flags[1:]:
-            flag = flag.logical_and(other)
-        return flag
+                norms.append(torch.linalg.vector_norm(self.current[key], math.inf))
+        norms += [torch.linalg.vector_norm(t.detach(), math.inf) for t in new
+                  if t.is_floating_point() and t.device == device]
+        return _finite_norms(norms, device)
 
     def restore_unless(self, kept: torch.Tensor, tensors: Sequence[torch.Tensor]) -> None:
         """Where not ``kept``, copy the saved values back (after :meth:`finite` gathered the current ones)."""
