@@ -274,4 +274,5 @@ def test_fit_builds_one_loss_and_one_trainer(digits, student, monkeypatch):
     assert len(built) == 1  # once per fit, whatever the number of epochs
     assert isinstance(clf.trainer_, Trainer) and clf.trainer_.step_mode == "eager"
     assert isinstance(clf.loss_, DistillationLoss)
-    assert not any(isinstance(cb, DistillationLoss) for _, cb in clf.callbacks_)
+    # the loss of the fit is one of its callbacks, the only loss among them
+    assert [cb for _, cb in clf.callbacks_ if isinstance(cb, DistillationLoss)] == [clf.loss_]
