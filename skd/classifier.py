@@ -417,16 +417,16 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         It sees X as the user gave it (``original``: a DataFrame keeps its
         dtypes and categoricals); the student trains on the checked ``X``.
         """
-        if is_book(X) and self.teacher is not None and loss.requires_teacher:
+        if is_book(X) and self.teacher is not None and loss.capabilities.teacher:
             warnings.warn(
                 "teacher= is ignored because X carries a book (its teacher's logits, written "
                 "earlier, e.g. by WriteBook): the student learns from the book. Pass X's features "
                 "to use teacher=..., or drop teacher= to silence this warning.",
                 UserWarning, stacklevel=4,
             )
-        if not loss.requires_teacher or is_book(X):
+        if not loss.capabilities.teacher or is_book(X):
             return None
-        if loss.self_teaching:
+        if loss.capabilities.self_teaching:
             chosen = self_teacher(self, X, labels.raw)
         else:
             chosen = chosen_teacher(self.teacher, self.get_params_for("teacher"), self.loss)

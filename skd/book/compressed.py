@@ -14,7 +14,7 @@ book, so skorch's splitting and batching carry it untouched::
      "teacher_tail": (n,) float32,         # log of the other classes' mass (-inf if k = C)
      "teacher_temperature": (n,) float32}  # T, the same on every row
 
-Only a loss that says so (``accepts_compressed_book = True``, e.g.
+Only a loss that says so (``capabilities.compressed_book``, e.g.
 ``"kd_topk"``) reads one; the classifier writes one for such a loss, and
 every other loss refuses one (:func:`check_loss_takes`). The maths is
 :mod:`skd.losses.functional.compressed`'s.
@@ -183,11 +183,12 @@ def check_loss_takes(book: Any, loss: Any) -> None:
     ------
     ValueError
         If ``book`` is compressed and ``loss`` needs a teacher but does not
-        declare ``accepts_compressed_book``.
+        declare ``capabilities.compressed_book``.
     """
-    if not is_compressed_book(book) or not getattr(loss, "requires_teacher", True):
+    capabilities = getattr(loss, "capabilities", None)
+    if not is_compressed_book(book) or (capabilities is not None and not capabilities.teacher):
         return
-    if not getattr(loss, "accepts_compressed_book", False):
+    if capabilities is None or not capabilities.compressed_book:
         raise ValueError(
             f"X is a compressed book (the teacher's top-k log-probabilities and a tail), but the loss "
             f"{type(loss).__name__} needs the teacher's full logits. Use a loss that reads a compressed "

@@ -128,7 +128,7 @@ def book_for(net, X, labels: Labels, teacher: Teacher | None, cache, loss, origi
     """The fit's book and hint plan: ``X`` with the teacher's logits (and, for ``hints``, its
     hooked layers' outputs) written once, or ``X`` itself for an online teacher.
 
-    For a loss that reads a compressed book (``accepts_compressed_book``) the
+    For a loss that reads a compressed book (``capabilities.compressed_book``) the
     book is written compressed to the loss's top-``k`` classes and tail at its
     temperature. A teacher that knows its classes and scores no better than
     chance on the rows it labels is refused here, before the estimator changes
@@ -164,10 +164,10 @@ def book_for(net, X, labels: Labels, teacher: Teacher | None, cache, loss, origi
     if not writes:
         if teacher is not None:
             probe_teacher(teacher, rows, labels.encoded, net.unlabelled)
-        if loss.accepts_compressed_book and is_book(X):  # a full book given as X, for a top-k loss
+        if loss.capabilities.compressed_book and is_book(X):  # a full book given as X, for a top-k loss
             return Book.of(X).compressed(*_book_form(loss, len(labels.encoder.classes_))).as_dict(), hints
         return X, hints
-    topk = _book_form(loss, len(labels.encoder.classes_)) if loss.accepts_compressed_book else None
+    topk = _book_form(loss, len(labels.encoder.classes_)) if loss.capabilities.compressed_book else None
     key = book_key(rows, labels.raw, teacher) if cache is not None else None
     book = write_book(teacher, rows, features=X, layers=hints.book_layers if hints is not None else (),
                       topk=topk, cache=cache, key=key)
