@@ -75,7 +75,9 @@ class Checkpoint(SkorchCheckpoint):
     a temporary file created exclusively in its own directory, flushed to
     disk, and renamed over the old one only when all are written; the
     renames are recorded in a journal first, so a crash between two renames
-    is finished by :class:`LoadInitState`. A failed write (a full disk)
+    is finished by :class:`LoadInitState`. With the files, a manifest
+    (``skd-checkpoint.json``) records the epoch and the SHA-256 of each, so
+    that :class:`LoadInitState` refuses files that are not this checkpoint's. A failed write (a full disk)
     leaves the previous checkpoint as it was, removes the temporary files
     and gives a :class:`CheckpointWarning` (skorch only logs to ``sink``).
 
@@ -287,8 +289,11 @@ class LoadInitState(SkorchLoadInitState):
     commit of an skd :class:`Checkpoint` first), and at the first epoch's
     start it replays each ``LRScheduler`` to the loaded position, so the
     callbacks may be listed in any order. A damaged or truncated file is a
-    :class:`CheckpointError` naming it; a checkpoint with some of its files
-    missing is one too (no files at all: a fresh fit). Callbacks that
+    :class:`CheckpointError` naming it; so is a checkpoint with some of its
+    files missing (no files at all: a fresh fit), and a file that is not the
+    one the manifest records (from another epoch or run, or edited). A
+    checkpoint without manifest (skorch's ``Checkpoint``) loads with a
+    :class:`CheckpointWarning`: its parts cannot be checked. Callbacks that
     cannot be replayed are refused (:func:`check_resume_callbacks`).
 
     Parameters
