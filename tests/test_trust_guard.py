@@ -204,3 +204,14 @@ def test_a_failure_before_the_first_check_restores_state_created_after_the_snaps
     with pytest.raises(RuntimeError, match=r"Non-finite loss at epoch 1, batch 3: ce=nan, kd=nan\. The "
                                            r"student, its buffers and the optimizer state are restored"):
         clf.fit(X, y)
+
+
+def test_the_captured_step_refuses_a_bad_update_naming_its_batch(digits, make_student):
+    X, y = digits
+    watch = InfiniteLrEpoch()
+    clf = make_student(optimizer=torch.optim.SGD, lr=0.05, trainer__step_mode="graph", callbacks=[watch])
+    with pytest.raises(RuntimeError, match=r"Non-finite weights at epoch 2, batch 1: the update made layers\."
+                                           r".*restored to the last check before that batch"):
+        clf.fit(X, y)  # the simulated CUDA graph: the flag is checked on the device, read every 64 batches
+    assert len(clf.history) == 1
+    assert all(torch.equal(a, b) for a, b in zip(clf.module_.parameters(), watch.weights[0], strict=True))
