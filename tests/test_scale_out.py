@@ -90,7 +90,7 @@ def test_teacher_on_an_accelerator_pickles_as_a_cpu_copy(digits, make_student, m
     teacher = make_teacher()
     clf = make_student(teacher=teacher, max_epochs=1).fit(X, y)
     assert skd.persist.cpu_portable(teacher) is teacher  # on the CPU: pickled as it is
-    monkeypatch.setattr(skd._pickling, "_on_accelerator", lambda tensor: True)
+    monkeypatch.setattr(skd.persist, "_on_accelerator", lambda tensor: True)
     copy = skd.persist.cpu_portable([teacher])[0]
     assert copy is not teacher
     for (name, theirs), mine in zip(teacher.named_parameters(), copy.parameters(), strict=True):
