@@ -125,7 +125,7 @@ def test_every_other_loss_refuses_a_compressed_book_before_anything_changes(digi
 
 
 def test_the_refusal_covers_every_registered_loss_that_needs_a_teacher():
-    takers = {name for name in available_losses() if make_loss(name, {}).accepts_compressed_book}
+    takers = {name for name in available_losses() if make_loss(name, {}).capabilities.compressed_book}
     assert takers == {"kd_topk"}
 
 
