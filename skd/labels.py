@@ -292,7 +292,7 @@ def check_unlabelled_fit(y_encoded, loss, loss_spec, marker) -> None:
     """
     if y_encoded is None or labelled_rows(y_encoded).all():
         return
-    if not loss.requires_teacher or loss.self_teaching:
+    if not loss.capabilities.teacher or loss.capabilities.self_teaching:
         raise ValueError(
             f"y has {int((~labelled_rows(y_encoded)).sum())} unlabelled rows ({marker!r}), but "
             f"loss={loss_spec!r} learns from labels only and would ignore them. Use a loss "

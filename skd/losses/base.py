@@ -463,9 +463,3 @@ class DistillationLoss(Callback):
             terms[name] = value * state.coefficient(name)
         return terms
 
-
-# Read-only views of the flags that ``capabilities`` replaced, for readers in modules not switched yet
-# (skd.book.compressed, skd.labels, skd.losses.compiled, the teachers' fitting, the benchmarks); a
-# subclass cannot declare them (see DistillationLoss.__init_subclass__). Remove when none reads them.
-for _flag, _field in _FLAGS.items():
-    setattr(DistillationLoss, _flag, property(lambda self, _field=_field: getattr(self.capabilities, _field)))
