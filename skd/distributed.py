@@ -22,13 +22,12 @@ every rank its shard. See "Scale out" in the docs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
-import torch
 import torch.distributed as dist
 
-from skd.book import features_of, is_book
+from skd.book import features_of
+from skd.book.rows import n_rows as count_rows
+from skd.book.rows import take_rows
 
 __all__ = ["shard", "world"]
 
@@ -40,19 +39,6 @@ def world(group=None) -> tuple[int, int]:
             "in every process before fitting with GradientAllReduce or calling shard()."
         )
     return dist.get_rank(group), dist.get_world_size(group)
-
-
-def _rows(values, rows: np.ndarray):
-    """Rows ``rows`` of an array, tensor, sparse matrix, DataFrame or Series (by position)."""
-    if hasattr(values, "iloc"):
-        return values.iloc[rows]
-    if isinstance(values, torch.Tensor):
-        return values[torch.as_tensor(rows, device=values.device)]
-    return values[rows]
-
-
-def _n_rows(values) -> int:
-    return values.shape[0] if hasattr(values, "shape") else len(values)
 
 
 def shard(X, y, rank: int | None = None, world_size: int | None = None):
@@ -85,7 +71,7 @@ def shard(X, y, rank: int | None = None, world_size: int | None = None):
         rank, world_size = world()
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}.")
-    n_rows = _n_rows(features_of(X))
+    n_rows = count_rows(features_of(X))
     y = np.asarray(y)  # by position, as before: a Series gives its values
     n_labels = y.shape[0] if y.ndim else 0
     if n_labels != n_rows:
@@ -99,6 +85,4 @@ def shard(X, y, rank: int | None = None, world_size: int | None = None):
             "least one row (and as many rows as every other rank). Use fewer processes, or more data."
         )
     rows = np.arange(rank, n_rows // world_size * world_size, world_size)
-    if is_book(X) or isinstance(X, Mapping):
-        return {key: _rows(value, rows) for key, value in X.items()}, y[rows]
-    return _rows(X, rows), y[rows]
+    return take_rows(X, rows), y[rows]

@@ -29,22 +29,19 @@ from sklearn.utils.validation import _assert_all_finite, check_consistent_length
 from torch.utils.data import Dataset
 
 from skd.book import features_of
+from skd.losses.functional import UNLABELLED  # the encoded label of a row without one (defined once, there)
 
 __all__ = [
     "TEACHER_OTHER",
     "UNLABELLED",
     "Labels",
     "check_unlabelled_fit",
-    "labelled_part",
     "labelled_rows",
     "marker_rows",
     "other_label",
     "partial_labels",
     "validate_labels",
 ]
-
-#: The encoded label of a row without one (an index no class has).
-UNLABELLED = -1
 
 #: Choices of ``teacher_other``.
 TEACHER_OTHER = ("drop", "bucket")
@@ -271,17 +268,6 @@ def _fold_other(y: np.ndarray, classes: np.ndarray, teacher_known) -> np.ndarray
     y = y.astype(object) if y.dtype.kind in "US" else y.copy()
     y[outside] = other_label(classes)
     return y
-
-
-def labelled_part(X, y_raw, y_encoded):
-    """``(X, y)`` of the labelled rows, to fit an unfitted teacher on.
-
-    Unchanged when every row is labelled, or for a torch Dataset (no y).
-    """
-    if y_encoded is None or labelled_rows(y_encoded).all() or isinstance(X, Dataset):
-        return X, y_raw
-    rows = np.flatnonzero(labelled_rows(y_encoded))
-    return features_of(X)[rows], y_raw[rows]
 
 
 def check_unlabelled_fit(y_encoded, loss, loss_spec, marker) -> None:
