@@ -40,6 +40,7 @@ from skd.labels import UNLABELLED, Labels, check_unlabelled_fit, labelled_rows, 
 from skd.losses.base import DistillationLoss, foreign_loss_params, make_loss
 from skd.metrics import labelled_accuracy_score
 from skd.persist import SavesStudent, refuse_if_exported
+from skd.students import MeasureInputs
 from skd.teachers import teacher_classes
 from skd.teachers.checks import score_book, warn_if_undertrained
 from skd.teachers.cloning import KeepsFittedTeachers
@@ -170,7 +171,8 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         was (prefit; ``clone`` keeps a fitted skorch net).
     teacher_score_ : float or None
         The teacher's accuracy on the book's rows (None for online teachers);
-        see :func:`skd._fit_teacher.score_book` for when it warns.
+        see :func:`skd.teachers.checks.score_book` for when it warns; a prefit classifier at
+        chance on the rows it labels raises :class:`skd.teachers.TeacherAtChanceError`.
     history : skorch History
         Per epoch: ``train_loss``, every loss term, ``*_unscaled_loss`` (no
         warm-up or schedule factors; ``EarlyStopping`` watches it), and
@@ -199,7 +201,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
     prefixes_ = NeuralNetClassifier.prefixes_ + ["loss", "teacher", "trainer"]
     # The teacher is not a cuda_dependent_attribute: skorch pickles those in a
     # nested stream that stores classes by reference, which breaks teachers
-    # defined in __main__ (notebooks) in joblib/Dask workers; see skd._pickling.
+    # defined in __main__ (notebooks) in joblib/Dask workers; see skd.persist.
 
     #: The constraints of skd's own parameters, checked once at the start of each fit.
     _parameter_constraints = {
@@ -266,6 +268,16 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         earlier that the new loss does not have (they belonged to the old
         one), so ``set_params(loss="dist")`` after ``loss__kd_weight=0.5`` works.
         """
+        if "augment" in kwargs:  # a new view maker first, then its augment__* settings
+            self.augment = kwargs.pop("augment")
+        nested = {key.split("__", 1)[1]: kwargs.pop(key) for key in list(kwargs) if key.startswith("augment__")}
+        if nested:
+            if not hasattr(self.augment, "set_params"):
+                raise ValueError(
+                    f"augment__{next(iter(nested))} needs augment to be a view maker with parameters "
+                    f"(skd.augment: Affine, MixUp, Munge, ...), but augment={self.augment!r}. Set augment "
+                    "itself instead, e.g. set_params(augment=...).")
+            self.augment.set_params(**nested)
         if "loss" in kwargs:
             for key in foreign_loss_params(kwargs["loss"], [k for k in vars(self) if k not in kwargs]):
                 delattr(self, key)
@@ -290,6 +302,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         # the trainer, from sums kept on the device (no PassthroughScoring).
         return [
             ("epoch_timer", EpochTimer()),
+            ("measure_inputs", MeasureInputs()),  # skd.MLP's input statistics
             ("valid_acc", EpochScoring(_encoded_accuracy, name="valid_acc", lower_is_better=False)),
             ("print_log", DistillationPrintLog()),
         ]

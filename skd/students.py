@@ -76,7 +76,7 @@ class MLP(nn.Module):
     n_classes : int
     hidden_units : sequence of int, default=(128,)
     dropout : float, default=0.0
-    standardize : bool, default=False
+    standardize : bool, default=True
         Subtract each feature's mean and divide by its scale before the
         first layer, as a ``StandardScaler`` in front of the network would.
         Both are buffers (``input_mean``, ``input_scale``; ``input_rows``
@@ -94,7 +94,7 @@ class MLP(nn.Module):
 
     def __init__(
         self, n_features: int, n_classes: int, hidden_units: Sequence[int] = (128,), dropout: float = 0.0,
-        standardize: bool = False,
+        standardize: bool = True,
     ):
         super().__init__()
         if not isinstance(standardize, (bool, np.bool_)):

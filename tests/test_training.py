@@ -39,7 +39,9 @@ def reference_student(loss, teacher, **kwargs):
     clf = DistillationClassifier(MLP, teacher=teacher if loss != "tfkd" else None, loss=loss,
                                  module__hidden_units=(16,), max_epochs=3, batch_size=64, lr=0.05,
                                  optimizer=torch.optim.SGD,  # skorch's default when the reference was saved
-                                 random_state=7, verbose=0, device="cpu", **kwargs)
+                                 random_state=7, verbose=0, device="cpu",
+                                 module__standardize=False,  # the reference predates standardization
+                                 **kwargs)
     return clf.set_params(loss__warmup=2) if loss in ("dkd", "cakd") else clf
 
 
