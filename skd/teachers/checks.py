@@ -121,8 +121,8 @@ def check_teacher_not_at_chance(book, y_encoded, teacher: Teacher | None) -> Non
         Naming the likely cause and the fix; the message is the same for every
         fold of a search, so scikit-learn's failed-fit summary reports it once.
     """
-    if teacher is None or not _knows_its_labels(teacher):
-        return
+    if teacher is None or not _knows_its_labels(teacher) or getattr(teacher, "fitted_in_setup_", False):
+        return  # fitted in this fit on these very rows: at chance means unlearnable labels (a warning)
     measured = teacher_score(book, y_encoded)
     if measured is None or not at_chance(*measured):
         return

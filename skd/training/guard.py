@@ -241,7 +241,9 @@ class NonFiniteGuard:
             return
         tensors = self._state_tensors()
         self._had_state = set(self.get_optimizer().state)  # state created later is dropped on restore
-        if self._snapshot is None or len(self._snapshot) != len(tensors):
+        if (self._snapshot is None or len(self._snapshot) != len(tensors)
+                or any(old.shape != new.shape for old, new in zip(self._snapshot, tensors, strict=True))):
+            # a first snapshot, or the module changed shape (structured pruning): new buffers
             self._snapshot = [t.detach().clone() for t in tensors]
         else:
             torch._foreach_copy_(self._snapshot, [t.detach() for t in tensors])
