@@ -51,7 +51,7 @@ def _check_float32_range(X) -> None:
     """Refuse finite values that float32 cannot hold (they would become infinity)."""
     values = X.to_numpy() if hasattr(X, "to_numpy") else X
     if scipy.sparse.issparse(values):
-        values = values.data
+        values = values.tocoo().data  # every format (dok and lil have no .data of values)
     try:
         values = np.asarray(values)
     except (TypeError, ValueError):
