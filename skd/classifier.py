@@ -131,6 +131,12 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         A student of a subset of the teacher's classes: ``"drop"`` renormalises
         the teacher over it; ``"bucket"`` adds an "other" class (``-2`` or
         ``"other"``) with the log-sum-exp of the rest.
+    teacher_cv : int, CV splitter or None, default=None
+        For an unfitted scikit-learn teacher (fitted in ``fit``): the book on the labelled
+        training rows holds out-of-fold predictions (``cross_val_predict``; an int gives
+        stratified folds, as ``StackingClassifier``), while the teacher fitted on all rows
+        labels the rest and serves ``teacher_score_``. None: the in-sample book. See
+        "Out-of-fold books" in docs/views.md.
     criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
         Kept for skorch compatibility; the loss computes the loss.
     train_split : callable or None, default=None
@@ -212,6 +218,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         "hint_book": [Options(("auto", "memory", "online"))],
         "random_state": [None, Interval(Integral, None, None)],
         "teacher_other": [Options(("drop", "bucket"))],
+        "teacher_cv": [None, Interval(Integral, 2, None), Satisfies(lambda cv: hasattr(cv, "split") and hasattr(cv, "get_n_splits"), "a CV splitter (split and get_n_splits), e.g. StratifiedKFold(5)")],  # noqa: E501
         "max_epochs": [Interval(Integral, 1, None)],
         "trainer": [Trainer, Satisfies(lambda t: isinstance(t, type) and issubclass(t, Trainer),
                                        "skd.training.Trainer or a subclass of it")],
@@ -232,6 +239,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         random_state: int | None = None,
         unlabelled: Any = None,
         teacher_other: str = "drop",
+        teacher_cv: Any = None,
         criterion=torch.nn.CrossEntropyLoss,
         train_split=None,
         device: str | None = "auto",
@@ -253,6 +261,7 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         self.random_state = random_state
         self.unlabelled = unlabelled
         self.teacher_other = teacher_other
+        self.teacher_cv = teacher_cv
 
     # ------------------------------------------------------------------ setup
     def get_params(self, deep=True, **kwargs):

@@ -13,11 +13,13 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import cross_val_predict
 from sklearn.utils.validation import check_is_fitted
 from skorch import NeuralNet
 from torch.utils.data import Dataset
 
 from skd.teachers.base import PROBA_FLOOR, Teacher, as_float_tensor, teacher_classes
+from skd.teachers.subset import subset_logits
 
 __all__ = ["CallableTeacher", "SklearnTeacher", "SkorchTeacher", "TorchTeacher"]
 
@@ -179,6 +181,45 @@ class SklearnTeacher(Teacher):
 
             X = pd.DataFrame(X, columns=names)
         return X
+
+    def out_of_fold_logits(self, X, y, cv) -> torch.Tensor:
+        """Out-of-fold logits of the rows ``(X, y)`` this teacher was fitted on, aligned to ``classes_``.
+
+        ``sklearn.model_selection.cross_val_predict`` of the unfitted
+        ``estimator`` with ``cv`` (an int is stratified, as in
+        ``StackingClassifier``), by the method :meth:`raw_logits` uses
+        (``decision_function`` or ``predict_proba``, whose log is taken with
+        the floor :data:`~skd.teachers.base.PROBA_FLOOR`); the columns follow
+        ``estimator_.classes_``, then the student's ``classes_`` as every batch does.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame or sparse matrix of shape (n_samples, ...)
+            The labelled training rows as the user gave them.
+        y : ndarray of shape (n_samples,)
+            Their labels, original values.
+        cv : int, cross-validation splitter or iterable
+            Checked by ``sklearn.model_selection.check_cv`` (``classifier=True``).
+
+        Returns
+        -------
+        logits : Tensor of shape (n_samples, n_classes)
+            float32, on the device.
+        """
+        method = "decision_function" if self._use_decision else "predict_proba"
+        out = np.asarray(cross_val_predict(self.estimator, _to_numpy_input(X), y, cv=cv, method=method),
+                         dtype=np.float64)
+        if self._use_decision:  # a class missing from a training fold gets the lowest float: a floor
+            missing = out < np.finfo(np.float32).min
+            if missing.any():
+                present = np.where(missing, np.inf, out).min(axis=1, keepdims=True)
+                out = np.where(missing, present + np.log(PROBA_FLOOR), out)
+            out = torch.as_tensor(out, dtype=torch.float32)
+        else:
+            out = torch.log(torch.as_tensor(out, dtype=torch.float32).clamp_min(PROBA_FLOOR))
+        with torch.no_grad():
+            out = self._check_output(out.to(self.device_))
+            return subset_logits(out, self.columns_, getattr(self, "other_columns_", None))
 
     def raw_logits(self, rows):
         if self._use_decision:

@@ -36,7 +36,8 @@ from skd.labels import labelled_rows
 from skd.teachers.base import Teacher, TeacherScoreWarning
 
 __all__ = ["PROBE_ROWS", "UNDERTRAINED_ROWS", "TeacherAtChanceError", "TeacherScore", "UnderTrainedWarning",
-           "at_chance", "chance_level", "check_teacher_not_at_chance", "probe_teacher", "score_book",
+           "at_chance", "chance_level", "check_teacher_not_at_chance", "in_sample_score", "probe_teacher",
+           "score_book",
            "teacher_score", "warn_if_undertrained"]
 
 #: The route every message about a teacher and the features points to (docs/pipelines.md).
@@ -112,8 +113,26 @@ def _knows_its_labels(teacher) -> bool:
     return bool(getattr(teacher, "trained_classifier", False))
 
 
-def check_teacher_not_at_chance(book, y_encoded, teacher: Teacher | None) -> None:
+def in_sample_score(teacher: Teacher, rows, y_encoded) -> TeacherScore | None:
+    """The set-up teacher's accuracy on the labelled ``rows`` (as the user gave them): one pass.
+
+    For an out-of-fold book (:mod:`skd.teachers.out_of_fold`), whose own
+    score is the folds', not the all-rows teacher's.
+    """
+    if y_encoded is None or not labelled_rows(y_encoded).any():
+        return None
+    inside = np.flatnonzero(labelled_rows(y_encoded))
+    y = np.asarray(y_encoded)[inside]
+    predicted = teacher.book_logits(take_rows(rows, inside)).argmax(axis=1)
+    return TeacherScore(float(np.mean(predicted == y)), chance_level(y), len(y))
+
+
+def check_teacher_not_at_chance(book, y_encoded, teacher: Teacher | None,
+                                measured: TeacherScore | None = None) -> None:
     """Refuse a book whose teacher, a classifier trained on labels, is at chance on the rows it labels.
+
+    ``measured``: the teacher's score when it is not the book's (an
+    out-of-fold book is checked on the all-rows teacher's score).
 
     Raises
     ------
@@ -123,7 +142,7 @@ def check_teacher_not_at_chance(book, y_encoded, teacher: Teacher | None) -> Non
     """
     if teacher is None or not _knows_its_labels(teacher) or getattr(teacher, "fitted_in_setup_", False):
         return  # fitted in this fit on these very rows: at chance means unlearnable labels (a warning)
-    measured = teacher_score(book, y_encoded)
+    measured = teacher_score(book, y_encoded) if measured is None else measured
     if measured is None or not at_chance(*measured):
         return
     raise TeacherAtChanceError(
@@ -146,7 +165,7 @@ def score_book(book, y_encoded, teacher: Teacher | None, verbose: int) -> float 
     classes, 0.75 for two. A classifier at chance has already been refused
     (:func:`check_teacher_not_at_chance`).
     """
-    measured = teacher_score(book, y_encoded)
+    measured = getattr(teacher, "in_sample_score_", None) or teacher_score(book, y_encoded)
     if measured is None:
         return None
     score, chance, _ = measured

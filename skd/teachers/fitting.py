@@ -27,10 +27,11 @@ from skd.book.cache import book_key
 from skd.book.rows import as_rows, take_rows
 from skd.hints import HintPlan, plan_hints
 from skd.labels import Labels, labelled_rows, other_label
-from skd.teachers.adapters import TorchTeacher
+from skd.teachers.adapters import SklearnTeacher, TorchTeacher
 from skd.teachers.base import Teacher
-from skd.teachers.checks import check_teacher_not_at_chance, probe_teacher
+from skd.teachers.checks import check_teacher_not_at_chance, in_sample_score, probe_teacher
 from skd.teachers.composite import as_teacher
+from skd.teachers.out_of_fold import OutOfFoldTeacher, check_teacher_cv, uses_out_of_fold
 
 __all__ = ["StepBook", "book_for", "chosen_teacher", "self_teacher", "setup_teacher", "step_book",
            "teacher_rows", "writes_book"]
@@ -168,11 +169,32 @@ def book_for(net, X, labels: Labels, teacher: Teacher | None, cache, loss, origi
             return Book.of(X).compressed(*_book_form(loss, len(labels.encoder.classes_))).as_dict(), hints
         return X, hints
     topk = _book_form(loss, len(labels.encoder.classes_)) if loss.capabilities.compressed_book else None
-    key = book_key(rows, labels.raw, teacher) if cache is not None else None
-    book = write_book(teacher, rows, features=X, layers=hints.book_layers if hints is not None else (),
+    writer, in_sample = _book_writer(teacher, rows, labels, getattr(net, "teacher_cv", None))
+    key = book_key(rows, labels.raw, writer) if cache is not None else None
+    book = write_book(writer, rows, features=X, layers=hints.book_layers if hints is not None else (),
                       topk=topk, cache=cache, key=key)
-    check_teacher_not_at_chance(book, labels.encoded, teacher)
+    check_teacher_not_at_chance(book, labels.encoded, teacher, measured=in_sample)
     return book.as_dict(), hints
+
+
+def _book_writer(teacher: Teacher, rows, labels: Labels, teacher_cv) -> tuple[Any, Any]:
+    """Who writes the book on the training rows, and the all-rows teacher's score there.
+
+    ``teacher`` itself (in-sample; the score is the book's), or, for an
+    unfitted scikit-learn teacher with ``teacher_cv`` set, an
+    :class:`~skd.teachers.out_of_fold.OutOfFoldTeacher`; the all-rows
+    teacher's accuracy on the labelled rows is then kept on the adapter
+    (``in_sample_score_``) for ``teacher_score_`` and the at-chance check.
+    """
+    if isinstance(teacher, SklearnTeacher):
+        teacher.in_sample_score_ = None  # an adapter the user handed over may be reused
+    if not uses_out_of_fold(teacher, teacher_cv):
+        return teacher, None
+    labelled = (np.ones(len(labels.raw), dtype=bool) if labels.encoded is None
+                else labelled_rows(labels.encoded))
+    cv = check_teacher_cv(teacher_cv, labels.raw[labelled])
+    teacher.in_sample_score_ = in_sample_score(teacher, rows, labels.encoded)
+    return OutOfFoldTeacher(teacher, rows, labels, cv), teacher.in_sample_score_
 
 
 class StepBook(NamedTuple):
