@@ -157,7 +157,9 @@ def check_teacher_not_at_chance(book, y_encoded, teacher: Teacher | None,
 def score_book(book, y_encoded, teacher: Teacher | None, verbose: int) -> float | None:
     """The teacher's accuracy on the training rows of a book; one warning when it is weak.
 
-    None when ``book`` is not a book (the teacher runs online). With
+    None when ``book`` is not a book (the teacher runs online). For an
+    out-of-fold book (``teacher_cv``) it is the all-rows teacher's accuracy on
+    the same rows (``in_sample_score_``), not the folds'. With
     ``verbose`` it is printed, with the teacher and whether the fit fitted it.
 
     The rule: warn when the accuracy is below half-way between chance (the
@@ -165,10 +167,11 @@ def score_book(book, y_encoded, teacher: Teacher | None, verbose: int) -> float 
     classes, 0.75 for two. A classifier at chance has already been refused
     (:func:`check_teacher_not_at_chance`).
     """
-    measured = getattr(teacher, "in_sample_score_", None) or teacher_score(book, y_encoded)
+    measured = teacher_score(book, y_encoded)
     if measured is None:
         return None
-    score, chance, _ = measured
+    # an out-of-fold book (skd.teachers.out_of_fold): the all-rows teacher's score on the same rows
+    score, chance, _ = getattr(teacher, "in_sample_score_", None) or measured
     teacher_name = teacher.describe() if teacher is not None else "the teacher that wrote the book X"
     if getattr(teacher, "fitted_in_setup_", False):
         teacher_name += ", fitted in this fit"
