@@ -279,7 +279,8 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
         """
         if "augment" in kwargs:  # a new view maker first, then its augment__* settings
             self.augment = kwargs.pop("augment")
-        nested = {key.split("__", 1)[1]: kwargs.pop(key) for key in list(kwargs) if key.startswith("augment__")}
+        nested = {key.split("__", 1)[1]: kwargs.pop(key) for key in list(kwargs)
+                  if key.startswith("augment__")}
         if nested:
             if not hasattr(self.augment, "set_params"):
                 raise ValueError(
@@ -291,7 +292,9 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
             for key in foreign_loss_params(kwargs["loss"], [k for k in vars(self) if k not in kwargs]):
                 delattr(self, key)
                 self._params_to_validate.discard(key)
-        routed = [key for key in kwargs if key.split("__")[0] in ("loss", "teacher", "trainer")]
+        # skd's own prefixes, and two parameters whose names skorch would read as a teacher_ prefix
+        routed = [key for key in kwargs if key.split("__")[0] in ("loss", "teacher", "trainer")
+                  or key in ("teacher_other", "teacher_cv")]
         for key in routed:
             setattr(self, key, kwargs.pop(key))
             if "__" in key:

@@ -156,11 +156,6 @@ def test_clone_keeps_teacher_cv(digits, books):
                                atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "DistillationClassifier.set_params (ENGINE's region) hands teacher_cv to skorch, which reads it as a "
-    "'teacher' prefix without '__' ('did you mean teacher__cv?'); teacher_other has the same problem. "
-    "Fix: route exact parameter names (teacher_cv, teacher_other) with setattr, as the loss/teacher/trainer "
-    "keys are, and remove this mark."))
 def test_grid_search_over_teacher_cv(digits):
     X, y = digits
     clf = DistillationClassifier(MLP, teacher=_forest(), teacher_cv=3, max_epochs=1, random_state=0)

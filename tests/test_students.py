@@ -38,8 +38,10 @@ finite = st.floats(-1e4, 1e4, width=32, allow_subnormal=False)
 def test_input_statistics_are_standard_scalers_mean_and_scale(X):
     mean, scale = input_statistics(X)
     reference = StandardScaler().fit(X.astype(np.float64))
-    np.testing.assert_allclose(mean, reference.mean_, rtol=1e-5, atol=1e-3)
-    varying = reference.scale_ > 1e-3 * np.maximum(np.abs(reference.mean_), 1.0)
+    indicator = np.isin(X, (0.0, 1.0)).all(axis=0)  # passed unchanged (see the test below)
+    assert np.all(mean[indicator] == 0) and np.all(scale[indicator] == 1)
+    np.testing.assert_allclose(mean[~indicator], reference.mean_[~indicator], rtol=1e-5, atol=1e-3)
+    varying = ~indicator & (reference.scale_ > 1e-3 * np.maximum(np.abs(reference.mean_), 1.0))
     np.testing.assert_allclose(scale[varying], reference.scale_[varying], rtol=1e-4)
     assert np.all(scale > 0)
 
@@ -170,3 +172,18 @@ def test_the_callback_leaves_other_students_alone(cancer):
                                  callbacks=[MeasureInputs()], max_epochs=1, verbose=0, device="cpu")
     clf.fit(np.zeros((20, 16), np.float32), np.arange(20) % 2)
     assert not list(clf.module_.buffers())
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_indicator_columns_pass_unchanged(sparse):
+    # a one-hot encoded category: standardized, its rare level's column would reach 1/sqrt(p)
+    rng = np.random.default_rng(0)
+    level = rng.choice(10, size=500, p=[0.91] + [0.01] * 9)
+    one_hot = np.eye(10)[level]
+    numeric = rng.normal(3.0, 2.0, size=(500, 2))
+    X = np.hstack([one_hot, numeric])
+    mean, scale = input_statistics(scipy.sparse.csr_matrix(X) if sparse else X)
+    np.testing.assert_array_equal(mean[:10], 0.0)
+    np.testing.assert_array_equal(scale[:10], 1.0)
+    np.testing.assert_allclose(mean[10:], X[:, 10:].mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(scale[10:], X[:, 10:].std(axis=0), rtol=1e-5)

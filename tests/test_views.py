@@ -11,7 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV
 
+from skd import MLP, DistillationClassifier
 from skd.augment import Affine, CutMix, MixUp, Munge, Noise, Shift, ViewMaker
 from skd.augment.counter import (
     BETA_DRAWS,
@@ -417,3 +420,16 @@ def test_a_view_maker_is_an_augment_with_an_online_teacher(digits, make_student,
     assert teacher.samples == 2 * len(X)  # every training batch's views, labelled online
     assert clf.score(X, y) > 0.5
     assert clone(clf).get_params()["augment"].get_params() == maker.get_params()
+
+
+def test_augment_params_reach_the_view_maker_and_a_grid_search_over_them_fits():
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32)[:300]
+    clf = DistillationClassifier(MLP, loss="ce", augment=Affine(image_shape=(1, 8, 8)),
+                                 augment_mode="replace", max_epochs=1, device="cpu", random_state=0)
+    assert clf.set_params(augment__degrees=5.0).augment.degrees == 5.0
+    assert clf.get_params()["augment__degrees"] == 5.0
+    search = GridSearchCV(clf, {"augment__degrees": [0.0, 10.0]}, cv=2, error_score="raise").fit(X, y[:300])
+    assert [p["augment__degrees"] for p in search.cv_results_["params"]] == [0.0, 10.0]
+    with pytest.raises(ValueError, match="augment__degrees needs augment to be a view maker"):
+        DistillationClassifier(MLP, augment=lambda X, y: X).set_params(augment__degrees=5.0)
