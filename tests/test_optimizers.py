@@ -58,8 +58,10 @@ def test_adagrad_is_not_fused_on_cuda_where_torch_has_no_fused_kernel():
 
 
 def _fit(X, y, **params):
+    # the plain MLP: standardized digits (rare edge pixels scaled up) make Adam at lr=0.05, the
+    # high rate these tests use to see the update work, amplify rounding differences chaotically
     return DistillationClassifier(MLP, loss="ce", max_epochs=3, batch_size=64, verbose=0, random_state=0,
-                                  **params).fit(X, y)
+                                  module__standardize=False, **params).fit(X, y)
 
 
 @pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.SGD])
