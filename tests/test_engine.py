@@ -14,10 +14,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from skd import MLP, DistillationClassifier, TemperatureSchedule, Trainer
-from skd.teachers import UnderTrainedWarning
 from skd.callbacks import find_schedules, with_loss
 from skd.losses import make_loss
 from skd.state import EpochState, EpochValues
+from skd.teachers import UnderTrainedWarning
 
 
 @pytest.fixture(scope="module")

@@ -367,7 +367,8 @@ def test_bad_hint_book_and_hint_layers_are_refused(make_teacher, make_student, s
 def test_a_skorch_teacher_that_batches_its_input_gives_every_rows_features(cnn, small):
     X, y = small
     net = DistillationClassifier(SmallCNN, loss="ce", module__channels=(8, 16), module__hidden=32,
-                                 max_epochs=5, lr=1e-2, batch_size=64, verbose=0, device="cpu", random_state=0)
+                                 max_epochs=5, lr=1e-2, batch_size=64, verbose=0, device="cpu",
+                                 random_state=0)
     net.fit(X, y)  # its forward runs batches of 64: the hooks fire several times per call
     book = WriteBook(net, hint_layers=["features.5"]).fit_transform(X, y)
     assert book[feature_key("features.5")].shape == (len(X), 16, 2, 2)
