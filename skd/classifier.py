@@ -460,23 +460,17 @@ class DistillationClassifier(TrainerHooks, StudentPrediction, KeepsFittedTeacher
 
     def _set_fitted(self, labels: Labels, book, loss, trainer, teacher, first: bool,
                     initialize: bool, hints=None) -> None:
-        """Store what the fit learnt before training; the one place a failure rolls back."""
-        before = dict(vars(self))
-        try:
-            if first:
-                self.label_encoder_ = labels.encoder
-                self.classes_inferred_ = labels.encoder.classes_
-                self.data_dims_ = data_dims(book, len(self.classes_))
-            self.loss_, self.trainer_, self.teacher_ = loss, trainer, teacher
-            self.teacher_fitted_in_fit_ = bool(getattr(teacher, "fitted_in_setup_", False))
-            self.hint_plan_ = hints  # before initialize: the student's projectors are built from it
-            if initialize:
-                self.initialize()
-            self.teacher_score_ = score_book(book, labels.encoded, teacher, self.verbose)
-        except BaseException:
-            vars(self).clear()
-            vars(self).update(before)
-            raise
+        """Store what the fit learnt before training (a failure is rolled back by ``fit_or_restore``)."""
+        if first:
+            self.label_encoder_ = labels.encoder
+            self.classes_inferred_ = labels.encoder.classes_
+            self.data_dims_ = data_dims(book, len(self.classes_))
+        self.loss_, self.trainer_, self.teacher_ = loss, trainer, teacher
+        self.teacher_fitted_in_fit_ = bool(getattr(teacher, "fitted_in_setup_", False))
+        self.hint_plan_ = hints  # before initialize: the student's projectors are built from it
+        if initialize:
+            self.initialize()
+        self.teacher_score_ = score_book(book, labels.encoded, teacher, self.verbose)
 
     def _train(self, X, y_encoded, whole: bool, **fit_params) -> None:
         """skorch's training sequence through the trainer. With ``whole`` (a fit, not a warm start)
