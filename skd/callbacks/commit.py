@@ -10,12 +10,13 @@ refuses files that are not the ones it records.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 import warnings
 from contextlib import suppress
+
+from skd.data import file_sha256
 
 __all__ = ["JOURNAL", "MANIFEST", "CheckpointError", "CheckpointWarning", "apply_journal", "check_manifest",
            "damaged", "fsync_file", "recover_checkpoint", "temporary_beside", "write_journal",
@@ -58,14 +59,6 @@ def _is_temporary_of(temporary: str, final: str) -> bool:
             and temporary.endswith(".tmp"))
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _key(final: str, dirname: str) -> str:
     """A file's name in the manifest: relative to the checkpoint's directory (which may move)."""
     return os.path.relpath(os.path.abspath(final), os.path.abspath(dirname or "."))
@@ -74,7 +67,7 @@ def _key(final: str, dirname: str) -> str:
 def write_manifest(temporary: str, dirname: str, epoch: int, staged: dict[str, str]) -> None:
     """The epoch and the SHA-256 of every file of the checkpoint (hashed from their temporary files)."""
     manifest = {"format": MANIFEST_FORMAT, "epoch": epoch,
-                "files": {_key(final, dirname): _sha256(tmp) for final, tmp in staged.items()}}
+                "files": {_key(final, dirname): file_sha256(tmp) for final, tmp in staged.items()}}
     with open(temporary, "w") as handle:
         json.dump(manifest, handle, indent=1)
         handle.flush()
@@ -107,7 +100,7 @@ def check_manifest(checkpoint, files: dict[str, str], epochs: int) -> bool:
            "afresh; skd.Checkpoint writes them atomically.")
     for name, file in files.items():
         recorded = hashes.get(_key(os.fspath(file), checkpoint.dirname))
-        if recorded is not None and _sha256(os.fspath(file)) != recorded:
+        if recorded is not None and file_sha256(os.fspath(file)) != recorded:
             raise CheckpointError(
                 f"The checkpoint file {os.fspath(file)} ({name}) is not the one recorded in {path} for "
                 f"epoch {epoch}: its SHA-256 differs, so it is damaged or truncated, was edited, or comes "
